@@ -1,0 +1,347 @@
+"""What is in a workspace, and what is missing: the one status report the CLI (`unet3d status`) and the
+console dashboard both show.
+
+``collect_status`` never raises: every section is gathered on its own, and a section whose module is
+missing or whose files are broken becomes an item with state ``broken`` (or ``missing``) and a reason.
+The report is a plain dataclass tree; ``to_dict()`` gives JSON-ready data.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from core.workspace import Workspace
+
+OK = "ok"
+MISSING = "missing"
+BROKEN = "broken"
+STATES = (OK, MISSING, BROKEN)
+
+
+@dataclass(frozen=True)
+class ItemStatus:
+    """One line of the status table: what, its state, a one-line detail, and the command that fixes it."""
+
+    name: str
+    state: str  # "ok" | "missing" | "broken"
+    detail: str = ""
+    fix: str = ""  # e.g. "unet3d preprocess"; empty when ok or when nothing can fix it
+    data: dict[str, Any] = field(default_factory=dict)  # machine-readable extras (sha256, shapes, ...)
+
+    @property
+    def ok(self) -> bool:
+        return self.state == OK
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Section:
+    name: str  # "dataset", "preprocessed", "model", "calibration", "engines", "backends", "runs"
+    items: tuple[ItemStatus, ...]
+
+    @property
+    def state(self) -> str:
+        """The worst state of the section's items (broken > missing > ok); an empty section is missing."""
+        states = {i.state for i in self.items}
+        if BROKEN in states:
+            return BROKEN
+        if MISSING in states or not self.items:
+            return MISSING
+        return OK
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "state": self.state, "items": [i.to_dict() for i in self.items]}
+
+
+@dataclass(frozen=True)
+class StatusReport:
+    paths: dict[str, str]
+    sections: tuple[Section, ...]
+
+    def section(self, name: str) -> Section:
+        for s in self.sections:
+            if s.name == name:
+                return s
+        raise KeyError(name)
+
+    @property
+    def items(self) -> list[ItemStatus]:
+        return [i for s in self.sections for i in s.items]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"paths": dict(self.paths), "sections": [s.to_dict() for s in self.sections]}
+
+
+# --- fix commands shown next to a missing or broken item ---
+FIX_DATA = "unet3d download --data (or unet3d demo for a synthetic workspace)"
+FIX_PREPROCESS = "unet3d preprocess"
+FIX_MODEL = "unet3d download --model"
+FIX_CALIBRATE = "unet3d calibrate"
+FIX_ENGINE = "unet3d run --backend=tensorrt --precision=int8 (builds the engine)"
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().replace("\n", " ")
+    return text or type(exc).__name__
+
+
+def _import(module: str) -> Any:
+    """Import a sibling module; None if it is not in the tree yet (other parts land independently)."""
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        if exc.name and (exc.name == module or module.startswith(exc.name + ".")):
+            return None
+        raise
+
+
+def _guarded(name: str, module: str, fn: str, ws: Workspace, fix: str) -> tuple[ItemStatus, ...]:
+    """Call ``module.fn(ws) -> list[ItemStatus]`` and turn any failure into one broken item."""
+    try:
+        mod = _import(module)
+        if mod is None or not hasattr(mod, fn):
+            return (ItemStatus(name, BROKEN, f"{module}.{fn} is not available in this build", ""),)
+        items = getattr(mod, fn)(ws)
+        return tuple(_coerce(i) for i in items)
+    except Exception as exc:  # status must never raise on a broken workspace
+        return (ItemStatus(name, BROKEN, _one_line(exc), fix),)
+
+
+def _coerce(item: Any) -> ItemStatus:
+    """Accept ItemStatus from sibling modules even if they define a look-alike dataclass."""
+    if isinstance(item, ItemStatus):
+        return item
+    return ItemStatus(
+        name=str(getattr(item, "name", "?")),
+        state=str(getattr(item, "state", BROKEN)),
+        detail=str(getattr(item, "detail", "")),
+        fix=str(getattr(item, "fix", "")),
+        data=dict(getattr(item, "data", {}) or {}),
+    )
+
+
+def _human_size(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GB"
+
+
+def _io_text(tensors: Any) -> str:
+    parts = []
+    for t in tensors or ():
+        name = getattr(t, "name", None)
+        shape = getattr(t, "shape", None)
+        if name is None and isinstance(t, dict):
+            name, shape = t.get("name"), t.get("shape")
+        if name is None:
+            parts.append(str(t))
+        else:
+            dims = ",".join(str(d) for d in shape) if shape is not None else "?"
+            parts.append(f"{name}[{dims}]")
+    return " ".join(parts)
+
+
+def model_items(ws: Workspace) -> tuple[ItemStatus, ...]:
+    path = ws.model_path
+    if not path.exists():
+        return (ItemStatus("model", MISSING, f"{path} not found", FIX_MODEL, {"path": str(path)}),)
+    try:
+        mod = _import("core.model")
+        if mod is None:
+            size = path.stat().st_size
+            return (
+                ItemStatus(
+                    "model", BROKEN, f"{path.name} {_human_size(size)}; core.model is not available", ""
+                ),
+            )
+        info = mod.load_model(path)
+    except Exception as exc:
+        return (ItemStatus("model", BROKEN, _one_line(exc), FIX_MODEL, {"path": str(path)}),)
+    sha = str(getattr(info, "sha256", ""))
+    params = getattr(info, "params", None)
+    opset = getattr(info, "opset", None)
+    ins, outs = getattr(info, "inputs", ()), getattr(info, "outputs", ())
+    detail = f"opset {opset}, {params:,} params, {_io_text(ins)} -> {_io_text(outs)}, sha256 {sha[:12]}"
+    data = {
+        "path": str(path),
+        "sha256": sha,
+        "opset": opset,
+        "params": params,
+        "inputs": _io_text(ins),
+        "outputs": _io_text(outs),
+    }
+    return (ItemStatus("model", OK, detail, "", data),)
+
+
+def calibration_items(ws: Workspace, model_sha: str | None) -> tuple[ItemStatus, ...]:
+    path = ws.calibration_cache_path
+    if not path.exists():
+        return (ItemStatus("calibration cache", MISSING, f"{path} not found", FIX_CALIBRATE),)
+    try:
+        mod = _import("core.calibration_cache")
+        if mod is None:
+            return (ItemStatus("calibration cache", BROKEN, "core.calibration_cache is not available", ""),)
+        cache = mod.load(path)
+    except Exception as exc:
+        return (ItemStatus("calibration cache", BROKEN, _one_line(exc), FIX_CALIBRATE),)
+    amax = getattr(cache, "amax", {}) or {}
+    method = getattr(cache, "method", "?")
+    cache_sha = str(getattr(cache, "model_sha256", "") or "")
+    data = {"path": str(path), "method": method, "tensors": len(amax), "model_sha256": cache_sha}
+    if model_sha and cache_sha and cache_sha != model_sha:
+        return (
+            ItemStatus(
+                "calibration cache",
+                BROKEN,
+                f"made for model sha256 {cache_sha[:12]}, the model is {model_sha[:12]} (stale)",
+                FIX_CALIBRATE,
+                data,
+            ),
+        )
+    return (ItemStatus("calibration cache", OK, f"{method}, {len(amax)} tensors", "", data),)
+
+
+def engine_items(ws: Workspace) -> tuple[ItemStatus, ...]:
+    d = ws.engine_dir
+    try:
+        files = sorted(p for p in d.iterdir() if p.is_file()) if d.is_dir() else []
+    except OSError as exc:
+        return (ItemStatus("engines", BROKEN, _one_line(exc), ""),)
+    if not files:
+        # engines are optional: they are built on demand by the TensorRT backend
+        return (ItemStatus("engines", MISSING, f"no engine files in {d}", FIX_ENGINE),)
+    return tuple(ItemStatus(p.name, OK, _human_size(p.stat().st_size), "", {"path": str(p)}) for p in files)
+
+
+def backend_items() -> tuple[ItemStatus, ...]:
+    try:
+        from core.backends import availability, backend_names
+
+        names = backend_names()
+    except Exception as exc:
+        return (ItemStatus("backends", BROKEN, _one_line(exc), ""),)
+    items = []
+    for name in names:
+        try:
+            av = availability(name)
+            ok, reason, devices = av.ok, av.reason, tuple(av.devices)
+        except Exception as exc:
+            ok, reason, devices = False, _one_line(exc), ()
+        detail = ", ".join(devices) if ok else reason
+        items.append(
+            ItemStatus(name, OK if ok else MISSING, detail, "", {"devices": list(devices), "reason": reason})
+        )
+    return tuple(items)
+
+
+def _record_text(rec: Any) -> tuple[str, str, dict[str, Any]]:
+    """Name, detail and data of a history RunRecord, without depending on its exact fields."""
+    data: dict[str, Any] = {}
+    if hasattr(rec, "to_dict"):
+        try:
+            data = dict(rec.to_dict())
+        except Exception:
+            data = {}
+    if not data and hasattr(rec, "__dataclass_fields__"):
+        data = {k: getattr(rec, k) for k in rec.__dataclass_fields__}
+
+    def get(*names: str) -> Any:
+        for n in names:
+            if data.get(n) is not None:
+                return data[n]
+            if getattr(rec, n, None) is not None:
+                return getattr(rec, n)
+        return None
+
+    name = str(get("run_id", "name", "log_dir") or "run")
+    name = Path(name).name
+    parts = [str(x) for x in (get("scenario"), get("test_mode"), get("backend"), get("precision")) if x]
+    valid = get("valid")
+    if valid is not None:
+        parts.append("VALID" if valid else "INVALID")
+    qps = get("samples_per_s", "qps")
+    if isinstance(qps, (int, float)):
+        parts.append(f"{qps:.3f} samples/s")
+    acc = get("accuracy", "mean_dice")
+    if isinstance(acc, (int, float)):
+        parts.append(f"DICE {acc:.5f}")
+    elif isinstance(acc, dict) and isinstance(acc.get("mean"), (int, float)):
+        parts.append(f"DICE {acc['mean']:.5f}")
+    safe = {k: v for k, v in data.items() if isinstance(v, (str, int, float, bool, type(None)))}
+    return name, " ".join(parts), safe
+
+
+def run_items(ws: Workspace, limit: int = 10) -> tuple[ItemStatus, ...]:
+    try:
+        mod = _import("core.history")
+        if mod is None:
+            return (ItemStatus("runs", BROKEN, "core.history is not available in this build", ""),)
+        runs = list(mod.list_runs(ws))
+    except Exception as exc:
+        return (ItemStatus("runs", BROKEN, _one_line(exc), ""),)
+    if not runs:
+        return (
+            ItemStatus("runs", MISSING, f"no runs in {ws.log_dir}", "unet3d run --test_mode=AccuracyOnly"),
+        )
+    items = []
+    for rec in runs[-limit:]:
+        try:
+            name, detail, data = _record_text(rec)
+            items.append(ItemStatus(name, OK, detail, "", data))
+        except Exception as exc:
+            items.append(ItemStatus("run", BROKEN, _one_line(exc), ""))
+    return tuple(items)
+
+
+def collect_status(ws: Workspace) -> StatusReport:
+    """Gather every section; never raises."""
+    paths = {
+        "root": str(ws.root),
+        "data_dir": str(ws.data_dir),
+        "preprocessed_dir": str(ws.preprocessed_dir),
+        "model": str(ws.model_path),
+        "log_dir": str(ws.log_dir),
+        "engine_dir": str(ws.engine_dir),
+        "calibration_cache": str(ws.calibration_cache_path),
+    }
+    dataset = _guarded("dataset", "core.cases", "raw_status", ws, FIX_DATA)
+    pre = _guarded("preprocessed", "core.preprocess", "preprocessed_status", ws, FIX_PREPROCESS)
+    model = model_items(ws)
+    model_sha = model[0].data.get("sha256") if model and model[0].ok else None
+    sections = (
+        Section("dataset", dataset),
+        Section("preprocessed", pre),
+        Section("model", model),
+        Section("calibration", calibration_items(ws, model_sha)),
+        Section("engines", engine_items(ws)),
+        Section("backends", backend_items()),
+        Section("runs", run_items(ws)),
+    )
+    return StatusReport(paths, sections)
+
+
+def render_table(report: StatusReport) -> str:
+    """Plain-text table for `unet3d status` (no colour: stdout must not depend on the terminal)."""
+    rows: list[tuple[str, str, str, str, str]] = []
+    for s in report.sections:
+        for i in s.items:
+            rows.append((s.name, i.name, i.state, i.detail, i.fix if not i.ok else ""))
+    head = ("Section", "Item", "State", "Detail", "Fix")
+    widths = [max(len(head[c]), *(len(r[c]) for r in rows)) if rows else len(head[c]) for c in range(4)]
+    lines = [f"Workspace: {report.paths.get('root', '')}"]
+
+    def fmt(r: tuple[str, ...]) -> str:
+        cells = [r[c].ljust(widths[c]) for c in range(4)]
+        return (" | ".join(cells) + (f" | {r[4]}" if r[4] else " |")).rstrip()
+
+    lines.append(fmt(head))
+    lines.append("-+-".join("-" * w for w in widths) + "-+-" + "-" * 3)
+    lines.extend(fmt(r) for r in rows)
+    return "\n".join(lines) + "\n"
