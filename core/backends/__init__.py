@@ -15,7 +15,15 @@ _REGISTRY: dict[str, tuple[str, str]] = {
     "tensorrt": ("core.backends.tensorrt", "BACKEND"),
 }
 
-__all__ = ["Availability", "Backend", "Engine", "VolumeEngine", "backend_names", "get_backend", "availability"]
+__all__ = [
+    "Availability",
+    "Backend",
+    "Engine",
+    "VolumeEngine",
+    "availability",
+    "backend_names",
+    "get_backend",
+]
 
 
 def backend_names() -> list[str]:
