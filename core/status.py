@@ -29,6 +29,7 @@ class ItemStatus:
     state: str  # "ok" | "missing" | "broken"
     detail: str = ""
     fix: str = ""  # e.g. "unet3d preprocess"; empty when ok or when nothing can fix it
+    group: str = ""  # e.g. "inference" / "calibration"
     data: dict[str, Any] = field(default_factory=dict)  # machine-readable extras (sha256, shapes, ...)
 
     @property
@@ -121,6 +122,7 @@ def _coerce(item: Any) -> ItemStatus:
         state=str(getattr(item, "state", BROKEN)),
         detail=str(getattr(item, "detail", "")),
         fix=str(getattr(item, "fix", "")),
+        group=str(getattr(item, "group", "")),
         data=dict(getattr(item, "data", {}) or {}),
     )
 
@@ -151,7 +153,7 @@ def _io_text(tensors: Any) -> str:
 def model_items(ws: Workspace) -> tuple[ItemStatus, ...]:
     path = ws.model_path
     if not path.exists():
-        return (ItemStatus("model", MISSING, f"{path} not found", FIX_MODEL, {"path": str(path)}),)
+        return (ItemStatus("model", MISSING, f"{path} not found", FIX_MODEL, data={"path": str(path)}),)
     try:
         mod = _import("core.model")
         if mod is None:
@@ -163,7 +165,7 @@ def model_items(ws: Workspace) -> tuple[ItemStatus, ...]:
             )
         info = mod.load_model(path)
     except Exception as exc:
-        return (ItemStatus("model", BROKEN, _one_line(exc), FIX_MODEL, {"path": str(path)}),)
+        return (ItemStatus("model", BROKEN, _one_line(exc), FIX_MODEL, data={"path": str(path)}),)
     sha = str(getattr(info, "sha256", ""))
     params = getattr(info, "params", None)
     opset = getattr(info, "opset", None)
@@ -177,7 +179,7 @@ def model_items(ws: Workspace) -> tuple[ItemStatus, ...]:
         "inputs": _io_text(ins),
         "outputs": _io_text(outs),
     }
-    return (ItemStatus("model", OK, detail, "", data),)
+    return (ItemStatus("model", OK, detail, "", data=data),)
 
 
 def calibration_items(ws: Workspace, model_sha: str | None) -> tuple[ItemStatus, ...]:
@@ -202,10 +204,10 @@ def calibration_items(ws: Workspace, model_sha: str | None) -> tuple[ItemStatus,
                 BROKEN,
                 f"made for model sha256 {cache_sha[:12]}, the model is {model_sha[:12]} (stale)",
                 FIX_CALIBRATE,
-                data,
+                data=data,
             ),
         )
-    return (ItemStatus("calibration cache", OK, f"{method}, {len(amax)} tensors", "", data),)
+    return (ItemStatus("calibration cache", OK, f"{method}, {len(amax)} tensors", "", data=data),)
 
 
 def engine_items(ws: Workspace) -> tuple[ItemStatus, ...]:
@@ -217,7 +219,9 @@ def engine_items(ws: Workspace) -> tuple[ItemStatus, ...]:
     if not files:
         # engines are optional: they are built on demand by the TensorRT backend
         return (ItemStatus("engines", MISSING, f"no engine files in {d}", FIX_ENGINE),)
-    return tuple(ItemStatus(p.name, OK, _human_size(p.stat().st_size), "", {"path": str(p)}) for p in files)
+    return tuple(
+        ItemStatus(p.name, OK, _human_size(p.stat().st_size), "", data={"path": str(p)}) for p in files
+    )
 
 
 def backend_items() -> tuple[ItemStatus, ...]:
@@ -236,7 +240,9 @@ def backend_items() -> tuple[ItemStatus, ...]:
             ok, reason, devices = False, _one_line(exc), ()
         detail = ", ".join(devices) if ok else reason
         items.append(
-            ItemStatus(name, OK if ok else MISSING, detail, "", {"devices": list(devices), "reason": reason})
+            ItemStatus(
+                name, OK if ok else MISSING, detail, "", data={"devices": list(devices), "reason": reason}
+            )
         )
     return tuple(items)
 
@@ -294,7 +300,7 @@ def run_items(ws: Workspace, limit: int = 10) -> tuple[ItemStatus, ...]:
     for rec in runs[-limit:]:
         try:
             name, detail, data = _record_text(rec)
-            items.append(ItemStatus(name, OK, detail, "", data))
+            items.append(ItemStatus(name, OK, detail, "", data=data))
         except Exception as exc:
             items.append(ItemStatus("run", BROKEN, _one_line(exc), ""))
     return tuple(items)
@@ -327,21 +333,42 @@ def collect_status(ws: Workspace) -> StatusReport:
     return StatusReport(paths, sections)
 
 
-def render_table(report: StatusReport) -> str:
-    """Plain-text table for `unet3d status` (no colour: stdout must not depend on the terminal)."""
+def _table_rows(section: Section, max_items: int) -> list[tuple[str, str, str, str, str]]:
+    """Rows for one section; a long section (63 cases) is summarised per group plus its non-ok items."""
+    items = section.items
+    if len(items) <= max_items:
+        return [(section.name, i.name, i.state, i.detail, "" if i.ok else i.fix) for i in items]
     rows: list[tuple[str, str, str, str, str]] = []
-    for s in report.sections:
-        for i in s.items:
-            rows.append((s.name, i.name, i.state, i.detail, i.fix if not i.ok else ""))
+    groups: dict[str, list[ItemStatus]] = {}
+    for i in items:
+        groups.setdefault(i.group or section.name, []).append(i)
+    section_fix = {"dataset": FIX_DATA, "preprocessed": FIX_PREPROCESS}.get(section.name, "")
+    bad: list[ItemStatus] = []
+    for group, members in groups.items():
+        n_ok = sum(m.ok for m in members)
+        worst = BROKEN if any(m.state == BROKEN for m in members) else MISSING
+        state = OK if n_ok == len(members) else worst
+        fix = section_fix or next((m.fix for m in members if not m.ok and m.fix), "")
+        rows.append((section.name, group, state, f"{n_ok}/{len(members)} ok", "" if state == OK else fix))
+        # list single items only where they tell something the summary does not
+        bad.extend(m for m in members if m.state == BROKEN or (m.state != OK and n_ok > 0))
+    for i in bad[:max_items]:
+        rows.append((section.name, i.name, i.state, i.detail, i.fix))
+    if len(bad) > max_items:
+        rows.append((section.name, "...", "", f"{len(bad) - max_items} more not ok (see --json)", ""))
+    return rows
+
+
+def render_table(report: StatusReport, max_items: int = 12) -> str:
+    """Plain-text table for `unet3d status` (no colour: stdout must not depend on the terminal)."""
+    rows = [r for s in report.sections for r in _table_rows(s, max_items)]
     head = ("Section", "Item", "State", "Detail", "Fix")
-    widths = [max(len(head[c]), *(len(r[c]) for r in rows)) if rows else len(head[c]) for c in range(4)]
-    lines = [f"Workspace: {report.paths.get('root', '')}"]
+    widths = [max(len(head[c]), *(len(r[c]) for r in rows)) for c in range(4)]
 
     def fmt(r: tuple[str, ...]) -> str:
         cells = [r[c].ljust(widths[c]) for c in range(4)]
-        return (" | ".join(cells) + (f" | {r[4]}" if r[4] else " |")).rstrip()
+        return (" | ".join(cells) + (f" | {r[4]}" if r[4] else "")).rstrip()
 
-    lines.append(fmt(head))
-    lines.append("-+-".join("-" * w for w in widths) + "-+-" + "-" * 3)
+    lines = [f"Workspace: {report.paths.get('root', '')}", fmt(head), "-+-".join("-" * w for w in widths)]
     lines.extend(fmt(r) for r in rows)
     return "\n".join(lines) + "\n"
