@@ -247,7 +247,7 @@ def backend_items() -> tuple[ItemStatus, ...]:
     return tuple(items)
 
 
-def _record_text(rec: Any) -> tuple[str, str, dict[str, Any]]:
+def record_text(rec: Any) -> tuple[str, str, dict[str, Any]]:
     """Name, detail and data of a history RunRecord, without depending on its exact fields."""
     data: dict[str, Any] = {}
     if hasattr(rec, "to_dict"):
@@ -299,7 +299,7 @@ def run_items(ws: Workspace, limit: int = 10) -> tuple[ItemStatus, ...]:
     items = []
     for rec in runs[-limit:]:
         try:
-            name, detail, data = _record_text(rec)
+            name, detail, data = record_text(rec)
             items.append(ItemStatus(name, OK, detail, "", data=data))
         except Exception as exc:
             items.append(ItemStatus("run", BROKEN, _one_line(exc), ""))
