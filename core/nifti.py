@@ -16,6 +16,7 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+from nibabel.openers import ImageOpener
 
 from core.errors import BadInputError, MissingInputError
 
@@ -65,11 +66,15 @@ def _check_geometry(img: nib.Nifti1Image, path: Path) -> tuple[float, float, flo
         raise BadInputError(f"expected a 3-D volume, got {len(img.shape)}-D shape {tuple(img.shape)}", path)
     if min(img.shape) < 1:
         raise BadInputError(f"empty volume shape {tuple(img.shape)}", path)
-    pixdim = img.header["pixdim"][1:4].tolist()
-    spacing = (float(pixdim[0]), float(pixdim[1]), float(pixdim[2]))
-    if not all(np.isfinite(s) and s > 0 for s in spacing):
-        raise BadInputError(f"voxel spacing {spacing} must be finite and positive", path)
-    return spacing
+    try:  # nibabel silently replaces zero/negative pixdim on load; judge the bytes on disk
+        with ImageOpener(str(path)) as f:
+            raw = type(img.header).from_fileobj(f, check=False)["pixdim"][1:4].tolist()
+    except Exception as err:
+        raise BadInputError(f"unreadable NIfTI header ({type(err).__name__}: {err})", path) from err
+    if not all(np.isfinite(s) and s > 0 for s in raw):
+        raise BadInputError(f"voxel spacing {tuple(raw)} must be finite and positive", path)
+    pixdim = img.header["pixdim"][1:4].tolist()  # what the reference reads
+    return (float(pixdim[0]), float(pixdim[1]), float(pixdim[2]))
 
 
 def _read(img: nib.Nifti1Image, path: Path, dtype: type) -> np.ndarray:
@@ -114,7 +119,8 @@ def load_label(path: str | Path) -> Volume:
         ok = bool(np.isin(values, LABEL_VALUES).all())
         label = values.astype(np.uint8)
     if not ok:
-        bad = sorted(set(np.unique(raw).tolist()) - set(LABEL_VALUES))[:5]
+        values = np.unique(raw).tolist()
+        bad = [int(v) if float(v).is_integer() else v for v in values if v not in LABEL_VALUES][:5]
         raise BadInputError(f"label values {bad} are outside {{0, 1, 2}}", path)
     return Volume(array=label, spacing=spacing, affine=np.asarray(img.affine, dtype=np.float64))
 
