@@ -1,0 +1,219 @@
+"""plugins.tensorrt_plugins: the TensorRT-free half (plugin fields as the surgery writes them).
+
+TensorRT is not installed here; registration itself (register_plugins) is not exercised."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from onnx import helper
+
+from plugins import tensorrt_plugins as tp
+
+
+def _node(op: str, **attrs: object) -> onnx.NodeProto:
+    return helper.make_node(op, ["x"], ["y"], name=f"{op}_0", **attrs)
+
+
+def _in_attrs(c: int = 32) -> dict[str, object]:
+    rng = np.random.default_rng(1)
+    return {
+        "epsilon": 1e-5,
+        "scales": rng.standard_normal(c).astype(np.float32).tolist(),
+        "bias": rng.standard_normal(c).astype(np.float32).tolist(),
+        "relu": 1,
+        "alpha": 0.0,
+    }
+
+
+def test_attrs_from_nvidia_style_nodes() -> None:
+    w = np.arange(864, dtype=np.float32) / 1000
+    n = _node(tp.CONV3X3, inputChannels=1, weights=w.tolist(), plugin_version="1", plugin_namespace="")
+    a = tp.attrs_from_onnx(n)
+    assert set(a) == {"inputChannels", "weights"}
+    assert a["inputChannels"] == 1
+    assert a["weights"].dtype == np.float32 and a["weights"].shape == (864,)
+    np.testing.assert_array_equal(a["weights"], w)
+    # (32,1,3,3,3) view: output channel k holds values k*27 ... k*27+26 in (kd, kh, kw) C order
+    k = tp.weights_3x3x3(a)
+    assert k.shape == (32, 1, 3, 3, 3)
+    assert k[5, 0, 1, 2, 0] == w[5 * 27 + 1 * 9 + 2 * 3 + 0]
+
+    ps = tp.attrs_from_onnx(_node(tp.PIXELSHUFFLE, R=2, S=2, T=2, plugin_version="1", plugin_namespace=""))
+    assert ps == {"R": 2, "S": 2, "T": 2}
+
+    inn = tp.attrs_from_onnx(_node(tp.INSTANCENORM, plugin_version="2", plugin_namespace="", **_in_attrs()))
+    assert inn["relu"] == 1 and inn["alpha"] == 0.0
+    assert inn["epsilon"] == pytest.approx(1e-5)
+    assert inn["scales"].shape == (32,)
+
+    w1 = np.arange(96, dtype=np.float32)
+    c1 = tp.attrs_from_onnx(_node(tp.CONV1X1, inputChannels=32, weights=w1.tolist(), bias=[0.5, -1.0, 2.0]))
+    m = tp.weights_1x1x1(c1)
+    assert m.shape == (3, 32) and m[2, 7] == 2 * 32 + 7
+    np.testing.assert_array_equal(c1["bias"], np.array([0.5, -1.0, 2.0], np.float32))
+
+
+@pytest.mark.parametrize(
+    ("op", "attrs", "fragment"),
+    [
+        (tp.CONV3X3, {"inputChannels": 1, "weights": [0.0] * 863}, "863 values, expected 864"),
+        (tp.CONV3X3, {"inputChannels": 2, "weights": [0.0] * 864}, "needs 1"),
+        (tp.CONV3X3, {"weights": [0.0] * 864}, "inputChannels is missing"),
+        (tp.CONV1X1, {"inputChannels": 32, "weights": [0.0] * 96, "bias": [0.0] * 4}, "4 values, expected 3"),
+        (tp.PIXELSHUFFLE, {"R": 2, "S": 2, "T": 3}, "needs 2,2,2"),
+        (tp.PIXELSHUFFLE, {"R": 2.5, "S": 2, "T": 2}, "one integer"),
+        (tp.PIXELSHUFFLE, {"R": 2, "S": 2, "T": 2, "mode": 1}, "unknown attribute"),
+        (tp.INSTANCENORM, {**_in_attrs(), "alpha": 0.1}, "leaky"),
+        (tp.INSTANCENORM, {**_in_attrs(), "relu": 2}, "relu=2"),
+        (tp.INSTANCENORM, {**_in_attrs(), "bias": [0.0] * 31}, "31 values but scales has 32"),
+        (tp.INSTANCENORM, {**_in_attrs(), "epsilon": float("nan")}, "epsilon is nan"),
+        (tp.INSTANCENORM, {**_in_attrs(), "scales": [float("inf")] * 32}, "non-finite"),
+        ("Conv", {}, "not one of the plugins"),
+    ],
+)
+def test_bad_attributes_refused(op: str, attrs: dict[str, object], fragment: str) -> None:
+    with pytest.raises(tp.PluginFieldError) as info:
+        tp.validate_attrs(op, attrs)
+    assert fragment in str(info.value)
+
+
+@pytest.mark.parametrize("op", [tp.CONV3X3, tp.CONV1X1, tp.PIXELSHUFFLE, tp.INSTANCENORM])
+def test_encode_decode_round_trip(op: str) -> None:
+    rng = np.random.default_rng(7)
+    attrs: dict[str, object] = {
+        tp.CONV3X3: {"inputChannels": 1, "weights": rng.standard_normal(864)},
+        tp.CONV1X1: {"inputChannels": 32, "weights": rng.standard_normal(96), "bias": rng.standard_normal(3)},
+        tp.PIXELSHUFFLE: {"R": 2, "S": 2, "T": 2},
+        tp.INSTANCENORM: _in_attrs(64),
+    }[op]
+    fields = tp.encode_fields(op, attrs)
+    # field order and types as the spec lists them; ints travel as INT32, floats as FLOAT32
+    assert [n for n, _, _ in fields] == [f.name for f in tp.SPECS[op].fields]
+    for name, data, ftype in fields:
+        kind = tp.SPECS[op].field(name).kind
+        assert ftype == ("INT32" if kind == "int" else "FLOAT32")
+        assert data.dtype == (np.int32 if kind == "int" else np.float32)
+        assert data.ndim == 1
+    back = tp.decode_fields(op, fields)
+    want = tp.validate_attrs(op, attrs)
+    assert set(back) == set(want)
+    for k, v in want.items():
+        if isinstance(v, np.ndarray):
+            # float64 inputs are stored as float32: equal to the float32 rounding, bit for bit
+            np.testing.assert_array_equal(back[k], v)
+            assert back[k].dtype == np.float32
+        elif isinstance(v, float):
+            # scalar floats travel as FLOAT32 too (epsilon 1e-5 comes back as float32(1e-5))
+            assert back[k] == float(np.float32(v))
+        else:
+            assert back[k] == v and type(back[k]) is int
+
+
+def test_decode_refuses_wrong_types_and_names() -> None:
+    with pytest.raises(tp.PluginFieldError, match="type FLOAT32, expected INT32"):
+        tp.decode_fields(tp.PIXELSHUFFLE, [("R", np.array([2.0], np.float32), "FLOAT32")])
+    with pytest.raises(tp.PluginFieldError, match="unknown field"):
+        tp.decode_fields(tp.PIXELSHUFFLE, [("Q", np.array([2], np.int32), "INT32")])
+
+
+def test_serialize_attrs_is_stable_and_sensitive() -> None:
+    a = {"inputChannels": 32, "weights": np.ones(96), "bias": [1.0, 2.0, 3.0]}
+    s1 = tp.serialize_attrs(tp.CONV1X1, a)
+    assert s1 == tp.serialize_attrs(tp.CONV1X1, {**a, "weights": np.ones(96, np.float32).tolist()})
+    assert s1.startswith(b"CONV3D1X1X1K4_TRT\0inputChannels\0INT32\0\x01\x00\x00\x00\x20\x00\x00\x00")
+    # header + 3 fields: inputChannels (4 B), weights (96*4 B), bias (3*4 B)
+    assert (
+        len(s1)
+        == len(b"CONV3D1X1X1K4_TRT\0")
+        + sum(
+            len(n) + 1 + len(t) + 1 + 4
+            for n, t in (("inputChannels", "INT32"), ("weights", "FLOAT32"), ("bias", "FLOAT32"))
+        )
+        + 4
+        + 96 * 4
+        + 3 * 4
+    )
+    b = {**a, "bias": [1.0, 2.0, 3.0000002]}
+    assert tp.serialize_attrs(tp.CONV1X1, b) != s1
+
+
+def _surgered_model() -> onnx.ModelProto:
+    nodes = [
+        helper.make_node(
+            tp.CONV3X3,
+            ["input"],
+            ["c0"],
+            name="Conv_0",
+            inputChannels=1,
+            weights=[0.1] * 864,
+            plugin_version="1",
+            plugin_namespace="",
+        ),
+        helper.make_node(
+            tp.INSTANCENORM,
+            ["c0"],
+            ["n0"],
+            name="IN_1",
+            plugin_version="2",
+            plugin_namespace="",
+            **_in_attrs(),
+        ),
+        helper.make_node(
+            tp.CONV1X1,
+            ["n0"],
+            ["conv3d1x1x1k4_out"],
+            name="Conv_last",
+            inputChannels=32,
+            weights=[0.0] * 96,
+            bias=[0.0] * 3,
+            plugin_version="1",
+            plugin_namespace="",
+        ),
+        helper.make_node("Identity", ["conv3d1x1x1k4_out"], ["output"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("input", onnx.TensorProto.FLOAT, ["n", 1, 128, 128, 128])],
+        [helper.make_tensor_value_info("output", onnx.TensorProto.FLOAT, ["n", 3, 128, 128, 128])],
+    )
+    return helper.make_model(graph)
+
+
+def _lookup(node: onnx.NodeProto) -> tuple[str, str]:
+    d = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+    return d["plugin_namespace"].decode(), d["plugin_version"].decode()
+
+
+def test_retarget_namespace_only_the_chosen_ops() -> None:
+    m = _surgered_model()
+    n = tp.retarget_namespace(m, [tp.CONV3X3, tp.CONV1X1, tp.PIXELSHUFFLE])
+    assert n == 2
+    conv0, norm, conv_last, _ = m.graph.node
+    assert _lookup(conv0) == ("unet3d", "1")
+    assert _lookup(conv_last) == ("unet3d", "1")
+    assert _lookup(norm) == ("", "2")  # TensorRT's built-in InstanceNormalization_TRT v2 stays
+    # the other attributes are untouched, each lookup attribute appears once
+    assert [a.name for a in conv0.attribute].count("plugin_namespace") == 1
+    assert tp.attrs_from_onnx(conv0)["weights"].shape == (864,)
+    # idempotent
+    assert tp.retarget_namespace(m, [tp.CONV3X3]) == 1
+    assert _lookup(m.graph.node[0]) == ("unet3d", "1")
+
+
+def test_retarget_refuses_bad_nodes_and_unknown_ops() -> None:
+    m = _surgered_model()
+    with pytest.raises(tp.PluginFieldError, match="not plugins of ours"):
+        tp.retarget_namespace(m, ["Conv"])
+    bad = _surgered_model()
+    (w,) = [a for a in bad.graph.node[0].attribute if a.name == "weights"]
+    w.CopyFrom(helper.make_attribute("weights", [0.1] * 10))
+    with pytest.raises(tp.PluginFieldError, match="10 values"):
+        tp.retarget_namespace(bad, [tp.CONV3X3])
+
+
+def test_plugin_versions() -> None:
+    v = tp.plugin_versions([tp.PIXELSHUFFLE, tp.CONV3X3])
+    assert v == {"unet3d::CONV3D3X3X3C1K32_TRT": "1/reg1", "unet3d::PIXELSHUFFLE3D_TRT": "1/reg1"}
