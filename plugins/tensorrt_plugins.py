@@ -9,13 +9,17 @@ run on a machine with TensorRT to find problems in :func:`register_plugins`.
 One kernel, two registrations: every ``impl`` calls the same functions as ``plugins.ops`` (the torch
 custom ops ``torch.ops.unet3d.*`` that the torch backend uses), so TensorRT and PyTorch run the same
 Triton kernels. The ops keep NVIDIA's names and attribute names (NV ``builder.py``, section 8 of the
-benchmark description), so the surgered ONNX needs no change besides its ``plugin_namespace``:
+benchmark description). The widths are not fixed to NVIDIA's 32: the shared phantom model has 16
+channels at full resolution, and ``core.surgery`` writes the real ``inputChannels`` / weight sizes.
+The surgery stores weights as TENSOR attributes and leaves the convs' own attributes (kernel_shape,
+pads, ...) on the nodes, as NVIDIA's graph does; :func:`retarget_namespace` drops those leftovers from
+the nodes it hands to our plugins, so TensorRT passes exactly the fields registered below:
 
 ==========================  ======================================================  ==============
 op (ONNX node op_type)      attributes (as the surgery writes them)                 our kernel
 ==========================  ======================================================  ==============
-CONV3D3X3X3C1K32_TRT        inputChannels=1, weights (864 floats)                   conv3x3x3_c1
-CONV3D1X1X1K4_TRT           inputChannels=32, weights (3*32 floats), bias (3)       conv1x1x1_bias
+CONV3D3X3X3C1K32_TRT        inputChannels=1, weights (K*27 floats, K=32)            conv3x3x3_c1
+CONV3D1X1X1K4_TRT           inputChannels=C, weights (3*C floats, C=32), bias (3)   conv1x1x1_bias
 PIXELSHUFFLE3D_TRT          R=2, S=2, T=2 (two inputs: conv output, skip)           pixel_shuffle3d_concat
 InstanceNormalization_TRT   scales (C), bias (C), epsilon, relu (0/1), alpha        instance_norm_relu
 ==========================  ======================================================  ==============
@@ -83,17 +87,11 @@ class PluginSpec:
 
 
 SPECS: dict[str, PluginSpec] = {
-    CONV3X3: PluginSpec(
-        CONV3X3, "1", (Field("inputChannels", "int"), Field("weights", "floats", length=32 * 1 * 27))
-    ),
+    CONV3X3: PluginSpec(CONV3X3, "1", (Field("inputChannels", "int"), Field("weights", "floats"))),
     CONV1X1: PluginSpec(
         CONV1X1,
         "1",
-        (
-            Field("inputChannels", "int"),
-            Field("weights", "floats", length=3 * 32),
-            Field("bias", "floats", 3),
-        ),
+        (Field("inputChannels", "int"), Field("weights", "floats"), Field("bias", "floats", length=3)),
     ),
     PIXELSHUFFLE: PluginSpec(PIXELSHUFFLE, "1", (Field("R", "int"), Field("S", "int"), Field("T", "int"))),
     INSTANCENORM: PluginSpec(
@@ -111,6 +109,8 @@ SPECS: dict[str, PluginSpec] = {
 
 # Attributes the ONNX parser uses to find the creator; never plugin fields of ours.
 LOOKUP_ATTRS = ("plugin_version", "plugin_namespace")
+# A replaced Conv keeps its own attributes in NVIDIA's graph (and ours); they are not plugin fields.
+CONV_LEFTOVERS = ("kernel_shape", "strides", "pads", "dilations", "group", "auto_pad")
 
 
 class PluginFieldError(ValueError):
@@ -175,10 +175,15 @@ def validate_attrs(op: str, attrs: Mapping[str, Any]) -> dict[str, Any]:
 def _check_semantics(op: str, a: dict[str, Any]) -> None:
     # The kernels implement exactly NVIDIA's 3D-UNet configuration; refuse anything else at build time
     # rather than compute something different.
-    if op == CONV3X3 and a["inputChannels"] != 1:
-        raise PluginFieldError(f"{op}: inputChannels={a['inputChannels']}, the kernel needs 1")
-    if op == CONV1X1 and a["inputChannels"] != 32:
-        raise PluginFieldError(f"{op}: inputChannels={a['inputChannels']}, the kernel needs 32")
+    if op == CONV3X3:
+        if a["inputChannels"] != 1:
+            raise PluginFieldError(f"{op}: inputChannels={a['inputChannels']}, the kernel needs 1")
+        if a["weights"].size % 27:
+            raise PluginFieldError(f"{op}: weights has {a['weights'].size} values, not K*27")
+    if op == CONV1X1:
+        c = a["inputChannels"]
+        if c < 1 or a["weights"].size != 3 * c:
+            raise PluginFieldError(f"{op}: weights has {a['weights'].size} values, expected 3*{c}")
     if op == PIXELSHUFFLE and (a["R"], a["S"], a["T"]) != (2, 2, 2):
         raise PluginFieldError(f"{op}: R,S,T={a['R']},{a['S']},{a['T']}, the kernel needs 2,2,2")
     if op == INSTANCENORM:
@@ -190,13 +195,22 @@ def _check_semantics(op: str, a: dict[str, Any]) -> None:
             raise PluginFieldError(f"{op}: epsilon={a['epsilon']} must be > 0")
 
 
-def attrs_from_onnx(node: Any) -> dict[str, Any]:
-    """The validated attributes of a surgered ``onnx.NodeProto`` (plugin lookup attributes dropped)."""
-    import onnx
+def _ignored(op: str) -> tuple[str, ...]:
+    return LOOKUP_ATTRS + (CONV_LEFTOVERS if op in (CONV3X3, CONV1X1) else ())
 
-    raw = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
-    for k in LOOKUP_ATTRS:
-        raw.pop(k, None)
+
+def attrs_from_onnx(node: Any) -> dict[str, Any]:
+    """The validated plugin fields of a surgered ``onnx.NodeProto`` (lookup attributes and a replaced
+    conv's leftover attributes dropped; TENSOR attributes read as arrays)."""
+    import onnx
+    from onnx import numpy_helper
+
+    raw: dict[str, Any] = {}
+    for a in node.attribute:
+        if a.name in _ignored(node.op_type):
+            continue
+        v = onnx.helper.get_attribute_value(a)
+        raw[a.name] = numpy_helper.to_array(v) if isinstance(v, onnx.TensorProto) else v
     return validate_attrs(node.op_type, raw)
 
 
@@ -252,13 +266,13 @@ def serialize_attrs(op: str, attrs: Mapping[str, Any]) -> bytes:
 
 
 def weights_3x3x3(attrs: Mapping[str, Any]) -> np.ndarray:
-    """CONV3D3X3X3C1K32_TRT weights as the kernel's (32, 1, 3, 3, 3) tensor (C order of ONNX's W)."""
-    return np.asarray(attrs["weights"], dtype=np.float32).reshape(32, 1, 3, 3, 3)
+    """CONV3D3X3X3C1K32_TRT weights as the kernel's (K, 1, 3, 3, 3) tensor (C order of ONNX's W)."""
+    return np.asarray(attrs["weights"], dtype=np.float32).reshape(-1, 1, 3, 3, 3)
 
 
 def weights_1x1x1(attrs: Mapping[str, Any]) -> np.ndarray:
-    """CONV3D1X1X1K4_TRT weights as (3, 32): row k = output class k (ONNX W[k, c, 0, 0, 0])."""
-    return np.asarray(attrs["weights"], dtype=np.float32).reshape(3, 32)
+    """CONV3D1X1X1K4_TRT weights as (3, C): row k = output class k (ONNX W[k, c, 0, 0, 0])."""
+    return np.asarray(attrs["weights"], dtype=np.float32).reshape(3, -1)
 
 
 # --- the ONNX side ------------------------------------------------------------------------------
@@ -266,9 +280,10 @@ def weights_1x1x1(attrs: Mapping[str, Any]) -> np.ndarray:
 
 def retarget_namespace(model: Any, ops: Sequence[str], namespace: str = NAMESPACE) -> int:
     """Point the surgered nodes whose op_type is in ``ops`` at our plugins: set ``plugin_namespace``
-    to ``namespace`` and ``plugin_version`` to "1" (QDP plugins are version 1). Edits ``model``
-    (an ``onnx.ModelProto``) in place; returns the number of nodes changed. Also checks each node's
-    fields, so a surgery that writes something our kernels cannot run fails here, not in TensorRT."""
+    to ``namespace`` and ``plugin_version`` to "1" (QDP plugins are version 1), and drop the attributes
+    that are not plugin fields (a replaced conv's kernel_shape, pads, ...). Edits ``model`` (an
+    ``onnx.ModelProto``) in place; returns the number of nodes changed. Checks each node's fields, so a
+    surgery that writes something our kernels cannot run fails here, not inside TensorRT."""
     import onnx
 
     wanted = set(ops)
@@ -280,7 +295,7 @@ def retarget_namespace(model: Any, ops: Sequence[str], namespace: str = NAMESPAC
         if node.op_type not in wanted:
             continue
         attrs_from_onnx(node)
-        keep = [a for a in node.attribute if a.name not in LOOKUP_ATTRS]
+        keep = [a for a in node.attribute if a.name not in _ignored(node.op_type)]
         del node.attribute[:]
         node.attribute.extend(keep)
         node.attribute.append(onnx.helper.make_attribute("plugin_namespace", namespace))
@@ -322,7 +337,8 @@ def register_plugins() -> None:
     def float_like(dtype: Any) -> Any:
         return trt.float16 if dtype == trt.int8 else dtype
 
-    # ---- first conv: (N,1,D,H,W) -> (N,32,D,H,W), no bias; int8 input is dequantized in the kernel
+    # ---- first conv: (N,1,D,H,W) -> (N,K,D,H,W), no bias; int8 input is dequantized in the kernel.
+    # The kernels write channels-last; copy_ into TensorRT's LINEAR (NCDHW) buffer transposes.
     @trtp.register(f"{NAMESPACE}::{CONV3X3}")
     def _conv3x3_desc(
         inp0: trtp.TensorDesc,
@@ -330,8 +346,8 @@ def register_plugins() -> None:
         weights: npt.NDArray[np.float32],
     ) -> trtp.TensorDesc:
         validate_attrs(CONV3X3, {"inputChannels": inputChannels, "weights": weights})
-        s = inp0.shape_expr
-        return trtp.from_shape_expr((s[0], 32, s[2], s[3], s[4]), dtype=float_like(inp0.dtype))
+        s, k = inp0.shape_expr, int(np.asarray(weights).size // 27)
+        return trtp.from_shape_expr((s[0], k, s[2], s[3], s[4]), dtype=float_like(inp0.dtype))
 
     @trtp.autotune(f"{NAMESPACE}::{CONV3X3}")
     def _conv3x3_tune(
@@ -351,7 +367,7 @@ def register_plugins() -> None:
             out = as_torch(outputs[0])
             out.copy_(y)
 
-    # ---- last conv: (N,32,D,H,W) -> (N,3,D,H,W) + bias
+    # ---- last conv: (N,C,D,H,W) -> (N,3,D,H,W) + bias (fp32 from the kernel, cast by copy_)
     @trtp.register(f"{NAMESPACE}::{CONV1X1}")
     def _conv1x1_desc(
         inp0: trtp.TensorDesc,

@@ -58,7 +58,8 @@ def test_attrs_from_nvidia_style_nodes() -> None:
 @pytest.mark.parametrize(
     ("op", "attrs", "fragment"),
     [
-        (tp.CONV3X3, {"inputChannels": 1, "weights": [0.0] * 863}, "863 values, expected 864"),
+        (tp.CONV3X3, {"inputChannels": 1, "weights": [0.0] * 863}, "863 values, not K*27"),
+        (tp.CONV1X1, {"inputChannels": 32, "weights": [0.0] * 95, "bias": [0.0] * 3}, "expected 3*32"),
         (tp.CONV3X3, {"inputChannels": 2, "weights": [0.0] * 864}, "needs 1"),
         (tp.CONV3X3, {"weights": [0.0] * 864}, "inputChannels is missing"),
         (tp.CONV1X1, {"inputChannels": 32, "weights": [0.0] * 96, "bias": [0.0] * 4}, "4 values, expected 3"),
@@ -217,3 +218,41 @@ def test_retarget_refuses_bad_nodes_and_unknown_ops() -> None:
 def test_plugin_versions() -> None:
     v = tp.plugin_versions([tp.PIXELSHUFFLE, tp.CONV3X3])
     assert v == {"unet3d::CONV3D3X3X3C1K32_TRT": "1/reg1", "unet3d::PIXELSHUFFLE3D_TRT": "1/reg1"}
+
+
+def test_real_surgery_nodes_retarget_and_decode(tiny_model_32: onnx.ModelProto) -> None:
+    """core.surgery's plugin form (NVIDIA's exact graph: empty plugin domain) on the tiny random model:
+    every plugin node's fields decode, TENSOR weights come out in ONNX order, leftovers are dropped."""
+    from onnx import numpy_helper
+
+    from core.surgery import surgery
+
+    orig = {i.name: numpy_helper.to_array(i) for i in tiny_model_32.graph.initializer}
+    first_w = next(orig[n.input[1]] for n in tiny_model_32.graph.node if n.op_type == "Conv")
+    m = surgery(tiny_model_32, form="plugin", plugin_domain="")
+    ops = [n.op_type for n in m.graph.node]
+    assert ops.count(tp.CONV3X3) == 1 and ops.count(tp.CONV1X1) == 1
+    assert ops.count(tp.PIXELSHUFFLE) == 5 and ops.count(tp.INSTANCENORM) == 22
+    changed = tp.retarget_namespace(m, [tp.CONV3X3, tp.CONV1X1, tp.PIXELSHUFFLE])
+    assert changed == 7
+    for node in m.graph.node:
+        if node.op_type not in tp.SPECS:
+            continue
+        names = {a.name for a in node.attribute}
+        fields = {f.name for f in tp.SPECS[node.op_type].fields}
+        if node.op_type == tp.INSTANCENORM:
+            assert _lookup(node) == ("", "2")  # the built-in stays
+            assert names == fields | set(tp.LOOKUP_ATTRS)
+        else:
+            assert _lookup(node) == ("unet3d", "1")
+            assert names == fields | set(tp.LOOKUP_ATTRS)  # kernel_shape, pads, ... gone
+        a = tp.attrs_from_onnx(node)
+        assert tp.decode_fields(node.op_type, tp.encode_fields(node.op_type, a)).keys() == a.keys()
+        if node.op_type == tp.CONV3X3:
+            assert a["inputChannels"] == 1
+            np.testing.assert_array_equal(tp.weights_3x3x3(a), first_w)  # (4, 1, 3, 3, 3) of the tiny model
+        if node.op_type == tp.CONV1X1:
+            assert a["inputChannels"] == 4 and tp.weights_1x1x1(a).shape == (3, 4)
+        if node.op_type == tp.INSTANCENORM:
+            assert a["scales"].shape == a["bias"].shape and a["alpha"] == 0.0
+    assert sum(tp.attrs_from_onnx(n)["relu"] for n in m.graph.node if n.op_type == tp.INSTANCENORM) == 22
