@@ -1,0 +1,257 @@
+"""Parsers for LoadGen's output: ``mlperf_log_summary.txt`` and ``mlperf_log_detail.txt``
+(``:::MLLOG`` JSON lines). Both are tolerant: a missing or truncated file gives a result with
+``exists=False`` / empty fields rather than an exception (history lists broken run folders too).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+SUMMARY_NAME = "mlperf_log_summary.txt"
+DETAIL_NAME = "mlperf_log_detail.txt"
+ACCURACY_NAME = "mlperf_log_accuracy.json"
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Write via a temp file in the same folder, fsync, os.replace: never a half-written file."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with tmp.open("w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def _yes(value: str) -> bool | None:
+    v = value.strip().lower()
+    if v in ("yes", "true"):
+        return True
+    if v in ("no", "false"):
+        return False
+    return None
+
+
+_PCT = re.compile(r"^(\d+(?:\.\d+)?) percentile latency \(ns\)$")
+_SS_PCT = re.compile(r"^(\d+(?:\.\d+)?)th percentile latency \(ns\)$")
+
+
+def _pct_key(p: str) -> str:
+    """'50.00' -> 'p50', '99.90' -> 'p99.9', '90.0' -> 'p90'."""
+    x = float(p)
+    return f"p{int(x)}" if x.is_integer() else f"p{x:g}"
+
+
+@dataclass(frozen=True)
+class LoadgenSummary:
+    path: Path
+    exists: bool = False
+    sut_name: str | None = None
+    scenario: str | None = None
+    mode: str | None = None
+    result: str | None = None  # "VALID" | "INVALID"
+    samples_per_s: float | None = None  # Offline "Samples per second"; else QPS w/ loadgen overhead
+    qps_without_overhead: float | None = None
+    target_percentile_latency_ns: int | None = None  # SingleStream "90.0th percentile latency"
+    latency_ns: dict[str, int] = field(default_factory=dict)  # min, max, mean, p50, p90, ...
+    min_duration_met: bool | None = None
+    min_queries_met: bool | None = None
+    early_stopping_met: bool | None = None
+    reasons: tuple[str, ...] = ()  # "Recommendations" and "Early Stopping Result" bullet lines
+    params: dict[str, str] = field(default_factory=dict)  # "Test Parameters Used"
+    warnings: bool | None = None
+    errors: bool | None = None
+    text: str = ""
+
+    @property
+    def valid(self) -> bool | None:
+        return None if self.result is None else self.result == "VALID"
+
+    @property
+    def result_line(self) -> str:
+        return f"Result is : {self.result}" if self.result else ""
+
+    def latency_ms(self) -> dict[str, float]:
+        return {k: v / 1e6 for k, v in self.latency_ns.items()}
+
+
+def parse_summary(path: str | Path) -> LoadgenSummary:
+    path = Path(path)
+    if path.is_dir():
+        path = path / SUMMARY_NAME
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return LoadgenSummary(path=path)
+    vals: dict[str, Any] = {}
+    lat: dict[str, int] = {}
+    params: dict[str, str] = {}
+    reasons: list[str] = []
+    section = "results"
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or line.startswith("====="):
+            continue
+        if line in ("Additional Stats", "Test Parameters Used", "MLPerf Results Summary"):
+            section = {"Additional Stats": "stats", "Test Parameters Used": "params"}.get(line, "results")
+            continue
+        if line.startswith("* "):
+            reasons.append(line[2:].strip())
+            continue
+        if line.startswith("No warnings encountered"):
+            vals["warnings"] = False
+            continue
+        if line.startswith("No errors encountered"):
+            vals["errors"] = False
+            continue
+        if ":" not in line:
+            continue
+        key, _, value = line.partition(":")
+        key, value = key.strip(), value.strip()
+        if section == "params":
+            params[key] = value
+            continue
+        try:
+            if key == "SUT name":
+                vals["sut_name"] = value
+            elif key == "Scenario":
+                vals["scenario"] = value
+            elif key == "Mode":
+                vals["mode"] = value
+            elif key == "Result is":
+                vals["result"] = value.split()[0] if value else None
+            elif key == "Samples per second":
+                vals["samples_per_s"] = float(value)
+            elif key == "QPS w/ loadgen overhead":
+                vals.setdefault("qps_with", float(value))
+            elif key == "QPS w/o loadgen overhead":
+                vals["qps_without_overhead"] = float(value)
+            elif key == "Min duration satisfied":
+                vals["min_duration_met"] = _yes(value)
+            elif key == "Min queries satisfied":
+                vals["min_queries_met"] = _yes(value)
+            elif key == "Early stopping satisfied":
+                vals["early_stopping_met"] = _yes(value)
+            elif key == "Min latency (ns)":
+                lat["min"] = int(value)
+            elif key == "Max latency (ns)":
+                lat["max"] = int(value)
+            elif key == "Mean latency (ns)":
+                lat["mean"] = int(value)
+            elif m := _PCT.match(key):
+                lat[_pct_key(m.group(1))] = int(value)
+            elif m := _SS_PCT.match(key):
+                vals["target_percentile_latency_ns"] = int(value)
+        except ValueError:
+            continue  # a truncated or odd line: keep what parsed
+    if "samples_per_s" not in vals and "qps_with" in vals:
+        vals["samples_per_s"] = vals["qps_with"]
+    vals.pop("qps_with", None)
+    return LoadgenSummary(
+        path=path, exists=True, latency_ns=lat, params=params, reasons=tuple(reasons), text=text, **vals
+    )
+
+
+@dataclass(frozen=True)
+class MLLogEntry:
+    key: str
+    value: Any
+    time_ms: float
+    is_error: bool
+    is_warning: bool
+
+
+@dataclass(frozen=True)
+class LoadgenDetail:
+    path: Path
+    exists: bool = False
+    entries: tuple[MLLogEntry, ...] = ()
+    errors: tuple[str, ...] = ()  # "key: value" of every is_error entry
+    warnings: tuple[str, ...] = ()
+    effective: dict[str, Any] = field(default_factory=dict)  # effective_* without the prefix
+    requested: dict[str, Any] = field(default_factory=dict)  # requested_* without the prefix
+    results: dict[str, Any] = field(default_factory=dict)  # result_* without the prefix
+    values: dict[str, Any] = field(default_factory=dict)  # last value of every other key
+    bad_lines: int = 0
+
+    @property
+    def audit_config_found(self) -> bool:
+        return any("Audit Config" in w for w in self.warnings)
+
+    @property
+    def loadgen_version(self) -> str | None:
+        v = self.values.get("loadgen_version")
+        return str(v) if v is not None else None
+
+
+def parse_detail(path: str | Path) -> LoadgenDetail:
+    path = Path(path)
+    if path.is_dir():
+        path = path / DETAIL_NAME
+    try:
+        fh = path.open("r", encoding="utf-8", errors="replace")
+    except OSError:
+        return LoadgenDetail(path=path)
+    entries: list[MLLogEntry] = []
+    errors: list[str] = []
+    warnings: list[str] = []
+    effective: dict[str, Any] = {}
+    requested: dict[str, Any] = {}
+    results: dict[str, Any] = {}
+    values: dict[str, Any] = {}
+    bad = 0
+    with fh:
+        for line in fh:
+            if not line.startswith(":::MLLOG"):
+                continue
+            try:
+                obj = json.loads(line[len(":::MLLOG") :])
+                key = str(obj["key"])
+            except (ValueError, KeyError, TypeError):
+                bad += 1  # e.g. the last line of a run that was killed mid-write
+                continue
+            meta = obj.get("metadata") or {}
+            value = obj.get("value")
+            entry = MLLogEntry(
+                key,
+                value,
+                float(obj.get("time_ms") or 0.0),
+                bool(meta.get("is_error")),
+                bool(meta.get("is_warning")),
+            )
+            if key == "loadgen_file_sha1":
+                continue  # large and useless here
+            entries.append(entry)
+            if entry.is_error:
+                errors.append(f"{key}: {value}")
+            elif entry.is_warning:
+                warnings.append(f"{key}: {value}")
+            if key.startswith("effective_"):
+                effective[key[len("effective_") :]] = value
+            elif key.startswith("requested_"):
+                requested[key[len("requested_") :]] = value
+            elif key.startswith("result_"):
+                results[key[len("result_") :]] = value
+            else:
+                values[key] = value
+    return LoadgenDetail(
+        path=path,
+        exists=True,
+        entries=tuple(entries),
+        errors=tuple(errors),
+        warnings=tuple(warnings),
+        effective=effective,
+        requested=requested,
+        results=results,
+        values=values,
+        bad_lines=bad,
+    )

@@ -1,0 +1,405 @@
+"""One LoadGen run end to end (REF ``run.py``): a new log folder, run.json, TestSettings from a
+generated user.conf, QSL + SUT, StartTestWithLogSettings, summary parsing and, in accuracy runs,
+scoring of ``mlperf_log_accuracy.json``.
+
+``run.json`` is written atomically when the run starts (status ``running``) and rewritten at the end
+(``complete``, ``cancelled`` or ``failed``); a folder left at ``running`` by a dead process is what
+history reports as ``incomplete``.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import os
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from core.accuracy import AccuracyReport, score_log
+from core.backends.base import VolumeEngine
+from core.benchmark import RunConfig
+from core.errors import BadInputError, Cancelled, MissingInputError, UnetError
+from core.harness.events import RunEvents
+from core.harness.logs import (
+    ACCURACY_NAME,
+    LoadgenDetail,
+    LoadgenSummary,
+    atomic_write_text,
+    parse_detail,
+    parse_summary,
+)
+from core.harness.qsl import DataSource, KitsQSL, PreprocessedData
+from core.harness.settings import build_settings
+from core.harness.sut import KitsSUT
+from core.jobs import CancelToken, LogLine, Phase, Reporter
+from core.workspace import Workspace
+
+RUN_JSON = "run.json"
+RUN_JSON_VERSION = 1
+SCORED_MODES = ("AccuracyOnly", "SubmissionRun")
+
+
+@dataclass(frozen=True)
+class RunResult:
+    status: str  # "complete" | "cancelled" | "failed"
+    log_dir: Path
+    scenario: str
+    test_mode: str
+    config_ver: str
+    audit_test: str | None
+    valid: bool | None  # LoadGen's VALID/INVALID; None when the summary has no result (accuracy mode)
+    result_line: str  # "Result is : VALID"
+    samples_per_s: float | None
+    latency_ms: dict[str, float]  # min, max, mean, p50, p90, p95, p97, p99, p99.9
+    min_duration_met: bool | None
+    min_queries_met: bool | None
+    early_stopping_met: bool | None
+    reasons: tuple[str, ...]
+    accuracy: AccuracyReport | None
+    samples_completed: int
+    loadgen_errors: tuple[str, ...] = ()
+    summary: LoadgenSummary | None = field(default=None, repr=False)
+    detail: LoadgenDetail | None = field(default=None, repr=False)
+    error: str | None = None
+    fresh_process: bool = True  # False: not submittable (see core.harness.settings)
+
+    @property
+    def summary_text(self) -> str:
+        """mlperf_log_summary.txt as LoadGen wrote it (copy_summary_to_stdout is off; callers print this)."""
+        return self.summary.text if self.summary is not None else ""
+
+    @property
+    def passed(self) -> bool:
+        """VALID performance run, or accuracy at target for accuracy runs."""
+        if self.status != "complete":
+            return False
+        if self.accuracy is not None:
+            return self.accuracy.passed and self.valid is not False
+        return bool(self.valid)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "status": self.status,
+            "log_dir": str(self.log_dir),
+            "scenario": self.scenario,
+            "test_mode": self.test_mode,
+            "config_ver": self.config_ver,
+            "audit_test": self.audit_test,
+            "valid": self.valid,
+            "result_line": self.result_line,
+            "samples_per_s": self.samples_per_s,
+            "latency_ms": self.latency_ms,
+            "min_duration_met": self.min_duration_met,
+            "min_queries_met": self.min_queries_met,
+            "early_stopping_met": self.early_stopping_met,
+            "reasons": list(self.reasons),
+            "accuracy": self.accuracy.to_dict() if self.accuracy is not None else None,
+            "samples_completed": self.samples_completed,
+            "loadgen_errors": list(self.loadgen_errors),
+            "error": self.error,
+            "fresh_process": self.fresh_process,
+        }
+
+
+class RunCancelled(Cancelled):
+    """Cancelled, with the partial run's result (status ``cancelled``) attached."""
+
+    def __init__(self, result: RunResult) -> None:
+        super().__init__(f"run cancelled; partial logs in {result.log_dir}")
+        self.result = result
+
+
+def _now() -> str:
+    return _dt.datetime.now().astimezone().isoformat(timespec="seconds")
+
+
+def new_run_dir(log_dir: Path, cfg: RunConfig, now: _dt.datetime | None = None) -> Path:
+    """``<log_dir>/<YYYYmmdd-HHMMSS>_<scenario>_<mode>[_<audit>]``, with ``-2``, ``-3``... if taken."""
+    now = now or _dt.datetime.now()
+    base = f"{now:%Y%m%d-%H%M%S}_{cfg.scenario}_{cfg.test_mode}"
+    if cfg.audit_test:
+        base += f"_{cfg.audit_test}"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    for n in range(1, 10000):
+        path = log_dir / (base if n == 1 else f"{base}-{n}")
+        try:
+            path.mkdir()  # exist_ok=False: atomic claim, never reuse a folder
+            return path
+        except FileExistsError:
+            continue
+    raise BadInputError("cannot create a new run folder", log_dir)
+
+
+def file_sha256(path: Path) -> str | None:
+    try:
+        h = hashlib.sha256()
+        with path.open("rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+        return h.hexdigest()
+    except OSError:
+        return None
+
+
+def _input_dtype(engine: Any) -> str:
+    dt = getattr(engine, "input_dtype", "fp32")
+    try:
+        return "int8" if dt == "int8" or np.dtype(dt) == np.int8 else "fp32"
+    except TypeError:
+        return "fp32"
+
+
+class _RunRecord:
+    """run.json, rewritten atomically on every update."""
+
+    def __init__(self, run_dir: Path, data: dict[str, Any]) -> None:
+        self.path = run_dir / RUN_JSON
+        self.data = data
+        self.write()
+
+    def update(self, **changes: Any) -> None:
+        self.data.update(changes)
+        self.write()
+
+    def write(self) -> None:
+        atomic_write_text(self.path, json.dumps(self.data, indent=1, default=str) + "\n")
+
+
+def run_benchmark(
+    ws: Workspace,
+    cfg: RunConfig,
+    report: Reporter,
+    cancel: CancelToken,
+    events: RunEvents | None = None,
+    engine: Any | None = None,
+    *,
+    data: DataSource | None = None,
+    lg: Any | None = None,
+) -> RunResult:
+    """Run LoadGen once for ``cfg``. Returns the result of a finished run (VALID or INVALID);
+    raises :class:`RunCancelled` (a ``Cancelled``) after a cancel and the run's error after a failure,
+    with run.json saying so in both cases. ``engine`` and ``data`` default to the configured backend
+    and the preprocessed inference set."""
+    if lg is None:
+        import mlperf_loadgen as lg
+    cfg.validate()
+    cancel.check()
+    events = events if events is not None else RunEvents()
+    own_engine = engine is None
+    if own_engine and not ws.model_path.is_file():
+        raise MissingInputError("model not found (run `unet3d download` or set MODEL_DIR)", ws.model_path)
+    if data is None:
+        data = PreprocessedData(ws, "inference")
+    cases = data.cases()
+
+    run_dir = new_run_dir(ws.log_dir, cfg)
+    model_path = ws.model_path if ws.model_path.is_file() else None
+    record = _RunRecord(
+        run_dir,
+        {
+            "version": RUN_JSON_VERSION,
+            "run_id": run_dir.name,
+            "status": "running",
+            "started": _now(),
+            "ended": None,
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "scenario": cfg.scenario,
+            "test_mode": cfg.test_mode,
+            "config_ver": cfg.config_ver,
+            "audit_test": cfg.audit_test,
+            "backend": cfg.backend,
+            "precision": cfg.precision,
+            "run_args": cfg.run_args(),
+            "config": cfg.to_dict(),
+            "model": str(model_path) if model_path else None,
+            "model_sha256": None,
+            "cases": len(cases),
+            "result": None,
+            "accuracy": None,
+            "error": None,
+        },
+    )
+    report(LogLine("info", f"run folder {run_dir}"))
+    events.log(f"run folder {run_dir}")
+    qsl: KitsQSL | None = None
+    sut: KitsSUT | None = None
+    try:
+        events.phase("loading")
+        report(Phase("loading", cfg.backend))
+        if own_engine:
+            from core.backends import get_backend
+
+            cache = ws.calibration_cache_path if cfg.precision == "int8" else None
+            engine = get_backend(cfg.backend).load(
+                ws.model_path,
+                precision=cfg.precision,
+                batch_size=cfg.gpu_batch_size,
+                calibration_cache=cache if cache is not None and cache.is_file() else None,
+            )
+        sha = getattr(engine, "model_sha256", None) or (file_sha256(model_path) if model_path else None)
+        record.update(
+            model_sha256=sha,
+            engine={
+                "name": getattr(engine, "name", type(engine).__name__),
+                "precision": getattr(engine, "precision", cfg.precision),
+                "batch_size": getattr(engine, "batch_size", cfg.gpu_batch_size),
+                "volume_engine": isinstance(engine, VolumeEngine),
+            },
+        )
+        if isinstance(data, PreprocessedData):
+            data.dtype = _input_dtype(engine)
+        patches = None
+        if not isinstance(engine, VolumeEngine) and ws.gaussian_patches_path.is_file():
+            patches = np.load(ws.gaussian_patches_path)
+        built = build_settings(cfg, run_dir, lg)
+        record.update(fresh_process=built.fresh_process)
+        if not built.fresh_process:
+            msg = (
+                "LoadGen was already configured in this process: this run's settings are correct but its "
+                "detail log carries error_invalid_config ('Multiple conf files'); for a submittable run "
+                "start a fresh process per run (e.g. `unet3d run`)"
+            )
+            report(LogLine("warning", msg))
+            events.log(f"warning: {msg}")
+        accuracy_mode = cfg.test_mode == "AccuracyOnly"
+        events.total = len(cases) if accuracy_mode else 0
+        qsl = KitsQSL(data, lg, cancel=cancel)
+        sut = KitsSUT(
+            qsl,
+            engine,
+            batch_size=cfg.gpu_batch_size if own_engine else getattr(engine, "batch_size", None),
+            patches=patches,
+            events=events,
+            cancel=cancel,
+            report=report,
+            accuracy=accuracy_mode,
+            lg=lg,
+        )
+        out = lg.LogOutputSettings()
+        out.outdir = str(run_dir)
+        out.copy_summary_to_stdout = False
+        log_settings = lg.LogSettings()
+        log_settings.log_output = out
+        cancel_before = cancel.cancelled
+        events.phase("running")
+        report(Phase("running", f"{cfg.scenario} {cfg.test_mode}"))
+        if not cancel_before:
+            lg.StartTestWithLogSettings(
+                sut.handle, qsl.handle, built.settings, log_settings, str(built.audit_config)
+            )
+        sut.close()
+        qsl.destroy()
+        failure = sut.error or qsl.error
+        cancelled = sut.cancelled or cancel.cancelled
+        completed = sut.completed
+        sut = qsl = None
+
+        summary = parse_summary(run_dir)
+        detail = parse_detail(run_dir)
+        result_kwargs: dict[str, Any] = {
+            "log_dir": run_dir,
+            "scenario": cfg.scenario,
+            "test_mode": cfg.test_mode,
+            "config_ver": cfg.config_ver,
+            "audit_test": cfg.audit_test,
+            "valid": summary.valid,
+            "result_line": summary.result_line,
+            "samples_per_s": summary.samples_per_s,
+            "latency_ms": summary.latency_ms(),
+            "min_duration_met": summary.min_duration_met,
+            "min_queries_met": summary.min_queries_met,
+            "early_stopping_met": summary.early_stopping_met,
+            "reasons": summary.reasons,
+            "samples_completed": completed,
+            "loadgen_errors": detail.errors,
+            "fresh_process": built.fresh_process,
+            "summary": summary,
+            "detail": detail,
+        }
+        if failure is not None:
+            raise failure if isinstance(failure, UnetError) else BadInputError(f"{failure}")
+        if cancelled:
+            result = RunResult(status="cancelled", accuracy=None, **result_kwargs)
+            record.update(status="cancelled", ended=_now(), result=result.to_dict())
+            events.phase("cancelled")
+            events.log("run cancelled")
+            report(LogLine("warning", f"run cancelled; partial logs in {run_dir}"))
+            raise RunCancelled(result)
+
+        accuracy = None
+        if cfg.test_mode in SCORED_MODES and cfg.audit_test is None:
+            events.phase("scoring")
+            accuracy = score_log(
+                ws,
+                run_dir / ACCURACY_NAME,
+                None,
+                cfg.config_ver,
+                data=data,
+                out_csv=run_dir / "summary.csv",
+                model_path=model_path,
+                report=report,
+                cancel=cancel,
+            )
+            atomic_write_text(run_dir / "accuracy.txt", accuracy.line + "\n")
+        result = RunResult(status="complete", accuracy=accuracy, **result_kwargs)
+        record.update(
+            status="complete", ended=_now(), result=result.to_dict(), accuracy=result.to_dict()["accuracy"]
+        )
+        if summary.result_line:
+            report(LogLine("info", summary.result_line))
+            events.log(summary.result_line)
+        for err in detail.errors:
+            report(LogLine("warning", f"loadgen: {err}"))
+        if accuracy is not None:
+            events.log(accuracy.line)
+        events.phase("done")
+        return result
+    except RunCancelled:
+        raise
+    except Cancelled:
+        record.update(status="cancelled", ended=_now())
+        events.phase("cancelled")
+        raise RunCancelled(_bare_result(run_dir, cfg, "cancelled")) from None
+    except BaseException as exc:
+        msg = str(exc) or type(exc).__name__
+        record.update(status="failed", ended=_now(), error=msg)
+        events.phase("failed")
+        events.log(f"error: {msg}")
+        raise
+    finally:
+        if sut is not None:
+            sut.close()
+        if qsl is not None:
+            qsl.destroy()
+        if own_engine and engine is not None:
+            try:
+                engine.close()
+            except Exception as exc:
+                report(LogLine("warning", f"closing engine: {exc}"))
+
+
+def _bare_result(run_dir: Path, cfg: RunConfig, status: str) -> RunResult:
+    return RunResult(
+        status=status,
+        log_dir=run_dir,
+        scenario=cfg.scenario,
+        test_mode=cfg.test_mode,
+        config_ver=cfg.config_ver,
+        audit_test=cfg.audit_test,
+        valid=None,
+        result_line="",
+        samples_per_s=None,
+        latency_ms={},
+        min_duration_met=None,
+        min_queries_met=None,
+        early_stopping_met=None,
+        reasons=(),
+        accuracy=None,
+        samples_completed=0,
+    )

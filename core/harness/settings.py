@@ -1,0 +1,166 @@
+"""LoadGen TestSettings for one run: a user.conf written into the run folder, loaded with ONE
+``FromConfig`` call (mlperf.conf is compiled into loadgen >= 4.1; a second call logs
+``error_invalid_config``), plus the audit.config of a compliance test.
+
+user.conf carries what the rules leave to the submitter: Offline ``target_qps`` and SingleStream
+``target_latency`` (from the RunConfig, else the per-backend defaults below), and the duration and
+query-count overrides when the RunConfig gives them (short runs; such runs are not submittable).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from core.benchmark import LOADGEN_MODEL, RunConfig
+from core.errors import UsageError
+from core.harness.logs import atomic_write_text
+
+# Offline target_qps when the RunConfig has no offline_expected_qps. GPU values are NVIDIA's per-GPU
+# H100/H200 Offline config (6.8); the CPU reference runs a 61-TFLOP sample in minutes.
+DEFAULT_TARGET_QPS = {"ort": 0.02, "torch": 6.8, "tensorrt": 6.8}
+# SingleStream target_latency (ms) when the RunConfig has no single_stream_expected_latency_ms:
+# NVIDIA's H100 SingleStream config (572.434 ms) for GPU backends.
+DEFAULT_TARGET_LATENCY_MS = {"ort": 60000.0, "torch": 572.434, "tensorrt": 572.434}
+FALLBACK_TARGET_QPS = 1.0  # mlperf.conf's *.Offline.target_qps
+FALLBACK_TARGET_LATENCY_MS = 600.0
+
+# Compliance TEST01 for 3d-unet (mlcommons/inference compliance/TEST01/3d-unet/audit.config):
+# a performance run that also logs a sample of responses for comparison with the accuracy run.
+TEST01_ACCURACY_LOG_RNG_SEED = 720381539243781796
+TEST01_ACCURACY_LOG_SAMPLING_TARGET = 64
+
+# Compliance TEST05 (vary the RNG seeds): mlcommons/inference compliance/nvidia/TEST05/audit.config is
+# `*.*.test05 = 1`, and the seeds are the `*.*.test05_*_rng_seed` keys of LoadGen's mlperf.conf
+# (these values are the ones compiled into mlcommons-loadgen 6.0.17). LoadGen does not read the
+# `test05` key (nor RNG seeds) from a user or audit file, so we also set TestSettings.test05 and the
+# three test05 seeds directly; the audit.config we write records them for the auditor.
+TEST05_QSL_RNG_SEED = 7975553102935885558
+TEST05_SAMPLE_INDEX_RNG_SEED = 11403566307062068064
+TEST05_SCHEDULE_RNG_SEED = 15816800565822761601
+
+# LoadGen 6.x loads its embedded mlperf.conf only on the FIRST FromConfig(conf_type=1) call of a
+# process; a later call in the same process gets none of it (seeds 0, no equal issue, 10 s
+# min_duration) and logs error_invalid_config "Multiple conf files are used". So a second run in one
+# process reloads mlperf.conf explicitly (conf_type=0) to get correct settings, and is flagged as not
+# submittable. Submission runs need a fresh process per run (the CLI is one).
+_configured_in_process = False
+
+SUPPORTED_AUDIT_TESTS = ("TEST01", "TEST05")  # TEST04 does not apply to 3d-unet
+SUPPORTED_MODES = ("PerformanceOnly", "AccuracyOnly", "SubmissionRun")
+
+
+@dataclass(frozen=True)
+class BuiltSettings:
+    settings: Any  # mlperf_loadgen.TestSettings
+    user_conf: Path
+    audit_config: Path  # passed to StartTestWithLogSettings; absent file = no audit
+    audit_test: str | None
+    target_qps: float | None
+    target_latency_ms: float | None
+    fresh_process: bool = True  # False: LoadGen was configured before in this process (see above)
+
+
+def _num(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else repr(float(x))
+
+
+def target_qps(cfg: RunConfig) -> float:
+    if cfg.offline_expected_qps is not None:
+        return float(cfg.offline_expected_qps)
+    return DEFAULT_TARGET_QPS.get(cfg.backend, FALLBACK_TARGET_QPS) * max(1, cfg.gpus)
+
+
+def target_latency_ms(cfg: RunConfig) -> float:
+    if cfg.single_stream_expected_latency_ms is not None:
+        return float(cfg.single_stream_expected_latency_ms)
+    return DEFAULT_TARGET_LATENCY_MS.get(cfg.backend, FALLBACK_TARGET_LATENCY_MS)
+
+
+def user_conf_text(cfg: RunConfig) -> str:
+    """The user.conf of this run (keys `3d-unet.<scenario>.<key>`; durations in ms)."""
+    m, s = LOADGEN_MODEL, cfg.scenario
+    lines = [f"# user.conf written by unet3d for: {cfg.run_args()}"]
+    if s == "Offline":
+        lines.append(f"{m}.{s}.target_qps = {_num(target_qps(cfg))}")
+    else:
+        lines.append(f"{m}.{s}.target_latency = {_num(target_latency_ms(cfg))}")
+    if cfg.min_duration is not None:
+        lines.append(f"{m}.{s}.min_duration = {round(cfg.min_duration * 1000)}")
+    if cfg.max_duration is not None:
+        lines.append(f"{m}.{s}.max_duration = {round(cfg.max_duration * 1000)}")
+    if cfg.min_query_count is not None:
+        lines.append(f"{m}.{s}.min_query_count = {int(cfg.min_query_count)}")
+    if cfg.max_query_count is not None:
+        lines.append(f"{m}.{s}.max_query_count = {int(cfg.max_query_count)}")
+    return "\n".join(lines) + "\n"
+
+
+def audit_config_text(audit_test: str) -> str:
+    if audit_test == "TEST01":
+        return (
+            "# Compliance TEST01 for 3d-unet (mlcommons/inference compliance/TEST01/3d-unet/audit.config)\n"
+            "*.*.mode = 2\n"
+            f"*.*.accuracy_log_rng_seed = {TEST01_ACCURACY_LOG_RNG_SEED}\n"
+            f"*.*.accuracy_log_sampling_target = {TEST01_ACCURACY_LOG_SAMPLING_TARGET}\n"
+        )
+    if audit_test == "TEST05":
+        return (
+            "# Compliance TEST05 (mlcommons/inference compliance/nvidia/TEST05/audit.config).\n"
+            "# LoadGen takes the seeds below from TestSettings.test05_*_rng_seed (set by unet3d to\n"
+            "# mlperf.conf's test05 seeds): *.*.test05_qsl_rng_seed = "
+            f"{TEST05_QSL_RNG_SEED}, *.*.test05_sample_index_rng_seed = {TEST05_SAMPLE_INDEX_RNG_SEED},\n"
+            f"# *.*.test05_schedule_rng_seed = {TEST05_SCHEDULE_RNG_SEED}\n"
+            "*.*.mode = 2\n"
+            "*.*.test05 = 1\n"
+        )
+    raise UsageError(
+        f"--audit_test={audit_test} does not apply to 3d-unet (supported: {', '.join(SUPPORTED_AUDIT_TESTS)})"
+    )
+
+
+def build_settings(cfg: RunConfig, run_dir: Path, lg: Any | None = None) -> BuiltSettings:
+    """TestSettings for ``cfg``; writes ``user.conf`` (and ``audit.config``) into ``run_dir``."""
+    if lg is None:
+        import mlperf_loadgen as lg
+    cfg.validate()
+    if cfg.test_mode not in SUPPORTED_MODES:
+        raise UsageError(
+            f"--test_mode={cfg.test_mode} is not supported for {cfg.scenario} "
+            f"(use one of {', '.join(SUPPORTED_MODES)})"
+        )
+    if cfg.audit_test is not None and cfg.audit_test not in SUPPORTED_AUDIT_TESTS:
+        audit_config_text(cfg.audit_test)  # raises the UsageError
+    run_dir = Path(run_dir)
+    user_conf = run_dir / "user.conf"
+    atomic_write_text(user_conf, user_conf_text(cfg))
+    audit = run_dir / "audit.config"
+    if cfg.audit_test is not None:
+        atomic_write_text(audit, audit_config_text(cfg.audit_test))
+
+    s = lg.TestSettings()
+    s.scenario = getattr(lg.TestScenario, cfg.scenario)
+    s.mode = getattr(lg.TestMode, cfg.test_mode)
+    global _configured_in_process
+    fresh = not _configured_in_process
+    if not fresh:  # restore mlperf.conf's values that LoadGen would silently drop (see above)
+        s.FromConfig(str(user_conf), LOADGEN_MODEL, cfg.scenario, 0)
+    rc = s.FromConfig(str(user_conf), LOADGEN_MODEL, cfg.scenario)  # once per run
+    _configured_in_process = True
+    if rc != 0:
+        raise UsageError(f"LoadGen rejected the generated user.conf (code {rc})", user_conf)
+    if cfg.audit_test == "TEST05":
+        s.test05 = True
+        s.test05_qsl_rng_seed = TEST05_QSL_RNG_SEED
+        s.test05_sample_index_rng_seed = TEST05_SAMPLE_INDEX_RNG_SEED
+        s.test05_schedule_rng_seed = TEST05_SCHEDULE_RNG_SEED
+    return BuiltSettings(
+        settings=s,
+        user_conf=user_conf,
+        audit_config=audit,
+        audit_test=cfg.audit_test,
+        target_qps=target_qps(cfg) if cfg.scenario == "Offline" else None,
+        target_latency_ms=target_latency_ms(cfg) if cfg.scenario == "SingleStream" else None,
+        fresh_process=fresh,
+    )
