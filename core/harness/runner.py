@@ -231,7 +231,7 @@ def run_benchmark(
     sut: KitsSUT | None = None
     try:
         events.phase("loading")
-        report(Phase("loading", cfg.backend))
+        report(Phase("loading", cfg.backend if own_engine else str(getattr(engine, "name", "engine"))))
         if own_engine:
             from core.backends import get_backend
 
