@@ -1,0 +1,265 @@
+"""The torch backend on the CPU (fp32): the ONNX -> torch converter against ONNX Runtime on two
+different random models, the surgered plugin form, the pixel-shuffle weight mapping against
+ConvTranspose, and the device sliding window against core.sliding_window.segment with ORT."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+
+torch = pytest.importorskip("torch")
+ort = pytest.importorskip("onnxruntime")
+
+from bench.common import TINY_WIDTHS, make_unet3d_onnx  # noqa: E402
+from core.backends import torch_cuda as tc  # noqa: E402
+from core.errors import BadInputError, MissingInputError, UsageError  # noqa: E402
+from core.sliding_window import segment  # noqa: E402
+
+
+def _ort_run(model: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return sess.run(None, {"input": x})[0]
+
+
+def _torch_run(model: onnx.ModelProto, x: np.ndarray, dtype=None, channels_last: bool = True) -> np.ndarray:
+    net = tc.prepare(tc.convert(model), "cpu", dtype or torch.float32, channels_last)
+    t = torch.from_numpy(x).to(dtype or torch.float32)
+    if channels_last:
+        t = t.contiguous(memory_format=torch.channels_last_3d)
+    with torch.inference_mode():
+        return net(t).float().numpy()
+
+
+def _close(y: np.ndarray, ref: np.ndarray) -> float:
+    """Largest difference relative to the logit range (float32 round-off through 28 layers)."""
+    return float(np.abs(y - ref).max() / max(1.0, np.abs(ref).max()))
+
+
+class _OrtEngine:
+    """Reference engine (independent of the converter): ONNX Runtime on the CPU."""
+
+    name, precision = "ort", "fp32"
+
+    def __init__(self, path, batch_size: int) -> None:
+        self.sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        self.batch_size = batch_size
+
+    def infer(self, windows: np.ndarray) -> np.ndarray:
+        return self.sess.run(None, {"input": windows})[0]
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def bench_model_path(tmp_path_factory: pytest.TempPathFactory):
+    """A 128^3 tiny model whose random logits give more than one class (a non-trivial argmax)."""
+    path = tmp_path_factory.mktemp("torchbe") / "tiny_seed1.onnx"
+    onnx.save(make_unet3d_onnx(TINY_WIDTHS, seed=1), str(path))
+    return path
+
+
+@pytest.fixture(scope="module")
+def bench_model_32() -> onnx.ModelProto:
+    # a second, differently named and differently weighted model (bench generator, symbolic D,H,W)
+    return make_unet3d_onnx(TINY_WIDTHS, seed=7, spatial=None)
+
+
+def test_converter_matches_ort_on_two_models(tiny_model_32, bench_model_32) -> None:
+    rng = np.random.default_rng(0)
+    x32 = rng.standard_normal((2, 1, 32, 32, 32)).astype(np.float32)
+    x64 = rng.standard_normal((1, 1, 64, 64, 64)).astype(np.float32)
+    outs = []
+    for model, x in ((tiny_model_32, x32), (bench_model_32, x64), (bench_model_32, x32)):
+        ref = _ort_run(model, x)
+        y = _torch_run(model, x)
+        assert y.shape == ref.shape == (x.shape[0], 3, *x.shape[2:])
+        assert _close(y, ref) < 1e-4
+        outs.append(y)
+    # NCDHW execution gives the same numbers as channels-last
+    assert _close(_torch_run(bench_model_32, x64, channels_last=False), outs[1]) < 1e-5
+    # the two models really differ (the weights come from the file, not from the code)
+    assert np.abs(outs[0] - outs[2]).max() > 0.1
+
+
+def test_converter_structure_follows_the_graph(bench_model_32) -> None:
+    net = tc.convert(bench_model_32)
+    ops = [type(n).__name__ for n in net.nodes]
+    assert ops.count("Conv") == 23 and ops.count("ConvTranspose") == 5 and ops.count("Concat") == 5
+    assert ops.count("InstanceNorm") == 22 and "Relu" not in ops  # ReLU folded into the norm
+    assert all(n.relu for n in net.nodes if isinstance(n, tc.InstanceNorm))
+    unfused = tc.convert(bench_model_32, fuse_relu=False)
+    assert sum(isinstance(n, tc.Relu) for n in unfused.nodes) == 22
+    names = set(unfused.tensor_names)
+    assert {"input", "Conv_0__output", "InstanceNormalization_1__output", "Relu_2__output"} <= names
+    assert "ConvTranspose_36__output" in names and net.output_name == "output"
+    w = onnx.numpy_helper.to_array(bench_model_32.graph.initializer[0])
+    assert np.array_equal(net.nodes[0].weight.numpy(), w)
+
+
+def test_converter_rejects_unknown_ops(bench_model_32) -> None:
+    m = onnx.ModelProto()
+    m.CopyFrom(bench_model_32)
+    m.graph.node[2].op_type = "Sigmoid"
+    with pytest.raises(BadInputError, match="Sigmoid"):
+        tc.convert(m)
+
+
+def test_pixel_shuffle_matches_conv_transpose() -> None:
+    """Spec section 8 step 5: W'[8k + 4a + 2b + c, ci] = W[ci, k, a, b, c], b' repeated 8 times;
+    1x1x1 conv + depth-to-space == ConvTranspose(k2, s2), and the concat takes the skip second."""
+    g = torch.Generator().manual_seed(0)
+    cin, k = 6, 5
+    x = torch.randn(2, cin, 3, 4, 5, generator=g)
+    skip = torch.randn(2, 4, 6, 8, 10, generator=g)
+    w = torch.randn(cin, k, 2, 2, 2, generator=g)
+    b = torch.randn(k, generator=g)
+    ref = torch.cat((torch.nn.functional.conv_transpose3d(x, w, b, stride=2), skip), 1)
+    w1 = w.permute(1, 2, 3, 4, 0).reshape(8 * k, cin, 1, 1, 1)
+    b1 = b.repeat_interleave(8)
+    node = tc.PixelShuffleConcat("ps", ("a", "s"), ("o",), 2, 2, 2)
+    y = node(torch.nn.functional.conv3d(x, w1, b1), skip)
+    assert torch.allclose(y, ref, atol=1e-5)
+
+
+def test_plugin_form_matches_ort(tiny_model_32) -> None:
+    surgery = pytest.importorskip("core.surgery")
+    plugin = surgery.surgery(tiny_model_32, form="plugin")
+    ops = {n.op_type for n in plugin.graph.node}
+    assert {"InstanceNormalization_TRT", "PIXELSHUFFLE3D_TRT"} <= ops
+    x = np.random.default_rng(1).standard_normal((1, 1, 32, 32, 32)).astype(np.float32)
+    assert _close(_torch_run(plugin, x), _ort_run(tiny_model_32, x)) < 1e-4
+    net = tc.convert(plugin)
+    assert not any(isinstance(n, tc.ConvTranspose) for n in net.nodes)
+    assert set(net.tensor_names) >= {o for n in plugin.graph.node for o in n.output}
+
+
+@pytest.mark.parametrize("precision", ["bf16"])
+def test_low_precision_close_to_fp32(bench_model_32, precision: str) -> None:
+    x = np.random.default_rng(2).standard_normal((1, 1, 32, 32, 32)).astype(np.float32)
+    ref = _torch_run(bench_model_32, x)
+    y = _torch_run(bench_model_32, x, dtype=tc.DTYPES[precision])
+    agree = (y.argmax(1) == ref.argmax(1)).mean()
+    assert _close(y, ref) < 0.1 and agree > 0.95
+
+
+def test_instance_norm_ref_matches_torch() -> None:
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(2, 4, 5, 6, 7, generator=g) * 3 + 1
+    gamma, beta = torch.randn(4, generator=g), torch.randn(4, generator=g)
+    ref = torch.relu(torch.nn.functional.instance_norm(x, weight=gamma, bias=beta, eps=1e-5))
+    cl = x.contiguous(memory_format=torch.channels_last_3d)
+    y = tc.instance_norm_ref(cl, gamma, beta, 1e-5, True)
+    assert torch.allclose(y, ref, atol=1e-5)
+    assert y.is_contiguous(memory_format=torch.channels_last_3d)
+
+
+@pytest.mark.parametrize("which", ["bench", "tiny"])
+def test_segment_matches_ort_sliding_window(which: str, bench_model_path, tiny_model_path) -> None:
+    path = bench_model_path if which == "bench" else tiny_model_path
+    rng = np.random.default_rng(4)
+    vol = (rng.standard_normal((1, 128, 192, 128)) * 0.5).astype(np.float32)
+    vol[:, 40:90, 60:150, 30:100] += 1.5  # some structure so more than one class appears
+    eng = tc.BACKEND.load(path, device="cpu", batch_size=2)
+    try:
+        assert not eng.uses_cuda_graph
+        got = eng.segment(vol)
+        same_engine = segment(vol, eng)  # numpy path with the torch engine's logits
+        ref = segment(vol, _OrtEngine(path, 2))
+    finally:
+        eng.close()
+    assert got.dtype == np.uint8 and got.shape == vol.shape[1:]
+    assert np.array_equal(got, same_engine)
+    assert (got != ref).mean() < 1e-4
+    if which == "bench":
+        assert len(np.unique(ref)) >= 2
+
+
+def test_engine_infer_batches_and_checks_shapes(tiny_model_path) -> None:
+    eng = tc.BACKEND.load(tiny_model_path, device="cpu", batch_size=2)
+    x = np.random.default_rng(5).standard_normal((3, 1, 128, 128, 128)).astype(np.float32)
+    y = eng.infer(x)  # more windows than batch_size: split into 2 + 1
+    assert y.shape == (3, 3, 128, 128, 128) and y.dtype == np.float32
+    assert np.allclose(y[2:], eng.infer(x[2:]), atol=1e-5)
+    with pytest.raises(BadInputError):
+        eng.infer(x[:, :, :64])
+
+
+def test_upload_int8_linear_matches_reference_quantization(tiny_model_path) -> None:
+    from core.benchmark import INT8_INPUT_AMAX_DEFAULT
+
+    eng = tc.TorchEngine(
+        tc.convert(make_unet3d_onnx(TINY_WIDTHS, spatial=None)),
+        precision="int8",
+        batch_size=1,
+        device=torch.device("cpu"),
+        kernels=tc.NO_KERNELS,
+    )
+    v = np.array([[[[-2.2, 0.0, 1.0, 2.63979, 5.0, -0.01020]]]], np.float32)
+    q = eng.upload(v).numpy()
+    expect = np.clip(np.round(v.astype(np.float64) / INT8_INPUT_AMAX_DEFAULT * 127), -127, 127)
+    assert q.dtype == np.int8 and np.array_equal(q, expect.astype(np.int8))
+    assert q.ravel()[0] == -106  # spec section 10: -2.2 -> -106
+
+
+def test_load_errors(tiny_model_path, tmp_path) -> None:
+    with pytest.raises(MissingInputError):
+        tc.BACKEND.load(tmp_path / "none.onnx", device="cpu")
+    with pytest.raises(UsageError):
+        tc.BACKEND.load(tiny_model_path, precision="int4", device="cpu")
+    with pytest.raises(MissingInputError, match="calibration cache"):
+        tc.BACKEND.load(tiny_model_path, precision="int8", device="cpu")
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"not a model")
+    with pytest.raises(BadInputError):
+        tc.BACKEND.load(bad, device="cpu")
+
+
+def test_availability_reports_missing_cuda() -> None:
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    a = tc.BACKEND.availability()
+    assert not a.ok and "CUDA" in a.reason
+    assert set(tc.BASE_PRECISIONS) <= set(tc.BACKEND.precisions)
+
+
+def test_simulated_int8_and_fp8_stay_close(bench_model_32) -> None:
+    x = np.random.default_rng(6).standard_normal((1, 1, 32, 32, 32)).astype(np.float32)
+    ref = _torch_run(bench_model_32, x)
+    probe = tc.convert(bench_model_32)
+    amax: dict[str, float] = {}
+
+    def hook(mod, _inp, out) -> None:
+        amax[mod.outputs[0]] = float(out.abs().max())
+
+    for n in probe.nodes:
+        n.register_forward_hook(hook)
+    with torch.inference_mode():
+        probe(torch.from_numpy(x))
+    amax["input"] = float(np.abs(x).max())
+    for kind in ("int8", "fp8"):
+        net = tc.prepare(tc.apply_quantization(tc.convert(bench_model_32), amax, kind), "cpu", torch.float32)
+        with torch.inference_mode():
+            y = net(torch.from_numpy(x)).numpy()
+        assert np.abs(y - ref).max() > 0  # quantization did something
+        # a random 28-layer net amplifies the noise (measured: int8 0.87 / fp8 0.83 argmax agreement,
+        # correlation 0.94 / 0.91); the bounds only catch a broken quantizer
+        assert np.corrcoef(y.ravel(), ref.ravel())[0, 1] > 0.85
+        assert (y.argmax(1) == ref.argmax(1)).mean() > 0.75
+        assert len(net.weight_amax) == 28
+    with pytest.raises(BadInputError, match="recalibrate"):
+        tc.apply_quantization(tc.convert(bench_model_32), {"input": 1.0}, "int8")
+
+
+def test_fake_quant_values() -> None:
+    x = torch.tensor([-3.0, -1.0, -0.004, 0.0, 0.0039, 0.5, 1.0, 2.0])
+    q = tc.fake_quant(x, 1.0, "int8")
+    expect = np.clip(np.round(x.numpy().astype(np.float64) * 127), -127, 127) / 127
+    assert np.allclose(q.numpy(), expect, atol=1e-7)
+    f = tc.fake_quant(torch.tensor([448.0, 1000.0, 1.0, 0.3]), 448.0, "fp8")
+    assert f.tolist() == [448.0, 448.0, 1.0, 0.3125]  # e4m3: saturate at 448, 3 mantissa bits
+    w = torch.tensor([[1.0, -0.5], [0.01, 0.02]])
+    q, amax = tc.fake_quant_weight(w, "int8")
+    assert amax == pytest.approx([1.0, 0.02])
+    assert ((q - w).abs() <= torch.tensor([[1.0], [0.02]]) / 254 + 1e-9).all()  # half a step per row
