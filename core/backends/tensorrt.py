@@ -190,7 +190,7 @@ def fingerprint(
     calibration_sha256: str = "",
 ) -> dict[str, Any]:
     """Everything an engine depends on. An engine is reused only when its stored fingerprint is equal."""
-    return {
+    fp = {
         "format": ENGINE_FORMAT,
         "model_sha256": model_sha256,
         "tensorrt": trt_version,
@@ -199,8 +199,10 @@ def fingerprint(
         "batch_size": plan.batch_size,
         "plugins": dict(sorted(plugin_versions.items())),
         "calibration_sha256": calibration_sha256,
-        "plan": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(plan).items()},
+        "plan": asdict(plan),
     }
+    # as JSON stores it (tuples become lists), so a fingerprint read back from disk compares equal
+    return dict(json.loads(json.dumps(fp)))
 
 
 def fingerprint_id(fp: dict[str, Any]) -> str:
