@@ -13,6 +13,7 @@ import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -145,6 +146,23 @@ def _check_io(path: Path, name: str, info: TensorInfo, channels: int) -> None:
         raise BadInputError(f"{name} {info.name} is {info.dtype}, expected float32", path)
 
 
+def _checkable(model: Any) -> Any:
+    """NVIDIA's exact plugin graph puts plugin ops in the default domain, which the ONNX checker rejects;
+    check a copy with those ops moved to a custom domain instead."""
+    import onnx
+
+    if not any(n.op_type in PLUGIN_OPS and n.domain == "" for n in model.graph.node):
+        return model
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    for n in copy.graph.node:
+        if n.op_type in PLUGIN_OPS and n.domain == "":
+            n.domain = "trt.plugins"
+    if not any(o.domain == "trt.plugins" for o in copy.opset_import):
+        copy.opset_import.append(onnx.helper.make_opsetid("trt.plugins", 1))
+    return copy
+
+
 def load_model(path: str | Path, expected_opset: int = ONNX_OPSET) -> ModelInfo:
     """Validate an ONNX 3D-UNet file and describe it. MissingInputError if absent; BadInputError
     (naming the file) if it is not ONNX, truncated, or has the wrong names, shapes or opset."""
@@ -164,7 +182,7 @@ def load_model(path: str | Path, expected_opset: int = ONNX_OPSET) -> ModelInfo:
     if not graph.node:
         raise BadInputError("not an ONNX model or truncated (empty graph)", path)
     try:
-        onnx.checker.check_model(model)
+        onnx.checker.check_model(_checkable(model))
     except Exception as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise BadInputError(f"invalid or truncated ONNX model: {first[:200]}", path) from None

@@ -155,3 +155,9 @@ def test_builder_is_deterministic_and_finite() -> None:
     x = np.random.default_rng(0).standard_normal((2, 1, 32, 32, 32)).astype(np.float32)
     (y,) = sess.run(["output"], {"input": x})
     assert y.shape == (2, 3, 32, 32, 32) and np.isfinite(y).all() and 0.1 < float(y.std()) < 100
+
+
+@pytest.mark.slow
+def test_full_width_random_model(tmp_path: Path) -> None:
+    info = load_model(save_model(build_random_model(FULL_WIDTHS, seed=0), tmp_path / "full.onnx"))
+    assert info.params == 31_190_243 and info.is_full_width and info.widths == FULL_WIDTHS

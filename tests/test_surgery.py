@@ -249,6 +249,8 @@ def test_nvidia_exact_domain_and_paths(tiny_model_path: Path, tmp_path: Path) ->
     s = surgery(tiny_model_path, "plugin", plugin_domain="")
     assert all(n.domain == "" for n in s.graph.node)
     assert [(o.domain, o.version) for o in s.opset_import] == [("", 12)]
+    exact = load_model(save_model(s, tmp_path / "exact.onnx"))  # default-domain plugins pass the checker
+    assert exact.surgered == "plugin" and exact.op_counts["PIXELSHUFFLE3D_TRT"] == 5
     info = load_model(save_model(surgery(tiny_model_path, "plugin"), tmp_path / "p.onnx"))
     assert info.surgered == "plugin" and info.widths == TINY_WIDTHS
     assert str(info.outputs[0]) == "output[batch_size,3,128,128,128] float32"
@@ -305,3 +307,13 @@ def test_phantom_plugin_form_structure(phantom_model_path: Path) -> None:
     assert [(n.name, n.op_type, list(n.input), list(n.output)) for n in built.graph.node] == [
         (n.name, n.op_type, list(n.input), list(n.output)) for n in s.graph.node
     ]
+
+
+def test_export_surgered(tiny_model_path: Path, tmp_path: Path) -> None:
+    from core.surgery import export_surgered
+
+    out = export_surgered(tiny_model_path, tmp_path / "sub" / "post_gs.onnx", "plugin")
+    assert out.is_file() and load_model(out).surgered == "plugin"
+    assert not list((tmp_path / "sub").glob(".*tmp"))  # no temp file left behind
+    with pytest.raises(BadInputError, match="already surgered"):
+        export_surgered(out, tmp_path / "again.onnx", "onnx")

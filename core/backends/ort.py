@@ -20,6 +20,14 @@ from core.errors import BackendUnavailableError, BadInputError, UsageError
 GRAPHS = ("original", "onnx")
 
 
+def cpu_cores() -> int:
+    """Cores this process may run on (the affinity mask, which containers narrow), else cpu_count."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
 def _ort() -> Any:
     try:
         import onnxruntime
@@ -78,7 +86,7 @@ class OrtBackend:
         providers = ort.get_available_providers()
         if "CPUExecutionProvider" not in providers:
             return Availability(False, f"onnxruntime {ort.__version__} has no CPU execution provider")
-        return Availability(True, "", (f"cpu ({os.cpu_count() or 1} cores, onnxruntime {ort.__version__})",))
+        return Availability(True, "", (f"cpu ({cpu_cores()} cores, onnxruntime {ort.__version__})",))
 
     def load(
         self,
@@ -117,7 +125,7 @@ class OrtBackend:
         batch_dim = info.inputs[0].shape[0]
         model_batch = batch_dim if isinstance(batch_dim, int) else None
         opts = ort.SessionOptions()
-        opts.intra_op_num_threads = int(threads or os.cpu_count() or 1)
+        opts.intra_op_num_threads = int(threads or cpu_cores())
         opts.inter_op_num_threads = 1
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         try:
