@@ -4,6 +4,8 @@ TensorRT is not installed here; registration itself (register_plugins) is not ex
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import onnx
 import pytest
@@ -256,3 +258,125 @@ def test_real_surgery_nodes_retarget_and_decode(tiny_model_32: onnx.ModelProto) 
         if node.op_type == tp.INSTANCENORM:
             assert a["scales"].shape == a["bias"].shape and a["alpha"] == 0.0
     assert sum(tp.attrs_from_onnx(n)["relu"] for n in m.graph.node if n.op_type == tp.INSTANCENORM) == 22
+
+
+# --- registration against a fake tensorrt.plugin (the documented QDP contract) -------------------
+
+
+class _Desc:
+    """Stands in for trtp.TensorDesc: shape_expr as plain ints, a dtype."""
+
+    def __init__(self, shape: tuple[int, ...] = (), dtype: str = "FLOAT") -> None:
+        self.shape_expr, self.dtype = shape, dtype
+
+    def like(self) -> tuple[tuple[int, ...], str]:
+        return (tuple(self.shape_expr), self.dtype)
+
+
+def _fake_trtp(registry: dict[str, dict[str, Any]]) -> Any:
+    import types
+
+    m = types.ModuleType("tensorrt.plugin")
+    m.TensorDesc = _Desc  # type: ignore[attr-defined]
+    m.Tensor = type("Tensor", (), {})  # type: ignore[attr-defined]
+    m.AutoTuneCombination = lambda io, layouts="LINEAR": ("combo", io, layouts)  # type: ignore[attr-defined]
+    m.from_shape_expr = lambda shape, dtype: (tuple(shape), dtype)  # type: ignore[attr-defined]
+
+    def deco(kind: str) -> Any:
+        def outer(plugin_id: str) -> Any:
+            def inner(fn: Any) -> Any:
+                registry.setdefault(plugin_id, {})[kind] = fn
+                return fn
+
+            return inner
+
+        return outer
+
+    m.register, m.impl, m.autotune = deco("register"), deco("impl"), deco("autotune")  # type: ignore[attr-defined]
+    return m
+
+
+@pytest.fixture
+def qdp(monkeypatch: pytest.MonkeyPatch) -> dict[str, dict[str, Any]]:
+    import sys
+    import types
+
+    pytest.importorskip("torch")
+    registry: dict[str, dict[str, Any]] = {}
+    trt = types.ModuleType("tensorrt")
+    trt.int8, trt.float16, trt.float32 = "INT8", "HALF", "FLOAT"  # type: ignore[attr-defined]
+    trtp = _fake_trtp(registry)
+    trt.plugin = trtp  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "tensorrt", trt)
+    monkeypatch.setitem(sys.modules, "tensorrt.plugin", trtp)
+    monkeypatch.setattr(tp, "_registered", False)
+    tp.register_plugins()
+    return registry
+
+
+def test_registrations_follow_the_qdp_schema(qdp: dict[str, dict[str, Any]]) -> None:
+    """TensorRT's rules (tensorrt/plugin/_validate.py): register args = TensorDescs then attributes of a
+    serializable type, a TensorDesc return; impl args = the tensors, a subset of the attributes in
+    register order, then exactly (outputs, stream); the namespace is not reserved ("" is)."""
+    import inspect
+    import typing
+
+    assert sorted(qdp) == sorted(f"unet3d::{op}" for op in tp.SPECS)
+    for pid, fns in qdp.items():
+        assert set(fns) == {"register", "impl", "autotune"}, pid
+        ns, name = pid.split("::")
+        assert ns not in ("", "trt", "tensorrt", "std") and "." not in name
+        reg = inspect.signature(fns["register"])
+        tensors, attrs = [], []
+        for pname, prm in reg.parameters.items():
+            ann = prm.annotation
+            assert ann is not inspect.Parameter.empty and prm.default is inspect.Parameter.empty
+            if isinstance(ann, type) and issubclass(ann, _Desc):
+                assert not attrs, f"{pid}: tensors after attributes"
+                tensors.append(pname)
+            else:
+                assert ann in (int, float, str, bool, bytes) or typing.get_origin(ann) is np.ndarray, (
+                    pid,
+                    pname,
+                )
+                attrs.append(pname)
+        assert reg.return_annotation is _Desc
+        # attribute names are NVIDIA's plugin field names
+        assert attrs == [f.name for f in tp.SPECS[name].fields]
+        impl = list(inspect.signature(fns["impl"]).parameters)
+        used = [a for a in impl if a in attrs]
+        assert used == [a for a in attrs if a in used]
+        assert impl == tensors + used + ["outputs", "stream"], pid
+        auto = list(inspect.signature(fns["autotune"]).parameters)
+        assert auto == [*tensors, "outputs"]
+
+
+def test_registered_shapes_and_types(qdp: dict[str, dict[str, Any]]) -> None:
+    conv3 = qdp[f"unet3d::{tp.CONV3X3}"]
+    # int8 linear input -> fp16 output with K = weights / 27 channels (4 for the tiny model)
+    assert conv3["register"](_Desc((2, 1, 64, 64, 64), "INT8"), 1, np.zeros(108, np.float32)) == (
+        (2, 4, 64, 64, 64),
+        "HALF",
+    )
+    assert conv3["register"](_Desc((2, 1, 8, 8, 8), "FLOAT"), 1, np.zeros(864, np.float32))[0][1] == 32
+    with pytest.raises(tp.PluginFieldError):
+        conv3["register"](_Desc((2, 1, 8, 8, 8)), 1, np.zeros(100, np.float32))
+    assert conv3["autotune"](_Desc(), ()) == [("combo", "INT8|FP32|FP16, FP16|FP32|FP16", "LINEAR")]
+    conv1 = qdp[f"unet3d::{tp.CONV1X1}"]
+    out = conv1["register"](
+        _Desc((2, 32, 8, 8, 8), "HALF"), 32, np.zeros(96, np.float32), np.zeros(3, np.float32)
+    )
+    assert out == ((2, 3, 8, 8, 8), "HALF")
+    ps = qdp[f"unet3d::{tp.PIXELSHUFFLE}"]
+    # (N, 8K, d, h, w) + skip (N, Cs, 2d, 2h, 2w) -> (N, K + Cs, 2d, 2h, 2w)
+    assert ps["register"](_Desc((2, 8 * 64, 4, 4, 4)), _Desc((2, 64, 8, 8, 8)), 2, 2, 2) == (
+        (2, 128, 8, 8, 8),
+        "FLOAT",
+    )
+    with pytest.raises(tp.PluginFieldError):
+        ps["register"](_Desc((2, 16, 4, 4, 4)), _Desc((2, 2, 8, 8, 8)), 2, 2, 1)
+    inn = qdp[f"unet3d::{tp.INSTANCENORM}"]
+    g = np.ones(32, np.float32)
+    assert inn["register"](_Desc((2, 32, 8, 8, 8), "HALF"), 1e-5, g, g, 1, 0.0) == ((2, 32, 8, 8, 8), "HALF")
+    with pytest.raises(tp.PluginFieldError, match="leaky"):
+        inn["register"](_Desc((2, 32, 8, 8, 8)), 1e-5, g, g, 1, 0.01)

@@ -411,7 +411,7 @@ def build_serialized(
     if timing_cache is not None:
         raw = timing_cache.read_bytes() if timing_cache.is_file() else b""
         config.set_timing_cache(config.create_timing_cache(raw), False)
-    if plan.builder_flags and "INT8" in plan.builder_flags:
+    if "INT8" in plan.builder_flags:
         if calibrator is None:
             raise UsageError("an int8 build needs a calibrator (a cache or calibration data)")
         config.int8_calibrator = calibrator
@@ -508,6 +508,7 @@ class TrtEngine:
         self.device = torch.device("cuda", device)
         self.input_amax = input_amax
         self.engine_path = engine_path
+        self._logger = logger  # TensorRT keeps a raw pointer to it: it must outlive runtime and engine
         self._runtime = trt.Runtime(logger)
         engine = self._runtime.deserialize_cuda_engine(serialized)
         if engine is None:
