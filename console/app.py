@@ -1,0 +1,512 @@
+"""The operator console: a Textual app over the same core package as the `unet3d` CLI.
+
+Modes (keys 1-5): dashboard, run setup, live monitor, history, auditor. Every long job is a thread worker
+(``@work(thread=True, exclusive=True, group=..., exit_on_error=False)``) that receives the worker's
+``cancelled_event`` as its CancelToken and posts typed messages (console.messages); the App's handlers
+own all state. The benchmark itself runs in a child process (console.workers.BenchmarkProcess).
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import sys
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any, ClassVar
+
+from textual import on, work
+from textual.app import App, SystemCommand
+from textual.binding import Binding, BindingType
+from textual.clock import Clock
+from textual.reactive import reactive
+from textual.screen import Screen
+from textual.worker import Worker, WorkerState, get_current_worker
+
+from console import messages as m
+from console.commands import ConsoleCommands
+from console.state import JOB_TITLES, JobState
+from console.workers import Jobs, LiveFeed, RealJobs, core_reporter
+from core import config as core_config
+from core.benchmark import RunConfig
+from core.errors import Cancelled as CoreCancelled
+from core.errors import UnetError
+from core.jobs import CancelToken, Reporter
+from core.workspace import Workspace
+from screens.auditor import AuditScreen
+from screens.dashboard import DashboardScreen
+from screens.help import HelpScreen
+from screens.history import HistoryScreen
+from screens.modals import ConfirmModal, ErrorModal
+from screens.monitor import MonitorScreen
+from screens.run_setup import RunSetupScreen
+
+DEMO_WORKSPACE = "unet3d-demo"  # the CLI's `unet3d demo` default, relative to the working directory
+MODE_KEYS = {"1": "dashboard", "2": "run", "3": "monitor", "4": "history", "5": "audit"}
+
+
+class UnetConsole(App[None], inherit_bindings=False):
+    TITLE = "unet3d console"
+    SUB_TITLE = "MLPerf Inference 3D-UNet KiTS19"
+    CSS_PATH = "console.tcss"
+    MODES: ClassVar[dict[str, Any]] = {
+        "dashboard": DashboardScreen,
+        "run": RunSetupScreen,
+        "monitor": MonitorScreen,
+        "history": HistoryScreen,
+        "audit": AuditScreen,
+    }
+    DEFAULT_MODE = "dashboard"
+    COMMANDS = App.COMMANDS | {ConsoleCommands}
+    BINDING_GROUP_TITLE = "Console"
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding(
+            "1", "mode('dashboard')", "Dashboard", id="mode.dashboard", tooltip="Workspace status and actions"
+        ),
+        Binding(
+            "2",
+            "mode('run')",
+            "Run",
+            id="mode.run",
+            tooltip="Set up a LoadGen run; shows the equivalent command",
+        ),
+        Binding(
+            "3", "mode('monitor')", "Monitor", id="mode.monitor", tooltip="Live QPS, latency, DICE and log"
+        ),
+        Binding("4", "mode('history')", "History", id="mode.history", tooltip="Past runs under build/logs"),
+        Binding("5", "mode('audit')", "Audit", id="mode.audit", tooltip="NVIDIA's auditor checklist"),
+        Binding(
+            "escape",
+            "cancel_job",
+            "Cancel",
+            id="job.cancel",
+            tooltip="Cancel the running job (stops LoadGen)",
+        ),
+        Binding("f1", "help('context')", "Help", id="help.context", tooltip="Help for the focused panel"),
+        Binding(
+            "question_mark", "help('keys')", "Keys", id="help.keys", show=False, tooltip="All key bindings"
+        ),
+        Binding(
+            "r", "rerun", "Re-run", id="run.rerun", show=False, tooltip="Re-run the last run configuration"
+        ),
+        Binding(
+            "ctrl+e", "export", "Export", id="run.export", show=False, tooltip="Export the last run summary"
+        ),
+        Binding(
+            "ctrl+r",
+            "refresh_status",
+            "Refresh",
+            id="status.refresh",
+            show=False,
+            tooltip="Probe the workspace again",
+        ),
+        Binding(
+            "ctrl+p",
+            "command_palette",
+            "Palette",
+            id="app.palette",
+            show=False,
+            tooltip="Every action, by name",
+        ),
+        Binding("q", "quit_console", "Quit", id="app.quit", tooltip="Quit (asks while a job runs)"),
+        Binding(
+            "ctrl+q",
+            "quit_console",
+            "Quit",
+            id="app.quit_now",
+            show=False,
+            priority=True,
+            tooltip="Quit (asks while a job runs)",
+        ),
+    ]
+
+    job: reactive[JobState | None] = reactive(None, always_update=True)
+    status_report: reactive[Any] = reactive(None, always_update=True)
+    runs: reactive[list[Any]] = reactive(list, always_update=True)
+    last_result: reactive[dict[str, Any] | None] = reactive(None, always_update=True)
+    log_seq: reactive[int] = reactive(0)
+
+    def __init__(
+        self,
+        ws: Workspace,
+        *,
+        settings: core_config.Settings | None = None,
+        jobs: Jobs | None = None,
+        clock: Clock | None = None,
+        status_interval: float = 30.0,
+        demo_default: bool = False,
+    ) -> None:
+        super().__init__()
+        self.ws = ws
+        self.settings = settings or core_config.Settings()
+        self.jobs: Jobs = jobs or RealJobs()
+        self.clock = clock or Clock()
+        self.status_interval = status_interval
+        self.demo_default = demo_default
+        self.run_config: RunConfig = self._initial_config()
+        self.last_config: RunConfig | None = None
+        self.running_config: RunConfig | None = None
+        self.live = LiveFeed()
+        self.logs: collections.deque[tuple[int, str, str]] = collections.deque(maxlen=2000)
+        self._log_n = 0
+        self._job_worker: Worker[Any] | None = None
+        self._status_timer: Any = None
+        self.theme = str(self.settings.console.get("theme", "textual-dark"))
+        if self.settings.keymap:
+            self.set_keymap(self.settings.keymap)
+
+    def _initial_config(self) -> RunConfig:
+        try:
+            return self.settings.run_config()
+        except UnetError:
+            return RunConfig()
+
+    # ------------------------------------------------------------------------------ lifecycle
+    def on_mount(self) -> None:
+        self.refresh_status()
+
+    @property
+    def job_running(self) -> bool:
+        return self.job is not None and self.job.running
+
+    # -------------------------------------------------------------------------------- status
+    def refresh_status(self) -> None:
+        if self._status_timer is not None:
+            self._status_timer.stop()
+            self._status_timer = None
+        self._status_worker()
+
+    @work(thread=True, exclusive=True, group="status", exit_on_error=False, description="status probe")
+    def _status_worker(self) -> None:
+        report = self.jobs.status(self.ws)
+        runs = self.jobs.history(self.ws)
+        if not get_current_worker().is_cancelled:
+            self.post_message(m.StatusRefreshed(report, runs))
+
+    @on(m.StatusRefreshed)
+    def _on_status(self, msg: m.StatusRefreshed) -> None:
+        self.status_report = msg.report
+        self.runs = list(msg.runs)
+        # polls never overlap: the next one is scheduled only after this one finished (dolphie)
+        if self.status_interval > 0:
+            self._status_timer = self.set_timer(self.status_interval, self.refresh_status)
+
+    def section_ok(self, name: str) -> bool:
+        rep = self.status_report
+        if rep is None:
+            return False
+        try:
+            return rep.section(name).state == "ok"
+        except KeyError:
+            return False
+
+    def case_list(self) -> list[str]:
+        """Inference cases in QSL order (the DICE table's rows, created up front)."""
+        if hasattr(self.jobs, "case_list"):
+            return list(self.jobs.case_list(self.ws))  # type: ignore[attr-defined]
+        try:
+            from core.cases import case_lists
+
+            return list(case_lists(self.ws).inference)
+        except Exception:
+            return []
+
+    # ---------------------------------------------------------------------------------- jobs
+    def _start(self, name: str, start: Callable[[], Worker[Any]]) -> bool:
+        if self.job_running:
+            assert self.job is not None
+            self.notify(f"{self.job.description} is running: Esc cancels it first.", severity="warning")
+            return False
+        self.job = JobState(name, JOB_TITLES.get(name, name))
+        self._job_worker = start()
+        return True
+
+    def _job_body(self, job: str, fn: Callable[[Reporter, CancelToken], Any]) -> Any:
+        """Runs in the worker thread. Expected outcomes become messages; anything else propagates to
+        the worker (ERROR state), which on_worker_state_changed turns into a Failed message."""
+        worker = get_current_worker()
+        token = CancelToken(worker.cancelled_event)
+        self.post_message(m.JobStarted(job, worker.description))
+        try:
+            result = fn(core_reporter(job, self.post_message), token)
+        except CoreCancelled:
+            self.post_message(m.Cancelled(job))
+            return None
+        except UnetError as exc:
+            self.post_message(m.Failed(job, str(exc), int(exc.exit_code)))
+            return None
+        self.post_message(m.RunFinished(job, result))
+        return result
+
+    @work(thread=True, exclusive=True, group="demo", exit_on_error=False, description="Create demo workspace")
+    def _demo_worker(self) -> Any:
+        return self._job_body("demo", lambda r, c: self.jobs.demo(self.ws, r, c))
+
+    @work(thread=True, exclusive=True, group="preprocess", exit_on_error=False, description="Preprocess")
+    def _preprocess_worker(self) -> Any:
+        return self._job_body("preprocess", lambda r, c: self.jobs.preprocess(self.ws, r, c))
+
+    @work(thread=True, exclusive=True, group="calibrate", exit_on_error=False, description="Calibrate")
+    def _calibrate_worker(self) -> Any:
+        return self._job_body("calibrate", lambda r, c: self.jobs.calibrate(self.ws, r, c))
+
+    @work(thread=True, exclusive=True, group="engine", exit_on_error=False, description="Build engine")
+    def _engine_worker(self, cfg: RunConfig) -> Any:
+        return self._job_body("engine", lambda r, c: self.jobs.build_engine(self.ws, cfg, r, c))
+
+    @work(thread=True, exclusive=True, group="benchmark", exit_on_error=False, description="Run")
+    def _benchmark_worker(self, cfg: RunConfig, live: LiveFeed) -> Any:
+        return self._job_body("benchmark", lambda r, c: self.jobs.benchmark(self.ws, cfg, r, c, live))
+
+    def start_job(self, name: str, cfg: RunConfig | None = None) -> bool:
+        cfg = cfg or self.run_config
+        starters: dict[str, Callable[[], Worker[Any]]] = {
+            "demo": self._demo_worker,
+            "preprocess": self._preprocess_worker,
+            "calibrate": self._calibrate_worker,
+            "engine": lambda: self._engine_worker(cfg),
+        }
+        if name not in starters:
+            self.notify(f"unknown job {name}", severity="error")
+            return False
+        return self._start(name, starters[name])
+
+    def start_run(self, cfg: RunConfig) -> bool:
+        try:
+            cfg = cfg.validate()
+        except UnetError as exc:
+            self.notify(str(exc), severity="error")
+            return False
+        if self.job_running:
+            assert self.job is not None
+            self.notify(f"{self.job.description} is running: Esc cancels it first.", severity="warning")
+            return False
+        self.live = LiveFeed()
+        self.last_result = None
+        self.running_config = cfg
+        self.last_config = cfg
+        self.logs.clear()
+        ok = self._start("benchmark", lambda: self._benchmark_worker(cfg, self.live))
+        if ok:
+            self.job = JobState("benchmark", f"Run {cfg.scenario} {cfg.config_ver} {cfg.test_mode}")
+            self.switch_mode("monitor")
+        return ok
+
+    @on(m.RunRequested)
+    def _on_run_requested(self, msg: m.RunRequested) -> None:
+        self.start_run(msg.config)
+
+    @on(m.JobRequested)
+    def _on_job_requested(self, msg: m.JobRequested) -> None:
+        self.start_job(msg.job, msg.config)
+
+    # --- job messages -> state ---
+    def _current(self, msg: m.JobMessage) -> JobState | None:
+        return self.job if self.job is not None and self.job.name == msg.job else None
+
+    @on(m.JobStarted)
+    def _on_started(self, msg: m.JobStarted) -> None:
+        if (job := self._current(msg)) is not None:
+            self.job = job.with_(phase="started")
+        self.add_log("info", f"{msg.description} started")
+
+    @on(m.PhaseChanged)
+    def _on_phase(self, msg: m.PhaseChanged) -> None:
+        if (job := self._current(msg)) is not None:
+            self.job = job.with_(phase=msg.name, detail=msg.detail)
+
+    @on(m.Progress)
+    def _on_progress(self, msg: m.Progress) -> None:
+        if (job := self._current(msg)) is not None:
+            self.job = job.with_(done=msg.done, total=msg.total, unit=msg.unit, item=msg.item)
+
+    @on(m.LogLine)
+    def _on_log(self, msg: m.LogLine) -> None:
+        self.add_log(msg.level, msg.text)
+
+    def add_log(self, level: str, text: str) -> None:
+        self._log_n += 1
+        self.logs.append((self._log_n, level, text))
+        self.log_seq = self._log_n
+
+    def _end(self, msg: m.JobMessage, outcome: str, **kw: Any) -> None:
+        job = self._current(msg)
+        if job is not None:
+            self.job = job.with_(running=False, outcome=outcome, **kw)
+        self._job_worker = None
+        self.refresh_status()
+
+    @on(m.RunFinished)
+    def _on_finished(self, msg: m.RunFinished) -> None:
+        self._end(msg, "finished", result=msg.result)
+        if msg.job == "benchmark":
+            self.last_result = msg.result if isinstance(msg.result, dict) else {"result": msg.result}
+            self.add_log("info", "run finished: LoadGen's summary replaces the live estimates")
+        self.notify(f"{JOB_TITLES.get(msg.job, msg.job)} finished")
+
+    @on(m.Cancelled)
+    def _on_cancelled(self, msg: m.Cancelled) -> None:
+        self._end(msg, "cancelled")
+        self.add_log("warning", f"{JOB_TITLES.get(msg.job, msg.job)} cancelled")
+        self.notify(f"{JOB_TITLES.get(msg.job, msg.job)} cancelled", severity="warning")
+
+    @on(m.Failed)
+    def _on_failed(self, msg: m.Failed) -> None:
+        self._end(msg, "failed", error=msg.error)
+        self.add_log("error", msg.error)
+        self.push_screen(ErrorModal(f"{JOB_TITLES.get(msg.job, msg.job)} failed", msg.error))
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        """One place maps a worker that died of an unexpected exception to a Failed job."""
+        w = event.worker
+        if event.state == WorkerState.ERROR and w.group in JOB_TITLES:
+            err = w.error
+            text = f"{type(err).__name__}: {err}".replace("\n", " ") if err else "unknown error"
+            self.post_message(m.Failed(w.group, text, 1))
+        elif event.state == WorkerState.ERROR and w.group == "status":
+            self.notify(f"status probe failed: {w.error}", severity="error")
+
+    # ------------------------------------------------------------------------------- actions
+    def action_mode(self, mode: str) -> None:
+        self.switch_mode(mode)
+
+    def action_cancel_job(self) -> None:
+        if self.job_running and self._job_worker is not None:
+            self._job_worker.cancel()
+            assert self.job is not None
+            self.job = self.job.with_(phase="cancelling")
+            self.notify("Cancelling…")
+        elif isinstance(self.screen, (ErrorModal, ConfirmModal, HelpScreen)):
+            self.screen.dismiss(None)
+
+    def action_help(self, which: str = "context") -> None:
+        focused = self.focused
+        self.push_screen(HelpScreen(self, focused if which == "context" else None))
+
+    def action_rerun(self) -> None:
+        cfg = self.last_config or (self.runs[-1:] and _config_of(self.runs[-1])) or None
+        if cfg is None:
+            self.notify("Nothing to re-run yet: start a run from the Run screen (2).")
+            return
+        self.start_run(cfg)
+
+    def action_refresh_status(self) -> None:
+        self.refresh_status()
+        self.notify("Refreshing status…")
+
+    def action_export(self) -> None:
+        res = self.last_result
+        if not res:
+            self.notify("No finished run to export yet.", severity="warning")
+            return
+        import json
+
+        from console.workers import jsonable
+
+        base = Path(str(res.get("log_dir") or self.ws.log_dir))
+        target = base / "console_summary.json" if base.is_dir() else self.ws.log_dir / "console_summary.json"
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp = target.with_name(target.name + ".tmp")
+            tmp.write_text(json.dumps(jsonable(res), indent=2) + "\n")
+            tmp.replace(target)
+        except OSError as exc:
+            self.notify(f"{target}: {exc.strerror}", severity="error")
+            return
+        self.notify(f"Summary written to {target}")
+
+    def open_last_logs(self) -> None:
+        from screens.history import LogViewer
+
+        res = self.last_result or {}
+        if res.get("log_dir"):
+            self.push_screen(LogViewer(Path(str(res["log_dir"]))))
+
+    def export_audit(self) -> None:
+        from core.audit import Audit
+
+        try:
+            path = Audit.load(self.ws).export_markdown()
+        except (UnetError, OSError) as exc:
+            self.notify(str(exc), severity="error")
+            return
+        self.notify(f"Audit report written to {path}")
+
+    def copy_command(self, text: str) -> None:
+        self.copy_to_clipboard(text)
+        self.notify(text, title="Copied to clipboard")
+
+    async def action_quit_console(self) -> None:
+        if not self.job_running:
+            self.exit()
+            return
+
+        def answer(yes: bool | None) -> None:
+            if yes:
+                if self._job_worker is not None:
+                    self._job_worker.cancel()
+                shutdown = getattr(self.jobs, "shutdown", None)
+                if shutdown is not None:
+                    shutdown()
+                self.exit()
+
+        assert self.job is not None
+        self.push_screen(ConfirmModal(f"{self.job.description} is running. Cancel it and quit?"), answer)
+
+    def get_system_commands(self, screen: Screen[Any]) -> Iterable[SystemCommand]:
+        yield SystemCommand("Quit", "Quit the console", self.action_quit_console)
+        yield SystemCommand("Keys", "Show every key binding", lambda: self.action_help("keys"))
+        yield SystemCommand("Theme", "Change the colour theme", self.action_change_theme)
+
+
+def _config_of(run: Any) -> RunConfig | None:
+    try:
+        return RunConfig(
+            scenario=run.scenario or "Offline",
+            config_ver=run.config_ver or "default",
+            test_mode=run.test_mode or "PerformanceOnly",
+            backend=run.backend or "ort",
+            precision=run.precision or "fp32",
+        ).validate()
+    except (UnetError, AttributeError):
+        return None
+
+
+def build_app(argv: list[str] | None = None) -> UnetConsole:
+    ap = argparse.ArgumentParser(
+        prog="unet3d-console", description="Operator console for the 3D-UNet benchmark"
+    )
+    ap.add_argument(
+        "--workspace", metavar="DIR", help="workspace root (default: config file, else ./unet3d-demo)"
+    )
+    ap.add_argument("--config", metavar="PATH", help="config file (default: nearest unet3d.toml)")
+    ap.add_argument(
+        "--fake", action="store_true", help="scripted jobs (no data needed): a tour of the console"
+    )
+    args = ap.parse_args(argv)
+    settings = core_config.load(args.config)
+    explicit = args.workspace or settings.workspace.get("root")
+    import os
+
+    demo = not explicit and not os.environ.get("UNET3D_WORKSPACE")
+    ws = settings.resolve_workspace(root=args.workspace or (DEMO_WORKSPACE if demo else None))
+    jobs: Jobs | None = None
+    if args.fake:
+        from console.fake import FakeJobs
+
+        jobs = FakeJobs()
+    return UnetConsole(ws, settings=settings, jobs=jobs, demo_default=demo)
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        app = build_app(argv)
+    except UnetError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return int(exc.exit_code)
+    app.run()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,148 @@
+"""Dashboard: what the workspace holds and what is missing (from core.status.collect_status), the
+backends on this machine with the reason when one is unavailable, the last results, and the actions
+that fix what is missing. It never refuses to start: a missing item is a red row with its fix."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Horizontal, Vertical
+from textual.screen import Screen
+from textual.widgets import Button, DataTable, Footer, Header, Label, Static
+
+from console import messages as m
+from console.widgets.job_panel import JobPanel
+
+STATE_STYLE = {"ok": "green", "missing": "yellow", "broken": "bold red"}
+STATE_ICON = {"ok": "✔", "missing": "✘", "broken": "✘"}
+
+
+class StatusTable(DataTable[Any]):
+    HELP = (
+        "Everything `unet3d status` reports: the KiTS19 cases (raw and preprocessed, both sets), the model "
+        "(path, checksum, opset, parameters), the calibration cache, engines, the backends this machine can "
+        "run (with the reason when one cannot) and the last runs. A missing item shows its fix."
+    )
+
+
+class DashboardScreen(Screen[None]):
+    HELP = "The workspace at a glance. Use the buttons (or the palette, ctrl+p) to fix what is missing."
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("d", "job('demo')", "Demo", id="dashboard.demo", tooltip="Create the demo workspace here"),
+        Binding(
+            "p", "job('preprocess')", "Preprocess", id="dashboard.preprocess", tooltip="Preprocess both sets"
+        ),
+        Binding(
+            "c", "job('calibrate')", "Calibrate", id="dashboard.calibrate", tooltip="Make the INT8 cache"
+        ),
+        Binding(
+            "b",
+            "job('engine')",
+            "Build engine",
+            id="dashboard.engine",
+            show=False,
+            tooltip="Load/build the engine of the current run setup",
+        ),
+    ]
+
+    def compose(self) -> ComposeResult:
+        yield Header(show_clock=False)
+        with Horizontal(id="dash"):
+            with Vertical(id="dash-main"):
+                yield Static("", id="ws-line", markup=False)
+                yield Static("", id="banner")
+                yield StatusTable(id="status", cursor_type="row", zebra_stripes=True)
+            with Vertical(id="actions"):
+                yield Label("Actions", classes="section-title")
+                yield Button("Create demo workspace (d)", id="act-demo")
+                yield Button("Preprocess (p)", id="act-preprocess")
+                yield Button("Calibrate (c)", id="act-calibrate")
+                yield Button("Build engine (b)", id="act-engine")
+                yield Button("New run… (2)", id="act-run", variant="primary")
+                yield Button("Refresh (ctrl+r)", id="act-refresh")
+                yield Label("Last result", classes="section-title")
+                yield Static("no runs yet", id="last-result", markup=False)
+        yield JobPanel()
+        yield Footer(compact=True)
+
+    def on_mount(self) -> None:
+        t = self.query_one(StatusTable)
+        t.add_column("Section", key="section", width=12)
+        t.add_column("Item", key="item", width=20)
+        t.add_column("State", key="state", width=9)
+        t.add_column("Detail", key="detail")
+        t.add_column("Fix", key="fix")
+        self.query_one("#ws-line", Static).update(f"Workspace: {self.app.ws.root}")  # type: ignore[attr-defined]
+        self.watch(self.app, "status_report", self.show_status, init=True)
+        self.watch(self.app, "runs", self.show_runs, init=True)
+        self.watch(self.app, "job", self.show_buttons, init=True)
+
+    def show_status(self, report: Any) -> None:
+        t = self.query_one(StatusTable)
+        banner = self.query_one("#banner", Static)
+        t.clear()
+        if report is None:
+            banner.update("Probing the workspace…")
+            return
+        missing: list[str] = []
+        for sec in report.sections:
+            for n, item in enumerate(sec.items):
+                style = STATE_STYLE.get(item.state, "red")
+                t.add_row(
+                    Text(sec.name if n == 0 else "", style="bold"),
+                    Text(item.name),
+                    Text(f"{STATE_ICON.get(item.state, '?')} {item.state}", style=style),
+                    Text(item.detail, style="" if item.ok else style),
+                    Text(item.fix if not item.ok else "", style="italic"),
+                    key=f"{sec.name}/{item.name}/{n}",
+                )
+            if sec.state != "ok" and sec.name not in ("engines", "runs", "backends"):
+                missing.append(sec.name)
+        if missing:
+            first = ", ".join(missing)
+            hint = "Create demo workspace (d) builds a small synthetic one." if "dataset" in missing else ""
+            banner.update(Text(f"Missing: {first}. {hint}".strip(), style="bold yellow"))
+        else:
+            banner.update(Text("Workspace ready: start a run from the Run screen (2).", style="green"))
+        self.show_buttons(self.app.job)  # type: ignore[attr-defined]
+
+    def show_runs(self, runs: list[Any]) -> None:
+        box = self.query_one("#last-result", Static)
+        if not runs:
+            box.update("no runs yet")
+            return
+        r = runs[-1]
+        lines = [r.when, f"{r.scenario} {r.config_ver} {r.test_mode}", f"{r.backend} {r.precision}", r.result]
+        if r.samples_per_s is not None:
+            lines.append(f"{r.samples_per_s:.4g} samples/s")
+        if r.dice is not None:
+            lines.append(f"DICE {r.dice:.5f}")
+        box.update("\n".join(x for x in lines if x.strip()))
+
+    def show_buttons(self, _job: Any) -> None:
+        app: Any = self.app
+        busy = app.job_running
+        data = app.section_ok("dataset")
+        pre = app.section_ok("preprocessed")
+        model = app.section_ok("model")
+        self.query_one("#act-demo", Button).disabled = busy
+        self.query_one("#act-demo", Button).variant = "success" if not data else "default"
+        self.query_one("#act-preprocess", Button).disabled = busy or not data
+        self.query_one("#act-calibrate", Button).disabled = busy or not (pre and model)
+        self.query_one("#act-engine", Button).disabled = busy or not model
+        self.query_one("#act-run", Button).disabled = busy
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        bid = event.button.id or ""
+        if bid == "act-run":
+            self.app.switch_mode("run")
+        elif bid == "act-refresh":
+            self.app.action_refresh_status()  # type: ignore[attr-defined]
+        elif bid.startswith("act-"):
+            self.post_message(m.JobRequested(bid[4:]))
+
+    def action_job(self, name: str) -> None:
+        self.post_message(m.JobRequested(name))

@@ -1,0 +1,66 @@
+"""F1 / ?: contextual help for the focused widget (its HELP text, else its screen's), then every key
+binding with its id (the name a keymap uses) and tooltip."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from textual.app import App, ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import VerticalScroll
+from textual.screen import ModalScreen
+from textual.widget import Widget
+from textual.widgets import Markdown
+
+
+def _keys_table(app: App[Any]) -> str:
+    rows = ["| Key | Binding id | Action | What it does |", "|---|---|---|---|"]
+    seen: set[str] = set()
+    for _key, active in app.screen.active_bindings.items():
+        b = active.binding
+        ident = b.id or ""
+        if (ident, b.key) in seen:  # type: ignore[comparison-overlap]
+            continue
+        seen.add((ident, b.key))  # type: ignore[arg-type]
+        key = app.get_key_display(b)
+        rows.append(f"| `{key}` | `{ident}` | {b.description or b.action} | {b.tooltip} |")
+    return "\n".join(rows)
+
+
+class HelpScreen(ModalScreen[None]):
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape,f1,q", "dismiss", "Close", id="help.close", tooltip="Close help")
+    ]
+    DEFAULT_CSS = """
+    HelpScreen { align: center middle; }
+    HelpScreen > VerticalScroll {
+        width: 100; height: 80%; border: thick $accent;
+        background: $surface; padding: 0 1;
+    }
+    """
+
+    def __init__(self, app: App[Any], focused: Widget | None) -> None:
+        super().__init__()
+        parts = ["# Help"]
+        ctx = None
+        node: Any = focused
+        while node is not None and ctx is None:
+            ctx = getattr(node, "HELP", None)
+            node = node.parent
+        if ctx is None:
+            ctx = getattr(app.screen, "HELP", None)
+        if ctx:
+            parts += ["## This panel", str(ctx)]
+        parts += [
+            "## Keys",
+            'Rebind any key in the config file\'s `[keymap]` table: `"job.cancel" = "escape,ctrl+c"`.',
+            "",
+            _keys_table(app),
+            "",
+            "The command palette (`ctrl+p`) lists every action that makes sense right now.",
+        ]
+        self.text = "\n\n".join(parts)
+
+    def compose(self) -> ComposeResult:
+        with VerticalScroll():
+            yield Markdown(self.text, id="help-text")

@@ -1,0 +1,310 @@
+"""Live monitor of a LoadGen run: samples/s (Digits + plot), windows/s, completed/total, latency
+percentiles, the per-case DICE table (all rows created up front; cells updated by key) with pass/fail
+against the 99 % and 99.9 % targets, and the log tail. It samples the App's live feed on a timer (never
+one message per sample). When LoadGen finishes, the official summary figures (VALID/INVALID, samples/s,
+percentiles) replace the live estimates."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from rich.text import Text
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Horizontal, Vertical
+from textual.screen import Screen
+from textual.widgets import DataTable, Digits, Footer, Header, Input, Label, ProgressBar, RichLog, Static
+from textual_plotext import PlotextPlot
+
+from console.widgets.job_panel import JobPanel
+from core.audit import fp32_reference
+from core.benchmark import target_dice
+from core.harness.events import RunSnapshot
+
+LAT_ROWS = ("p50", "p90", "p95", "p97", "p99", "p99.9", "mean", "min", "max")
+TARGET_COLS = ("99", "99.9")
+
+
+def fmt_ms(v: float | None) -> str:
+    return "-" if v is None else f"{v:,.1f}"
+
+
+def badge(ok: bool | None) -> Text:
+    if ok is None:
+        return Text("-", style="dim")
+    return Text("✔ pass", style="green") if ok else Text("✘ fail", style="bold red")
+
+
+class QpsPlot(PlotextPlot):
+    HELP = "Samples per second over the run (sliding 10 s window), one point per sampling tick."
+
+
+class DiceTable(DataTable[Any]):
+    HELP = (
+        "Per-case DICE of an accuracy run: kidney (label 1), tumor (label 2) and their mean; the `mean` row "
+        "is the benchmark's figure. 99 / 99.9 compare against 99 % and 99.9 % of the model's FP32 reference "
+        "(the official targets are 0.853083 and 0.8608383 for the full-width model)."
+    )
+
+
+class LatencyTable(DataTable[Any]):
+    HELP = "Latency percentiles in ms: live estimates while running, LoadGen's summary values afterwards."
+
+
+class MonitorScreen(Screen[None]):
+    HELP = (
+        "The running (or last) LoadGen run. Esc cancels it: SIGINT to its process group, then SIGTERM, "
+        "then SIGKILL. Space pauses the live view; / filters the log."
+    )
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("space", "pause", "Pause", id="live.pause", tooltip="Pause/resume the live view"),
+        Binding("slash", "filter", "Filter log", id="logs.filter", tooltip="Focus the log filter"),
+    ]
+
+    def __init__(self, interval: float = 0.5) -> None:
+        super().__init__()
+        self.interval = interval
+        self.paused = False
+        self._log_seen = 0
+        self._rows: list[str] = []
+        self._official = False
+        self._ref = 0.8617
+        self._tail: tuple[str, ...] = ()
+
+    def compose(self) -> ComposeResult:
+        yield Header(show_clock=False)
+        yield Static("No run yet: set one up on the Run screen (2).", id="run-title", markup=False)
+        with Horizontal(id="mon-top"):
+            with Vertical(id="qps-box"):
+                yield Label("samples/s", id="qps-label")
+                yield Digits("0.000", id="qps")
+                yield Static("", id="rates", markup=False)
+                yield QpsPlot(id="qps-plot")
+            with Vertical(id="mon-right"):
+                yield Static("", id="verdict")
+                yield Label("completed / total", classes="section-title")
+                yield ProgressBar(
+                    total=None, show_eta=True, id="samples", clock=getattr(self.app, "clock", None)
+                )
+                yield LatencyTable(id="latency", cursor_type="none")
+        with Horizontal(id="mon-bottom"):
+            yield DiceTable(id="dice", cursor_type="row", zebra_stripes=True)
+            with Vertical(id="log-box"):
+                yield Input(placeholder="filter the log (/)", id="log-filter")
+                yield RichLog(id="log", max_lines=500, wrap=False, markup=False)
+        yield JobPanel()
+        yield Footer(compact=True)
+
+    def on_mount(self) -> None:
+        lat = self.query_one(LatencyTable)
+        lat.add_column("Latency", key="name", width=8)
+        lat.add_column("ms", key="ms", width=12)
+        lat.add_column("source", key="source", width=16)
+        for r in LAT_ROWS:
+            lat.add_row(r, "-", "", key=r)
+        dice = self.query_one(DiceTable)
+        for key, label, width in (
+            ("case", "Case", 11),
+            ("kidney", "Kidney", 8),
+            ("tumor", "Tumor", 8),
+            ("composite", "Mean", 8),
+            ("99", "99 %", 8),
+            ("99.9", "99.9 %", 8),
+        ):
+            dice.add_column(label, key=key, width=width)
+        self._build_dice_rows()
+        plot = self.query_one(QpsPlot)
+        plot.plt.title("samples/s")
+        self.set_interval(self.interval, self.sample)
+        self.watch(self.app, "last_result", self.show_official, init=False)
+        self.watch(self.app, "job", self._job_changed, init=True)
+
+    # --- DICE rows: created once, then only cells change ---
+    def _build_dice_rows(self) -> None:
+        dice = self.query_one(DiceTable)
+        dice.clear()
+        self._rows = list(self.app.case_list())  # type: ignore[attr-defined]
+        for case in self._rows:
+            dice.add_row(case, "-", "-", "-", "-", "-", key=case)
+        dice.add_row(Text("mean", style="bold"), "-", "-", "-", "-", "-", key="mean")
+        try:
+            self._ref = fp32_reference(self.app.ws)  # type: ignore[attr-defined]
+        except Exception:
+            self._ref = 0.8617
+
+    def _job_changed(self, job: Any) -> None:
+        app: Any = self.app
+        cfg = app.running_config
+        if cfg is None:
+            return
+        mine = job is not None and job.name == "benchmark"
+        if mine and job.running:
+            chip = job.phase
+        elif mine:
+            chip = job.outcome
+        else:
+            chip = "last run"
+        self.query_one("#run-title", Static).update(f"[{chip}] {cfg.cli_command()}")
+        if mine and job.running and job.phase == "started":
+            self._reset()
+
+    def _reset(self) -> None:
+        self._official = False
+        self._log_seen = 0
+        self._tail: tuple[str, ...] = ()
+        self.query_one("#log", RichLog).clear()
+        self.query_one("#verdict", Static).update("")
+        self.query_one("#qps-label", Label).update("samples/s (live)")
+        self._build_dice_rows()
+        lat = self.query_one(LatencyTable)
+        for r in LAT_ROWS:
+            lat.update_cell(r, "ms", "-")
+            lat.update_cell(r, "source", "")
+
+    # --- sampling ---
+    def sample(self) -> None:
+        if self.paused:
+            return
+        app: Any = self.app
+        snap = app.live.snapshot()
+        with app.batch_update():
+            if snap is not None:
+                self.merge_tail(snap.log_tail)
+            if snap is not None and not self._official:
+                self.show_snapshot(snap)
+            elif snap is not None:
+                self.show_dice(snap)
+            self.show_logs()
+
+    def show_snapshot(self, s: RunSnapshot) -> None:
+        self.query_one("#qps", Digits).update(f"{s.qps:.3f}")
+        rate = f"{s.windows_per_s:.1f} windows/s   {s.windows_done} windows   phase: {s.phase}"
+        self.query_one("#rates", Static).update(rate)
+        bar = self.query_one("#samples", ProgressBar)
+        if s.total:
+            bar.update(total=s.total, progress=s.completed)
+        else:
+            bar.update(total=None)
+        lat = self.query_one(LatencyTable)
+        for r in LAT_ROWS:
+            v = s.latency_ms.get(r)
+            lat.update_cell(r, "ms", fmt_ms(v))
+            lat.update_cell(r, "source", "live estimate" if v is not None else "")
+        hist = list(s.qps_history)
+        plot = self.query_one(QpsPlot)
+        plot.plt.clear_data()
+        if hist:
+            plot.plt.plot(list(range(len(hist))), hist, marker="braille")
+        plot.refresh()
+        self.show_dice(s)
+
+    def show_dice(self, s: RunSnapshot) -> None:
+        if not s.dice:
+            return
+        dice = self.query_one(DiceTable)
+        t99, t999 = target_dice("default", self._ref), target_dice("high_accuracy", self._ref)
+        for c in s.dice:
+            if c.case not in self._rows:  # not in the case list (should not happen): add it once
+                self._rows.append(c.case)
+                dice.add_row(c.case, "-", "-", "-", "-", "-", key=c.case)
+            comp = c.composite
+            dice.update_cell(c.case, "kidney", f"{c.kidney:.4f}")
+            dice.update_cell(c.case, "tumor", f"{c.tumor:.4f}")
+            dice.update_cell(c.case, "composite", f"{comp:.5f}")
+            dice.update_cell(c.case, "99", badge(comp >= t99))
+            dice.update_cell(c.case, "99.9", badge(comp >= t999))
+        k = sum(c.kidney for c in s.dice) / len(s.dice)
+        t = sum(c.tumor for c in s.dice) / len(s.dice)
+        mean = (k + t) / 2
+        done = f"mean ({len(s.dice)}/{len(self._rows)})"
+        dice.update_cell("mean", "case", Text(done, style="bold"))
+        dice.update_cell("mean", "kidney", f"{k:.4f}")
+        dice.update_cell("mean", "tumor", f"{t:.4f}")
+        dice.update_cell("mean", "composite", Text(f"{mean:.5f}", style="bold"))
+        dice.update_cell("mean", "99", badge(mean >= t99))
+        dice.update_cell("mean", "99.9", badge(mean >= t999))
+
+    def merge_tail(self, tail: tuple[str, ...]) -> None:
+        """Append the run's own log lines (RunEvents.log) that are new since the last sample."""
+        prev = self._tail
+        self._tail = tail
+        if not tail or tail == prev:
+            return
+        start = 0
+        if prev:
+            last = prev[-1]
+            for i in range(len(tail) - 1, -1, -1):
+                if tail[i] == last:
+                    start = i + 1
+                    break
+        app: Any = self.app
+        for line in tail[start:]:
+            app.add_log("run", line)
+
+    def show_logs(self) -> None:
+        app: Any = self.app
+        log = self.query_one("#log", RichLog)
+        flt = self.query_one("#log-filter", Input).value.strip().lower()
+        for n, level, text in list(app.logs):
+            if n <= self._log_seen:
+                continue
+            self._log_seen = n
+            if flt and flt not in text.lower() and flt != level:
+                continue
+            style = {"error": "bold red", "warning": "yellow"}.get(level, "")
+            log.write(Text(text, style=style))
+
+    # --- the official figures ---
+    def show_official(self, result: dict[str, Any] | None) -> None:
+        if not result:
+            return
+        self._official = True
+        snap = self.app.live.snapshot()  # type: ignore[attr-defined]
+        if snap is not None:
+            self.show_dice(snap)  # final DICE values
+        valid = result.get("valid")
+        sps = result.get("samples_per_s")
+        lat = dict(result.get("latency_ms") or {})
+        summary = result.get("summary") or {}
+        if not lat and isinstance(summary, dict) and summary.get("latency_ns"):
+            lat = {k: v / 1e6 for k, v in summary["latency_ns"].items()}
+        acc = result.get("accuracy") or {}
+        verdict = self.query_one("#verdict", Static)
+        parts: list[Text] = []
+        if valid is True:
+            parts.append(Text(" VALID ", style="bold black on green"))
+        elif valid is False:
+            parts.append(Text(" INVALID ", style="bold white on red"))
+        else:
+            parts.append(Text(" finished ", style="bold black on yellow"))
+        if isinstance(sps, (int, float)):
+            parts.append(Text(f"  {sps:.4f} samples/s (LoadGen)"))
+        if isinstance(acc, dict) and isinstance(acc.get("mean"), (int, float)):
+            parts.append(Text(f"  Accuracy: mean = {acc['mean']:.5f}"))
+        reasons = result.get("reasons") or ()
+        if valid is False and reasons:
+            parts.append(Text(f"\n{reasons[0]}", style="red"))
+        verdict.update(Text.assemble(*parts))
+        if isinstance(sps, (int, float)):
+            self.query_one("#qps-label", Label).update("samples/s (LoadGen summary)")
+            self.query_one("#qps", Digits).update(f"{sps:.3f}")
+        table = self.query_one(LatencyTable)
+        for r in LAT_ROWS:
+            v = lat.get(r)
+            table.update_cell(r, "ms", fmt_ms(v))
+            table.update_cell(r, "source", "LoadGen summary" if v is not None else "")
+
+    # --- actions ---
+    def action_pause(self) -> None:
+        self.paused = not self.paused
+        self.notify("Live view paused" if self.paused else "Live view resumed")
+
+    def action_filter(self) -> None:
+        self.query_one("#log-filter", Input).focus()
+
+    @on(Input.Changed, "#log-filter")
+    def refilter(self) -> None:
+        self._log_seen = 0
+        self.query_one("#log", RichLog).clear()
+        self.show_logs()

@@ -1,0 +1,336 @@
+"""Console (Textual Pilot) tests: scripted fake jobs drive the app; we assert the message flow
+(started -> phase -> progress -> finished / cancelled / failed) and the widgets' state."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from pathlib import Path
+from typing import Any
+
+import pytest
+from textual.widgets import Button, DataTable, Static
+from textual.worker import WorkerFailed
+
+from console import messages as m
+from console.app import UnetConsole
+from console.commands import console_commands
+from console.fake import CASES, FakeJobs
+from core import config as core_config
+from core.audit import RunView
+from core.benchmark import RunConfig
+from core.workspace import Workspace
+from screens.modals import ErrorModal
+
+JOB_MESSAGES = (m.JobStarted, m.PhaseChanged, m.Progress, m.LogLine, m.RunFinished, m.Cancelled, m.Failed)
+SIZE = (120, 40)
+
+
+@pytest.fixture(autouse=True)
+def no_user_config(monkeypatch, tmp_path):
+    monkeypatch.setattr(core_config, "SEARCH_DIRS_OVERRIDE", [tmp_path / "no-config"])
+
+
+def make_app(tmp_path: Path, jobs: FakeJobs, **kw: Any) -> UnetConsole:
+    ws = Workspace.resolve(tmp_path / "ws", env={})
+    return UnetConsole(ws, jobs=jobs, status_interval=0, **kw)
+
+
+def flow(msgs: list[Any], job: str) -> list[str]:
+    """The job's message sequence as names, consecutive duplicates collapsed (progress coalesces)."""
+    out: list[str] = []
+    for msg in msgs:
+        if isinstance(msg, JOB_MESSAGES) and msg.job == job and not isinstance(msg, m.LogLine):
+            name = type(msg).__name__
+            if isinstance(msg, m.PhaseChanged):
+                name += f":{msg.name}"
+            if not out or out[-1] != name:
+                out.append(name)
+    return out
+
+
+async def settle(app: UnetConsole, pilot: Any) -> None:
+    with contextlib.suppress(WorkerFailed):  # a worker that died is reported by the app; see its test
+        await app.workers.wait_for_complete()
+    await pilot.pause()
+    await pilot.pause()
+
+
+async def until(pilot: Any, pred: Any, timeout: float = 5.0) -> None:
+    for _ in range(int(timeout / 0.02)):
+        if pred():
+            return
+        await pilot.pause(0.02)
+    raise AssertionError("condition not reached")
+
+
+def cell(table: DataTable[Any], row: str, col: str) -> str:
+    return str(table.get_cell(row, col))
+
+
+async def test_dashboard_names_missing_items_and_demo_fixes_them(tmp_path):
+    jobs = FakeJobs(missing=("dataset", "preprocessed", "model", "calibration"))
+    app = make_app(tmp_path, jobs)
+    msgs: list[Any] = []
+    async with app.run_test(size=SIZE, message_hook=msgs.append) as pilot:
+        await settle(app, pilot)
+        banner = str(app.screen.query_one("#banner", Static).render())
+        assert banner.startswith("Missing: dataset, preprocessed, model, calibration.")
+        assert "Create demo workspace (d)" in banner
+        table = app.screen.query_one("#status", DataTable)
+        assert cell(table, "dataset/inference/0", "detail") == "case_00400 missing (copy of case_00185)"
+        assert cell(table, "dataset/inference/0", "fix") == "unet3d demo"
+        assert cell(table, "backends/tensorrt/2", "detail") == "tensorrt is not installed"
+        assert app.screen.query_one("#act-preprocess", Button).disabled
+        assert not app.screen.query_one("#act-demo", Button).disabled
+        await pilot.press("d")
+        await settle(app, pilot)
+        assert flow(msgs, "demo") == ["JobStarted", "PhaseChanged:demo", "Progress", "RunFinished"]
+        assert jobs.calls == ["demo"]
+        assert app.job is not None and app.job.outcome == "finished"
+        assert str(app.screen.query_one("#banner", Static).render()).startswith("Workspace ready")
+        assert not app.screen.query_one("#act-preprocess", Button).disabled
+
+
+async def test_accuracy_run_streams_then_official_summary_replaces_live(tmp_path):
+    jobs = FakeJobs()
+    app = make_app(tmp_path, jobs)
+    msgs: list[Any] = []
+    async with app.run_test(size=SIZE, message_hook=msgs.append) as pilot:
+        await settle(app, pilot)
+        await pilot.press("2")
+        await pilot.pause()
+        app.screen.query_one("#f-test_mode").value = "AccuracyOnly"
+        await pilot.pause()
+        assert "--test_mode=AccuracyOnly" in str(app.screen.query_one("#cmd-cli", Static).render())
+        assert str(app.screen.query_one("#cmd-make", Static).render()).startswith("$ make run RUN_ARGS='")
+        await pilot.press("s")
+        await settle(app, pilot)
+        await pilot.pause(0.7)  # one sampling tick of the monitor
+        assert app.current_mode == "monitor"
+        assert flow(msgs, "benchmark") == [
+            "JobStarted", "PhaseChanged:loading", "PhaseChanged:running", "Progress", "RunFinished"
+        ]  # fmt: skip
+        finished = [x for x in msgs if isinstance(x, m.RunFinished)][-1]
+        assert finished.result["accuracy"]["mean"] == pytest.approx(0.88214, abs=1e-5)
+        scr = app.screen
+        dice = scr.query_one("#dice", DataTable)
+        assert dice.row_count == len(CASES) + 1  # rows made up front; never added or removed
+        assert cell(dice, "case_00012", "tumor") == "0.5120"
+        assert cell(dice, "case_00012", "99") == "✘ fail"
+        assert cell(dice, "case_00041", "99.9") == "✔ pass"
+        assert cell(dice, "mean", "composite") == "0.88214"
+        lat = scr.query_one("#latency", DataTable)
+        assert cell(lat, "p90", "ms") == "702.9"
+        assert cell(lat, "p90", "source") == "LoadGen summary"
+        assert "VALID" in str(scr.query_one("#verdict", Static).render())
+        assert "1.7342 samples/s (LoadGen)" in str(scr.query_one("#verdict", Static).render())
+        log = "\n".join(str(line.text) for line in scr.query_one("#log").lines)
+        assert "LoadGen Offline AccuracyOnly started" in log  # RunEvents.log lines reach the log tail
+        assert app.last_config == RunConfig(test_mode="AccuracyOnly")
+
+
+async def test_esc_cancels_a_running_benchmark(tmp_path):
+    jobs = FakeJobs(hold=True)
+    app = make_app(tmp_path, jobs)
+    msgs: list[Any] = []
+    async with app.run_test(size=SIZE, message_hook=msgs.append) as pilot:
+        await settle(app, pilot)
+        app.post_message(m.RunRequested(RunConfig()))
+        await until(pilot, lambda: app.job is not None and app.job.done == 1)
+        assert app.job.running and app.job.total == len(CASES)
+        await pilot.pause(0.6)
+        assert str(app.screen.query_one("#job-hint").render()) == "Esc to cancel"
+        await pilot.press("escape")
+        await settle(app, pilot)
+        await until(pilot, lambda: app.job is not None and not app.job.running)
+        assert flow(msgs, "benchmark")[-1] == "Cancelled"
+        assert "RunFinished" not in flow(msgs, "benchmark")
+        assert app.job.outcome == "cancelled"
+        assert app.last_result is None
+        assert jobs.events is not None and jobs.events.snapshot().completed == 1
+
+
+async def test_expected_failure_shows_error_modal(tmp_path):
+    jobs = FakeJobs(fail="preprocess")
+    app = make_app(tmp_path, jobs)
+    msgs: list[Any] = []
+    async with app.run_test(size=SIZE, message_hook=msgs.append) as pilot:
+        await settle(app, pilot)
+        await pilot.press("p")
+        await settle(app, pilot)
+        assert flow(msgs, "preprocess") == ["JobStarted", "PhaseChanged:preprocess", "Progress", "Failed"]
+        failed = next(x for x in msgs if isinstance(x, m.Failed))
+        assert failed.error == "case_00003/imaging.nii.gz: truncated gzip stream"
+        assert failed.exit_code == 4
+        assert isinstance(app.screen, ErrorModal)
+        await pilot.press("escape")
+        await pilot.pause()
+        assert not isinstance(app.screen, ErrorModal)
+        assert app.job is not None and app.job.outcome == "failed"
+
+
+async def test_unexpected_exception_becomes_failed_not_a_crash(tmp_path):
+    class Broken(FakeJobs):
+        def calibrate(self, ws, report, cancel):
+            raise RuntimeError("kaboom")
+
+    app = make_app(tmp_path, Broken())
+    msgs: list[Any] = []
+    async with app.run_test(size=SIZE, message_hook=msgs.append) as pilot:
+        await settle(app, pilot)
+        app.start_job("calibrate")
+        await settle(app, pilot)
+        await until(pilot, lambda: any(isinstance(x, m.Failed) for x in msgs))
+        failed = next(x for x in msgs if isinstance(x, m.Failed))
+        assert failed.error == "RuntimeError: kaboom"
+        await pilot.pause()
+        assert isinstance(app.screen, ErrorModal)
+        assert app.is_running
+
+
+async def test_one_job_at_a_time(tmp_path):
+    jobs = FakeJobs(hold=True)
+    app = make_app(tmp_path, jobs)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        assert app.start_job("preprocess")
+        await until(pilot, lambda: app.job is not None and app.job.done == 1)
+        assert not app.start_job("calibrate")
+        assert not app.start_run(RunConfig())
+        jobs.release.set()
+        await settle(app, pilot)
+        assert jobs.calls == ["preprocess"]
+        assert app.job is not None and app.job.outcome == "finished"
+
+
+async def test_palette_commands_depend_on_state(tmp_path):
+    jobs = FakeJobs(missing=("preprocessed",), hold=True)
+    app = make_app(tmp_path, jobs)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        names = [c[0] for c in console_commands(app)]
+        assert "Preprocess" in names and "Create demo workspace" in names
+        assert not any(n.startswith("Run ") for n in names)  # hidden while data is missing
+        assert "Calibrate" not in names
+        jobs.missing = ()
+        app.refresh_status()
+        await settle(app, pilot)
+        names = [c[0] for c in console_commands(app)]
+        runs = [n for n in names if n.startswith("Run ")]
+        assert len(runs) == 8 and "Run SingleStream high_accuracy AccuracyOnly" in runs
+        assert "Cancel job" not in names
+        app.start_job("preprocess")
+        await until(pilot, lambda: app.job is not None and app.job.done == 1)
+        names = [c[0] for c in console_commands(app)]
+        assert "Cancel job" in names and not any(n.startswith("Run ") for n in names)
+        jobs.release.set()
+        await settle(app, pilot)
+
+
+async def test_keymap_from_config_rebinds_cancel(tmp_path):
+    jobs = FakeJobs(hold=True)
+    settings = core_config.Settings(keymap={"job.cancel": "x"})
+    app = make_app(tmp_path, jobs, settings=settings)
+    msgs: list[Any] = []
+    async with app.run_test(size=SIZE, message_hook=msgs.append) as pilot:
+        await settle(app, pilot)
+        app.start_job("calibrate")
+        await until(pilot, lambda: app.job is not None and app.job.done == 1)
+        await pilot.press("x")
+        await settle(app, pilot)
+        await until(pilot, lambda: app.job is not None and not app.job.running)
+        assert flow(msgs, "calibrate")[-1] == "Cancelled"
+
+
+async def test_help_lists_binding_ids_and_context(tmp_path):
+    app = make_app(tmp_path, FakeJobs())
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        app.screen.query_one("#status").focus()
+        await pilot.press("f1")
+        await pilot.pause()
+        text = app.screen.text  # type: ignore[attr-defined]
+        assert "## This panel" in text and "the backends this machine can run" in text
+        for ident in ("job.cancel", "help.context", "mode.audit", "app.quit", "dashboard.demo"):
+            assert f"`{ident}`" in text
+        await pilot.press("escape")
+        await pilot.pause()
+        assert app.screen.__class__.__name__ == "DashboardScreen"
+
+
+def view(tmp_path: Path, name: str, t: float, **kw: Any) -> RunView:
+    base = dict(scenario="Offline", config_ver="default", test_mode="PerformanceOnly", backend="ort",
+                precision="fp32", valid=True, complete=True, status="complete")  # fmt: skip
+    base.update(kw)
+    return RunView(log_dir=tmp_path / "ws" / "build" / "logs" / name, started=t, **base)
+
+
+async def test_history_table_compare_and_logs(tmp_path):
+    runs = [
+        view(tmp_path, "run-a", 1_764_390_000, samples_per_s=1.7342),
+        view(tmp_path, "run-b", 1_764_390_600, test_mode="AccuracyOnly", valid=None, dice=0.86231),
+        view(tmp_path, "run-c", 1_764_391_200, status="cancelled", complete=False, valid=None),
+    ]
+    d = runs[0].log_dir
+    d.mkdir(parents=True)
+    (d / "mlperf_log_summary.txt").write_text("Result is : VALID\nSamples per second: 1.7342\n")
+    app = make_app(tmp_path, FakeJobs(runs=runs))
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        await pilot.press("4")
+        await pilot.pause()
+        t = app.screen.query_one("#runs", DataTable)
+        assert t.row_count == 3
+        keys = [str(k.value) for k in t.rows]
+        assert [cell(t, k, "result") for k in keys] == ["VALID", "complete", "cancelled"]
+        assert cell(t, keys[1], "dice") == "0.86231"
+        await pilot.press("space", "down", "space")
+        await pilot.pause()
+        left = str(app.screen.query_one("#cmp-left", Static).render())
+        right = str(app.screen.query_one("#cmp-right", Static).render())
+        assert "run-a" in left and "samples/s 1.7342" in left
+        assert "run-b" in right and "DICE     0.86231" in right
+        await pilot.press("up", "enter")
+        await pilot.pause()
+        assert app.screen.__class__.__name__ == "LogViewer"
+        shown = "\n".join(str(x.text) for x in app.screen.query_one("#log-view").lines)
+        assert "Result is : VALID" in shown
+
+
+async def test_auditor_screen_checks_acts_and_exports(tmp_path, monkeypatch):
+    runs = [view(tmp_path, "run-a", 1_764_390_000, samples_per_s=1.7342)]
+    monkeypatch.setattr("core.audit.list_run_views", lambda ws: runs)
+    from console.fake import fake_status
+
+    monkeypatch.setattr("core.status.collect_status", lambda ws: fake_status(ws))
+    app = make_app(tmp_path, FakeJobs(runs=runs))
+    msgs: list[Any] = []
+    async with app.run_test(size=SIZE, message_hook=msgs.append) as pilot:
+        await settle(app, pilot)
+        await pilot.press("5")
+        await pilot.pause()
+        await pilot.press("C")
+        await settle(app, pilot)
+        await pilot.pause()
+        t = app.screen.query_one("#steps", DataTable)
+        assert cell(t, "run.default.PerformanceOnly", "state") == "passed"
+        assert cell(t, "run.default.PerformanceOnly", "evidence").startswith("build/logs/run-a: VALID")
+        assert cell(t, "compliance.TEST01", "state") == "pending"
+        t.move_cursor(row=list(str(k.value) for k in t.rows).index("run.high_accuracy.AccuracyOnly"))
+        await pilot.pause()
+        assert "make run RUN_ARGS=" in str(app.screen.query_one("#audit-action", Static).render())
+        await pilot.press("a")
+        await settle(app, pilot)
+        req = [x for x in msgs if isinstance(x, m.RunRequested)]
+        assert (
+            req
+            and req[-1].config.config_ver == "high_accuracy"
+            and req[-1].config.test_mode == "AccuracyOnly"
+        )
+        await asyncio.sleep(0)
+        await pilot.press("5", "e")
+        await pilot.pause()
+        report = tmp_path / "ws" / "build" / "audit" / "audit_report.md"
+        assert report.is_file() and "run.default.PerformanceOnly" in report.read_text()
+        assert (tmp_path / "ws" / "build" / "audit" / "audit_state.json").is_file()
