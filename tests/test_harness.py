@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from core.benchmark import RunConfig
-from core.errors import BadInputError, Cancelled, UsageError
+from core.errors import BadInputError, Cancelled, MissingInputError, UsageError
 from core.harness import settings as hs
 from core.harness.events import RunEvents
 from core.harness.logs import parse_detail, parse_summary
@@ -276,6 +276,55 @@ def test_cancel_mid_run(ws: Workspace) -> None:
     assert engine.segmented == 2  # nothing issued to the engine after the cancel
     assert run_json(result.log_dir)["status"] == "cancelled"
     assert [r.status for r in list_runs(ws)] == ["cancelled"]
+
+
+def test_cancel_offline_accuracy(ws: Workspace) -> None:
+    token = CancelToken()
+    engine = FakeVolumeEngine(token=token, cancel_after=1)
+    with pytest.raises(RunCancelled) as info:
+        run(ws, RunConfig(scenario="Offline", test_mode="AccuracyOnly"), engine, cancel=token)
+    assert engine.segmented == 1 and info.value.result.samples_completed == 1
+    assert run_json(info.value.result.log_dir)["status"] == "cancelled"
+
+
+def test_qsl_load_error_fails_the_run(ws: Workspace) -> None:
+    data = make_data()
+
+    def broken(case: str) -> np.ndarray:
+        raise MissingInputError(f"{case} is not preprocessed", f"/x/{case}.npy")
+
+    data.load_image = broken  # type: ignore[method-assign]
+    with pytest.raises(MissingInputError, match=r"case_0000\d\.npy: case_0000\d is not preprocessed"):
+        run(ws, RunConfig(test_mode="AccuracyOnly"), FakeVolumeEngine(), data=data)
+    (folder,) = ws.log_dir.iterdir()
+    assert run_json(folder)["status"] == "failed"
+
+
+@pytest.mark.slow  # writes and preprocesses one synthetic case (~10 s)
+def test_accuracy_run_on_preprocessed_layout(ws: Workspace) -> None:
+    """The real data path: core.synthetic -> core.preprocess -> PreprocessedData -> LoadGen -> score_log."""
+    import hashlib
+
+    from core import preprocess
+    from core.synthetic import write_demo_dataset
+
+    write_demo_dataset(ws.data_dir, n_inference=1, n_calibration=1)
+    preprocess.run_preprocess(ws, sets=("inference",), jobs=1)
+    case = preprocess.load_index(ws, "inference")["file_list"][0]
+    image = preprocess.load_image(ws, "inference", case)
+    label = preprocess.load_label(ws, "inference", case)
+    key = hashlib.sha1(image.tobytes()).hexdigest()
+
+    class Oracle(FakeVolumeEngine):
+        def segment(self, volume: np.ndarray) -> np.ndarray:
+            assert hashlib.sha1(volume.tobytes()).hexdigest() == key
+            return label[0]
+
+    result = run_benchmark(
+        ws, RunConfig(test_mode="AccuracyOnly"), lambda e: None, CancelToken(), engine=Oracle()
+    )
+    assert result.accuracy is not None and result.accuracy.mean == 1.0
+    assert [r.case for r in result.accuracy.rows] == [case]
 
 
 @pytest.mark.parametrize(("kwargs", "match"), [({"nan_at": 2}, "NaN"), ({"bad_shape_at": 1}, "shape")])

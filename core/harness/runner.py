@@ -295,7 +295,7 @@ def run_benchmark(
             )
         sut.close()
         qsl.destroy()
-        failure = sut.error or qsl.error
+        failure = qsl.error or sut.error  # a QSL load error explains the SUT's 'not loaded'
         cancelled = sut.cancelled or cancel.cancelled
         completed = sut.completed
         sut = qsl = None
