@@ -13,8 +13,9 @@ import json
 import os
 import re
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from core.errors import BadInputError, UnetError
 from core.nifti import IMAGING, SEGMENTATION, header_info
@@ -36,6 +37,7 @@ class ItemStatus:
     detail: str = ""
     fix: str = ""  # what to run or do when state is not "ok"
     group: str = ""  # e.g. "inference" / "calibration"
+    data: dict[str, Any] = field(default_factory=dict)  # machine-readable extras (shapes, sha256)
 
     @property
     def ok(self) -> bool:
