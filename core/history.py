@@ -72,8 +72,8 @@ def _mtime_iso(path: Path) -> str | None:
 
 
 def _from_run_json(folder: Path, data: dict[str, Any]) -> RunRecord:
-    result = data.get("result") if isinstance(data.get("result"), dict) else {}
-    acc = data.get("accuracy") if isinstance(data.get("accuracy"), dict) else None
+    result: dict[str, Any] = data["result"] if isinstance(data.get("result"), dict) else {}
+    acc: dict[str, Any] | None = data["accuracy"] if isinstance(data.get("accuracy"), dict) else None
     if acc is None and isinstance(result.get("accuracy"), dict):
         acc = result["accuracy"]
     status = str(data.get("status") or "incomplete")

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 from core.errors import BadInputError, MissingInputError
+from core.harness.settings import loadgen
 from core.jobs import NEVER, CancelToken
 
 if TYPE_CHECKING:
@@ -131,8 +132,7 @@ class KitsQSL:
     """Owns the LoadGen QSL handle and the cache of loaded volumes."""
 
     def __init__(self, data: DataSource, lg: Any | None = None, cancel: CancelToken = NEVER) -> None:
-        if lg is None:
-            import mlperf_loadgen as lg
+        lg = loadgen(lg)
         self._lg = lg
         self.data = data
         self.cancel = cancel

@@ -34,7 +34,7 @@ from core.harness.logs import (
     parse_summary,
 )
 from core.harness.qsl import DataSource, KitsQSL, PreprocessedData
-from core.harness.settings import build_settings
+from core.harness.settings import build_settings, loadgen
 from core.harness.sut import KitsSUT
 from core.jobs import CancelToken, LogLine, Phase, Reporter
 from core.workspace import Workspace
@@ -185,8 +185,7 @@ def run_benchmark(
     raises :class:`RunCancelled` (a ``Cancelled``) after a cancel and the run's error after a failure,
     with run.json saying so in both cases. ``engine`` and ``data`` default to the configured backend
     and the preprocessed inference set."""
-    if lg is None:
-        import mlperf_loadgen as lg
+    lg = loadgen(lg)
     cfg.validate()
     cancel.check()
     events = events if events is not None else RunEvents()

@@ -51,6 +51,15 @@ SUPPORTED_AUDIT_TESTS = ("TEST01", "TEST05")  # TEST04 does not apply to 3d-unet
 SUPPORTED_MODES = ("PerformanceOnly", "AccuracyOnly", "SubmissionRun")
 
 
+def loadgen(lg: Any | None = None) -> Any:
+    """The ``mlperf_loadgen`` module (or a stand-in passed by the caller)."""
+    if lg is not None:
+        return lg
+    import mlperf_loadgen  # type: ignore[import-not-found]  # compiled, no stubs
+
+    return mlperf_loadgen
+
+
 @dataclass(frozen=True)
 class BuiltSettings:
     settings: Any  # mlperf_loadgen.TestSettings
@@ -122,8 +131,7 @@ def audit_config_text(audit_test: str) -> str:
 
 def build_settings(cfg: RunConfig, run_dir: Path, lg: Any | None = None) -> BuiltSettings:
     """TestSettings for ``cfg``; writes ``user.conf`` (and ``audit.config``) into ``run_dir``."""
-    if lg is None:
-        import mlperf_loadgen as lg
+    lg = loadgen(lg)
     cfg.validate()
     if cfg.test_mode not in SUPPORTED_MODES:
         raise UsageError(

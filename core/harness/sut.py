@@ -22,6 +22,7 @@ from core.backends.base import VolumeEngine
 from core.errors import BadInputError, Cancelled, UnetError
 from core.harness.events import RunEvents
 from core.harness.qsl import KitsQSL
+from core.harness.settings import loadgen
 from core.jobs import NEVER, CancelToken, LogLine, Progress, Reporter, null_reporter
 
 
@@ -77,8 +78,7 @@ class KitsSUT:
         accuracy: bool = False,
         lg: Any | None = None,
     ) -> None:
-        if lg is None:
-            import mlperf_loadgen as lg
+        lg = loadgen(lg)
         self._lg = lg
         self.qsl = qsl
         self.engine = engine
