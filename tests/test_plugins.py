@@ -1,0 +1,263 @@
+"""plugins.ops Triton kernels under TRITON_INTERPRET=1 on CPU, against plugins.reference (tiny shapes).
+
+The interpreter is decided when the kernels are decorated; plugins.ops re-imports its kernel module
+when TRITON_INTERPRET changed, so setting it here (before the first kernel call) is enough. Every test
+checks that the Triton path really ran (``ops.use_triton``), so a silent fallback cannot pass.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+# Before anything imports triton: Triton fixes interpreter mode at its first import.
+os.environ["TRITON_INTERPRET"] = "1"
+
+from plugins import ops  # noqa: E402
+from plugins import reference as ref  # noqa: E402
+
+if not ops.HAVE_TRITON:
+    pytest.skip("triton is not installed", allow_module_level=True)
+
+CL = torch.channels_last_3d
+
+
+@pytest.fixture(autouse=True)
+def _interpret() -> None:
+    os.environ["TRITON_INTERPRET"] = "1"
+    if not ops.interpreter_usable():
+        pytest.skip("triton was imported before TRITON_INTERPRET=1 was set (run this file on its own)")
+    assert ops.use_triton(torch.zeros(1))
+    torch.manual_seed(1234)
+
+
+def rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    a64, b64 = a.double(), b.double()
+    return float((a64 - b64).norm() / b64.norm().clamp_min(1e-30))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("relu", [True, False])
+def test_instance_norm_relu(dtype: torch.dtype, relu: bool) -> None:
+    # A large mean against a small std: the partial-sum merge must not cancel.
+    x = (torch.randn(2, 24, 6, 10, 12) * 0.5 + 40.0).to(dtype).contiguous(memory_format=CL)
+    g, b = torch.rand(24) + 0.5, torch.randn(24)
+    got = ops.instance_norm_relu(x, g, b, 1e-5, relu)
+    want = ref.instance_norm_relu(x, g, b, 1e-5, relu)
+    assert got.dtype == dtype and got.shape == x.shape
+    assert got.is_contiguous(memory_format=CL)
+    tol = {torch.float32: 1e-5, torch.float16: 2e-3, torch.bfloat16: 1e-2}[dtype]
+    assert rel(got, want) < tol
+    if relu:
+        assert float(got.float().min()) >= 0.0
+
+
+def test_instance_norm_merge_levels() -> None:
+    # > 256 chunks of 4096 voxels forces the parallel merge level; odd tail chunk.
+    x = (torch.randn(1, 2, 33, 64, 500) + 3.0).contiguous(memory_format=CL)
+    p = ops.in_stats(ops.to_cl(x))
+    assert p.t > 256
+    g, b = torch.ones(2), torch.zeros(2)
+    a, bb = ops.in_affine(p, g, b, 1e-5)
+    xf = x.double().reshape(1, 2, -1)
+    mean, var = xf.mean(-1), xf.var(-1, unbiased=False)
+    rstd = 1 / torch.sqrt(var + 1e-5)
+    torch.testing.assert_close(a.double(), rstd, rtol=1e-4, atol=0)
+    torch.testing.assert_close(bb.double(), -mean * rstd, rtol=1e-4, atol=1e-4)
+
+
+def test_pixel_shuffle3d_concat() -> None:
+    x8k = torch.randn(2, 8 * 5, 3, 4, 2).contiguous(memory_format=CL)
+    skip = torch.randn(2, 7, 6, 8, 4).contiguous(memory_format=CL)
+    got = ops.pixel_shuffle3d_concat(x8k, skip)
+    assert torch.equal(got, ref.pixel_shuffle3d_concat(x8k, skip))
+    # The channel map itself, from the definition: out[k, o, p, q] = x[k*8 + 4(o%2) + 2(p%2) + q%2].
+    o, p, q, k = 5, 3, 2, 4
+    assert got[1, k, o, p, q] == x8k[1, k * 8 + 4 * (o % 2) + 2 * (p % 2) + q % 2, o // 2, p // 2, q // 2]
+
+
+def test_deconv_equals_conv1x1_plus_pixel_shuffle() -> None:
+    w, b = torch.randn(6, 4, 2, 2, 2), torch.randn(4)
+    x = torch.randn(1, 6, 3, 2, 3)
+    w2, b2 = ref.deconv_to_conv1x1(w, b)
+    y = torch.nn.functional.conv3d(x, w2.reshape(32, 6, 1, 1, 1), b2)
+    torch.testing.assert_close(
+        ref.pixel_shuffle3d(y), torch.nn.functional.conv_transpose3d(x, w, b, stride=2), rtol=1e-5, atol=1e-5
+    )
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_conv1x1x1_bias(dtype: torch.dtype) -> None:
+    x = torch.randn(2, 32, 4, 6, 8).to(dtype).contiguous(memory_format=CL)
+    w, b = torch.randn(3, 32), torch.randn(3)
+    got = ops.conv1x1x1_bias(x, w, b)
+    assert got.dtype == torch.float32 and got.shape == (2, 3, 4, 6, 8) and got.is_contiguous()
+    assert rel(got, ref.conv1x1x1_bias(x, w, b)) < 1e-6
+
+
+def test_conv1x1_out_with_prologue() -> None:
+    x = torch.randn(1, 5, 6, 7, 16) * 2 + 1
+    a, b = torch.rand(1, 16) + 0.5, torch.randn(1, 16)
+    w, bias = torch.randn(3, 16), torch.randn(3)
+    got = ops.conv1x1_out_cl(x, w, bias, (a, b))
+    xn = torch.relu(x * a.reshape(1, 1, 1, 1, 16) + b.reshape(1, 1, 1, 1, 16))
+    assert rel(got, ref.conv1x1x1_bias(ops.from_cl(xn), w, bias)) < 1e-6
+
+
+@pytest.mark.parametrize("kind", ["int8", "fp32", "fp16"])
+def test_conv3x3x3_c1(kind: str) -> None:
+    w = torch.randn(32, 1, 3, 3, 3) * 0.3
+    if kind == "int8":
+        x = torch.randint(-127, 128, (2, 1, 5, 6, 8), dtype=torch.int8)
+        got, want = ops.conv3x3x3_c1(x, w, 0.02), ref.conv3x3x3_c1(x, w, 0.02)
+        tol = 1e-3  # weights rounded to fp16 for the dot
+    else:
+        dt = torch.float32 if kind == "fp32" else torch.float16
+        x = torch.randn(2, 1, 5, 6, 8).to(dt)
+        got, want = ops.conv3x3x3_c1(x, w), ref.conv3x3x3_c1(x, w)
+        tol = 1e-6 if kind == "fp32" else 2e-3
+    assert got.dtype == want.dtype and got.shape == (2, 32, 5, 6, 8)
+    assert got.is_contiguous(memory_format=CL)
+    assert rel(got, want) < tol
+
+
+def test_conv_c1_stats_epilogue() -> None:
+    x = torch.randint(-127, 128, (2, 4, 8, 8), dtype=torch.int8)
+    w = torch.randn(32, 1, 3, 3, 3)
+    out, part = ops.conv_c1_cl(x, ops.pack_c1(w, torch.float32), 0.05, torch.float32, stats=True)
+    g, b = torch.rand(32) + 0.5, torch.randn(32)
+    a, bb = ops.in_affine(part, g, b, 1e-5)
+    got = torch.relu(out * a[:, None, None, None, :] + bb[:, None, None, None, :])
+    want = ref.instance_norm_relu(ref.conv3x3x3_c1(x[:, None].float() * 0.05, w), g, b)
+    assert rel(ops.from_cl(got), want) < 1e-5
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+@pytest.mark.parametrize("precision", ["fp32", "fp16", "bf16"])
+def test_conv3x3x3_float(stride: int, precision: str) -> None:
+    x = torch.randn(2, 32, 8, 8, 4).contiguous(memory_format=CL)
+    w = torch.randn(32, 32, 3, 3, 3) * 0.05
+    got = ops.conv3x3x3(x, w, stride, precision)
+    want = ref.conv3x3x3(x, w, stride)
+    assert got.shape == want.shape and got.is_contiguous(memory_format=CL)
+    assert rel(got, want) < {"fp32": 1e-6, "fp16": 2e-3, "bf16": 1.5e-2}[precision]
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_conv3x3x3_fp8(stride: int) -> None:
+    x = torch.randn(1, 64, 4, 4, 8).contiguous(memory_format=CL)
+    w = torch.randn(32, 64, 3, 3, 3) * 0.05
+    got = ops.conv3x3x3(x, w, stride, "fp8", 0.01)
+    # Same quantization simulated in fp64: only the accumulation order differs (fp16 output rounding).
+    assert rel(got, ref.conv3x3x3_fp8_sim(x, w, stride, 0.01)) < 1e-3
+    # And e4m3 against the exact fp32 conv: a few percent at most.
+    assert rel(got, ref.conv3x3x3(x, w, stride)) < 0.06
+
+
+def test_conv_prologue_and_stats_epilogue() -> None:
+    """conv(relu(x*a + b)) with zero padding after the normalization, and the output's IN stats."""
+    x = torch.randn(2, 4, 4, 8, 32) * 3 + 2
+    a, b = torch.rand(2, 32) + 0.5, torch.randn(2, 32)
+    w = torch.randn(64, 32, 3, 3, 3) * 0.05
+    p = ops.pack_conv3(w, torch.float32)
+    out, part = ops.conv3d_cl(x, p, 1, pro=(a, b), stats=True, out_dtype=torch.float32, cfg=[32, 64, 32, 4, 3])
+    xn = torch.relu(x * a[:, None, None, None, :] + b[:, None, None, None, :])
+    want = ref.conv3x3x3(ops.from_cl(xn), w, 1)
+    assert rel(ops.from_cl(out), want) < 1e-6
+    g, bt = torch.rand(64) + 0.5, torch.randn(64)
+    aa, bb = ops.in_affine(part, g, bt, 1e-5)
+    got = ops.in_apply(out, aa, bb)
+    assert rel(ops.from_cl(got), ref.instance_norm_relu(want, g, bt)) < 1e-5
+
+
+def test_fp8_prologue_quantizes_after_normalize() -> None:
+    x = (torch.randn(1, 4, 4, 4, 32) * 5).half()
+    a, b = torch.rand(1, 32) + 0.5, torch.randn(1, 32)
+    w = torch.randn(32, 32, 3, 3, 3) * 0.05
+    s = 0.02
+    p = ops.pack_conv3(w, ops.FP8, act_scale=s)
+    out, _ = ops.conv3d_cl(x, p, 1, pro=(a / s, b / s))
+    xn = torch.relu(x.float() * a[:, None, None, None, :] + b[:, None, None, None, :])
+    want = ref.conv3x3x3_fp8_sim(ops.from_cl(xn), w, 1, s)
+    assert rel(ops.from_cl(out), want) < 2e-3
+    # Zero padding after the normalization: a constant input whose normalized value is 0 gives 0.
+    out0, _ = ops.conv3d_cl(torch.ones_like(x), p, 1, pro=(a / s, -a / s))
+    assert float(out0.float().abs().max()) == 0.0
+
+
+def test_upconv_pixel_shuffle_epilogue_into_concat() -> None:
+    """ConvTranspose(k2 s2) as a 1x1x1 GEMM whose epilogue writes depth-to-space into a concat buffer."""
+    cin, k, cs = 32, 16, 8
+    x = torch.randn(2, 2, 4, 2, cin)
+    wt, bt = torch.randn(cin, k, 2, 2, 2) * 0.1, torch.randn(k)
+    w2, b2 = ref.deconv_to_conv1x1(wt, bt)
+    p = ops.pack_conv1(w2, b2, torch.float32)
+    buf = torch.full((2, 4, 8, 4, k + cs), float("nan"))
+    ops.conv3d_cl(x, p, 1, out=buf, off=0, pixel_shuffle=True, cfg=[16, 32, 32, 4, 3])
+    want = torch.nn.functional.conv_transpose3d(ops.from_cl(x), wt, bt, stride=2)
+    assert rel(ops.from_cl(buf[..., :k]), want) < 1e-6
+    assert torch.isnan(buf[..., k:]).all()  # the skip half is left for the skip writer
+
+
+def test_in_apply_into_concat_slice_fp8() -> None:
+    x = torch.randn(1, 2, 4, 4, 16)
+    a, b = torch.rand(1, 16), torch.randn(1, 16)
+    buf = torch.zeros((1, 2, 4, 4, 24), dtype=ops.FP8)
+    ops.in_apply(x, a * 10, b * 10, out=buf, off=8)
+    want = ref.quantize_fp8(torch.relu(x * a.reshape(1, 1, 1, 1, 16) + b.reshape(1, 1, 1, 1, 16)), 0.1)
+    # Exact: the kernel rounds to nearest even like torch (the interpreter through ops' emulation).
+    assert torch.equal(buf[..., 8:].float(), want.float())
+    assert (buf[..., :8].float() == 0).all()
+
+
+def test_weight_accumulate_and_argmax() -> None:
+    r, dims = 8, (12, 16, 8)
+    acc = torch.zeros(3, *dims)
+    want = acc.clone()
+    patches = torch.rand(27, r, r, r)
+    logits = torch.randn(3, 3, r, r, r)
+    origins = [(0, 0, 0), (4, 8, 0), (4, 4, 0)]  # overlapping windows, kept in order
+    ids = [0, 13, 26]
+    ops.weight_accumulate(acc, logits, patches, ids, [o for t in origins for o in t])
+    for i, (pid, o) in enumerate(zip(ids, origins, strict=True)):
+        ref.weight_accumulate(want, logits[i], patches[pid], o)
+    torch.testing.assert_close(acc, want, rtol=1e-6, atol=1e-6)
+    # Ties go to the lowest class.
+    acc[1, 0, 0, 0] = acc[0, 0, 0, 0] = 5.0
+    acc[2, 0, 0, 0] = 1.0
+    acc[:, 1, 0, 0] = 7.0
+    lab = ops.argmax3(acc)
+    assert lab.dtype == torch.uint8
+    assert torch.equal(lab, ref.argmax(acc))
+    assert int(lab[0, 0, 0]) == 0 and int(lab[1, 0, 0]) == 0
+
+
+def test_sliding_window_hooks() -> None:
+    from core.sliding_window import Window
+
+    acc = torch.zeros(3, 8, 8, 8)
+    logits = torch.randn(2, 3, 8, 8, 8)
+    patches = torch.rand(27, 8 * 8 * 8)
+    wins = [Window((0, 0, 0), 4), Window((0, 0, 0), 5)]
+    ops.accumulate_fn(acc, logits, patches, wins)
+    want = logits[0] * patches[4].reshape(8, 8, 8) + logits[1] * patches[5].reshape(8, 8, 8)
+    torch.testing.assert_close(acc, want, rtol=1e-6, atol=1e-6)
+    assert torch.equal(ops.argmax_fn(acc), ref.argmax(acc))
+
+
+def test_custom_ops_registered_with_fake_impls() -> None:
+    for name in (
+        "instance_norm_relu", "pixel_shuffle3d_concat", "conv1x1x1_bias", "conv3x3x3_c1", "conv3x3x3",
+        "weight_accumulate", "argmax3",
+    ):  # fmt: skip
+        assert hasattr(torch.ops.unet3d, name)
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    with FakeTensorMode():
+        x = torch.empty(1, 32, 4, 4, 4)
+        y = torch.ops.unet3d.conv3x3x3(x, torch.empty(64, 32, 3, 3, 3), 2, "fp8", 1.0)
+        assert y.shape == (1, 64, 2, 2, 2) and y.dtype == torch.float16
+        z = torch.ops.unet3d.pixel_shuffle3d_concat(torch.empty(1, 64, 2, 2, 2), torch.empty(1, 8, 4, 4, 4))
+        assert z.shape == (1, 16, 4, 4, 4)
