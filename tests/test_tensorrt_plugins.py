@@ -302,6 +302,11 @@ def qdp(monkeypatch: pytest.MonkeyPatch) -> dict[str, dict[str, Any]]:
     import types
 
     pytest.importorskip("torch")
+    # import torch's lazy parts before faking tensorrt: torch._dynamo probes find_spec("tensorrt")
+    import torch._dynamo  # noqa: F401
+
+    import plugins.ops  # noqa: F401
+
     registry: dict[str, dict[str, Any]] = {}
     trt = types.ModuleType("tensorrt")
     trt.int8, trt.float16, trt.float32 = "INT8", "HALF", "FLOAT"  # type: ignore[attr-defined]
@@ -380,3 +385,70 @@ def test_registered_shapes_and_types(qdp: dict[str, dict[str, Any]]) -> None:
     assert inn["register"](_Desc((2, 32, 8, 8, 8), "HALF"), 1e-5, g, g, 1, 0.0) == ((2, 32, 8, 8, 8), "HALF")
     with pytest.raises(tp.PluginFieldError, match="leaky"):
         inn["register"](_Desc((2, 32, 8, 8, 8)), 1e-5, g, g, 1, 0.01)
+
+
+class _Tensor:
+    """Stands in for trtp.Tensor: carries a torch tensor (the TRT buffer), its TRT dtype and int8 scale."""
+
+    def __init__(self, data: Any, dtype: str = "FLOAT", scale: float = 1.0) -> None:
+        self.data, self.dtype, self.scale = data, dtype, scale
+
+
+@pytest.fixture
+def cpu_impl(qdp: dict[str, dict[str, Any]], monkeypatch: pytest.MonkeyPatch) -> dict[str, dict[str, Any]]:
+    """The registered impls running on CPU tensors (plugins.ops' CPU path), TensorRT's buffers faked."""
+    import contextlib
+
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    monkeypatch.setattr(tp, "_as_torch", lambda t: t.data)
+    monkeypatch.setattr(tp, "_on_stream", lambda s: contextlib.nullcontext())
+    return qdp
+
+
+def test_impls_write_what_independent_torch_computes(cpu_impl: dict[str, dict[str, Any]]) -> None:
+    """Each impl reads TensorRT's LINEAR (NCDHW) buffers, calls plugins.ops and writes the LINEAR output
+    buffer; checked against plain torch.nn.functional (not plugins.reference)."""
+    import torch
+    import torch.nn.functional as F  # noqa: N812
+
+    g = torch.Generator().manual_seed(0)
+    # first conv, int8 linear input dequantized with the input scale, fp16 output
+    xq = torch.randint(-127, 128, (1, 1, 12, 12, 12), generator=g, dtype=torch.int8)
+    w = torch.randn(4, 1, 3, 3, 3, generator=g)
+    out = torch.zeros(1, 4, 12, 12, 12, dtype=torch.float16)
+    scale = 2.63979 / 127
+    cpu_impl[f"unet3d::{tp.CONV3X3}"]["impl"](
+        _Tensor(xq, "INT8", scale), w.numpy().reshape(-1), (_Tensor(out, "HALF"),), 0
+    )
+    want = F.conv3d(xq.float() * scale, w, padding=1)
+    assert out.is_contiguous()  # the NCDHW buffer itself was written
+    torch.testing.assert_close(out.float(), want, atol=2e-2, rtol=2e-3)
+
+    # last conv 32 -> 3 + bias, fp32
+    x = torch.randn(2, 8, 6, 6, 6, generator=g)
+    w1, b1 = torch.randn(3, 8, generator=g), torch.randn(3, generator=g)
+    out1 = torch.zeros(2, 3, 6, 6, 6)
+    cpu_impl[f"unet3d::{tp.CONV1X1}"]["impl"](
+        _Tensor(x), w1.numpy().reshape(-1), b1.numpy(), (_Tensor(out1),), 0
+    )
+    torch.testing.assert_close(out1, F.conv3d(x, w1.reshape(3, 8, 1, 1, 1), b1), atol=1e-5, rtol=1e-5)
+
+    # pixel shuffle + concat: output channel k at (o,p,q) reads k*8 + (o%2)*4 + (p%2)*2 + q%2 at (o/2,p/2,q/2)
+    x8 = torch.randn(1, 16, 3, 3, 3, generator=g)
+    skip = torch.randn(1, 5, 6, 6, 6, generator=g)
+    out2 = torch.zeros(1, 7, 6, 6, 6)
+    cpu_impl[f"unet3d::{tp.PIXELSHUFFLE}"]["impl"](_Tensor(x8), _Tensor(skip), (_Tensor(out2),), 0)
+    for k, o, p, q in [(0, 0, 0, 0), (1, 5, 2, 3), (0, 1, 4, 5), (1, 3, 3, 0)]:
+        src = k * 8 + (o % 2) * 4 + (p % 2) * 2 + q % 2
+        assert out2[0, k, o, p, q] == x8[0, src, o // 2, p // 2, q // 2]
+    torch.testing.assert_close(out2[:, 2:], skip)
+
+    # instance norm + ReLU
+    xn = torch.randn(2, 4, 5, 5, 5, generator=g) * 3 + 1
+    gam, bet = torch.randn(4, generator=g), torch.randn(4, generator=g)
+    out3 = torch.zeros_like(xn)
+    cpu_impl[f"unet3d::{tp.INSTANCENORM}"]["impl"](
+        _Tensor(xn), 1e-5, gam.numpy(), bet.numpy(), 1, (_Tensor(out3),), 0
+    )
+    want3 = F.relu(F.instance_norm(xn, weight=gam, bias=bet, eps=1e-5))
+    torch.testing.assert_close(out3, want3, atol=1e-5, rtol=1e-4)
