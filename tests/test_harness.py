@@ -185,7 +185,7 @@ def test_offline_performance_valid(ws: Workspace) -> None:
     assert "Result is : VALID" in lines
     assert result.samples_completed % N == 0 and result.samples_completed >= N  # equal issue: whole sets
     snap = events.snapshot()
-    assert snap.completed == result.samples_completed and snap.phase == "done"
+    assert snap.completed == result.samples_completed == snap.total and snap.phase == "done"
     assert snap.windows_done == sum(1 if s[1] == 128 else 2 for s in SHAPES.values()) * (snap.completed // N)
     rj = run_json(result.log_dir)
     assert rj["status"] == "complete" and rj["result"]["valid"] is True and rj["ended"]
@@ -210,10 +210,12 @@ def test_single_stream_performance_valid(ws: Workspace) -> None:
     cfg = RunConfig(
         scenario="SingleStream", single_stream_expected_latency_ms=2, min_duration=0.1, min_query_count=64
     )
-    result, _ = run(ws, cfg, FakeVolumeEngine(delay=0.002))
+    events = RunEvents()
+    result, _ = run(ws, cfg, FakeVolumeEngine(delay=0.002), events=events)
     assert result.valid is True, result.reasons
     assert result.early_stopping_met is True
     assert result.samples_completed == 102  # max(64, 2 * 0.1 s / 2 ms) up to whole permutations of 3
+    assert events.snapshot().total == 102  # predicted before the run by expected_samples
     assert result.summary.target_percentile_latency_ns is not None
     assert result.samples_per_s > 0 and result.latency_ms["p50"] >= 2.0
 

@@ -34,7 +34,7 @@ from core.harness.logs import (
     parse_summary,
 )
 from core.harness.qsl import DataSource, KitsQSL, PreprocessedData
-from core.harness.settings import build_settings, loadgen
+from core.harness.settings import build_settings, expected_samples, loadgen
 from core.harness.sut import KitsSUT
 from core.jobs import CancelToken, LogLine, Phase, Reporter
 from core.workspace import Workspace
@@ -267,7 +267,7 @@ def run_benchmark(
             report(LogLine("warning", msg))
             events.log(f"warning: {msg}")
         accuracy_mode = cfg.test_mode == "AccuracyOnly"
-        events.total = len(cases) if accuracy_mode else 0
+        events.total = expected_samples(built.settings, cfg.scenario, cfg.test_mode, len(cases))
         qsl = KitsQSL(data, lg, cancel=cancel)
         sut = KitsSUT(
             qsl,

@@ -129,6 +129,28 @@ def audit_config_text(audit_test: str) -> str:
     )
 
 
+def expected_samples(settings: Any, scenario: str, test_mode: str, count: int) -> int:
+    """Samples LoadGen will issue, as far as it can be known up front (0 = unknown until it issues).
+
+    AccuracyOnly: every sample once. SingleStream performance: max(min_query_count,
+    2 * min_duration / target_latency), rounded up past a whole number of permutations of the loaded
+    samples when equal issue is on (more follow if min_duration is not met yet). Offline performance
+    is one query whose size the SUT learns when it arrives."""
+    if test_mode == "AccuracyOnly":
+        return count
+    if scenario == "SingleStream":
+        lat_s = float(settings.single_stream_expected_latency_ns) / 1e9
+        q = int(settings.min_query_count)
+        if lat_s > 0:
+            q = max(q, int(2.0 * float(settings.min_duration_ms) / 1000.0 / lat_s))
+        if settings.sample_concatenate_permutation and count > 0:
+            q += count - q % count
+        if int(settings.max_query_count) > 0:
+            q = min(q, int(settings.max_query_count))
+        return q + (count if test_mode == "SubmissionRun" else 0)
+    return 0
+
+
 def build_settings(cfg: RunConfig, run_dir: Path, lg: Any | None = None) -> BuiltSettings:
     """TestSettings for ``cfg``; writes ``user.conf`` (and ``audit.config``) into ``run_dir``."""
     lg = loadgen(lg)

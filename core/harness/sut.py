@@ -91,6 +91,7 @@ class KitsSUT:
         self.accuracy = accuracy
         self.error: BaseException | None = None  # first failure; the runner re-raises it
         self.cancelled = False
+        self.issued = 0  # samples LoadGen has issued so far
         self.completed = 0  # samples answered with a real result
         self.emptied = 0  # samples answered with an empty response (cancel/failure)
         self.dice: dict[str, tuple[float, float]] = {}
@@ -101,7 +102,11 @@ class KitsSUT:
 
     # --- LoadGen callbacks (LoadGen's thread): enqueue only, never raise ---
     def issue_queries(self, samples: Any) -> None:
-        self._queue.put([(int(s.id), int(s.index)) for s in samples])
+        batch = [(int(s.id), int(s.index)) for s in samples]
+        self.issued += len(batch)
+        if self.events is not None and self.events.total < self.issued:
+            self.events.total = self.issued  # Offline: the query size; SingleStream: ran past the estimate
+        self._queue.put(batch)
 
     def flush_queries(self) -> None:
         pass
@@ -183,7 +188,8 @@ class KitsSUT:
             self.dice[case] = (kidney, tumor)
             if self.events is not None:
                 self.events.dice(case, kidney, tumor)
-        self.report(Progress("run", self.completed, self.qsl.count if self.accuracy else 0, "sample", case))
+        total = self.events.total if self.events is not None else 0
+        self.report(Progress("run", self.completed, total, "sample", case))
 
     def close(self) -> None:
         self._queue.put(None)
