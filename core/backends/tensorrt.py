@@ -495,7 +495,7 @@ class TrtEngine:
         *,
         precision: str,
         batch_size: int,
-        device: int,
+        device: int | str,
         logger: trt.ILogger,
         input_amax: float = INT8_INPUT_AMAX_DEFAULT,
         engine_path: Path | None = None,
@@ -505,7 +505,8 @@ class TrtEngine:
 
         self.precision = precision
         self.batch_size = batch_size
-        self.device = torch.device("cuda", device)
+        # an int is a CUDA ordinal; a string ("cpu") is for tests with a fake tensorrt only
+        self.device = torch.device("cuda", device) if isinstance(device, int) else torch.device(device)
         self.input_amax = input_amax
         self.engine_path = engine_path
         self._logger = logger  # TensorRT keeps a raw pointer to it: it must outlive runtime and engine
@@ -552,10 +553,11 @@ class TrtEngine:
         ctx.set_input_shape(self.input_name, (n, 1, ROI, ROI, ROI))
         ctx.set_tensor_address(self.input_name, x.data_ptr())
         ctx.set_tensor_address(self.output_name, self._out.data_ptr())
-        stream = torch.cuda.current_stream(self.device)
-        if not ctx.execute_async_v3(stream.cuda_stream):
+        stream = torch.cuda.current_stream(self.device) if self.device.type == "cuda" else None
+        if not ctx.execute_async_v3(stream.cuda_stream if stream is not None else 0):
             raise BadInputError("TensorRT execute_async_v3 failed (see the TensorRT log)", self.engine_path)
-        x.record_stream(stream)  # keep x alive until the engine has read it
+        if stream is not None:
+            x.record_stream(stream)  # keep x alive until the engine has read it
         return self._out[:n]
 
     def upload(self, volume: np.ndarray) -> torch.Tensor:
