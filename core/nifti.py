@@ -97,7 +97,8 @@ def load_volume(path: str | Path) -> Volume:
     img = _open(path)
     spacing = _check_geometry(img, path)
     array = _read(img, path, np.float32)
-    if not np.isfinite(array).all():
+    integral = np.issubdtype(img.get_data_dtype(), np.integer) and img.header.get_slope_inter()[0] is None
+    if not integral and not np.isfinite(array).all():  # unscaled integers cannot be NaN/inf
         raise BadInputError(f"contains {int((~np.isfinite(array)).sum())} NaN/inf voxels", path)
     return Volume(array=array, spacing=spacing, affine=np.asarray(img.affine, dtype=np.float64))
 
