@@ -113,9 +113,9 @@ def _norm_channels(model: object) -> list[int]:
         if node.op_type == "InstanceNormalization" and len(node.input) > 1 and node.input[1] in inits:
             out.append(int(np.prod(inits[node.input[1]])))
         elif node.op_type == "InstanceNormalization_TRT":
-            scales = _attr(node, "scales")
+            scales: Any = _attr(node, "scales")
             if scales is not None:
-                out.append(len(scales) if not hasattr(scales, "dims") else int(np.prod(scales.dims)))
+                out.append(int(np.prod(scales.dims)) if hasattr(scales, "dims") else len(scales))
     return out
 
 

@@ -56,14 +56,14 @@ def check_shape(shape: Sequence[int]) -> tuple[int, int, int]:
         raise BadInputError(
             f"volume shape {dims} is not (D, H, W) with every dim a multiple of {STRIDE} and >= {ROI}"
         )
-    return dims  # type: ignore[return-value]
+    return dims[0], dims[1], dims[2]
 
 
 def window_grid(shape: Sequence[int]) -> list[Window]:
     """Windows of a (D, H, W) volume in reference order (axis 0 outermost, axis 2 innermost)."""
     dims = check_shape(shape)
     axes = [range(0, n - ROI + 1, STRIDE) for n in dims]
-    return [Window(o, patch_id(o, dims)) for o in itertools.product(*axes)]
+    return [Window((d, h, w), patch_id((d, h, w), dims)) for d, h, w in itertools.product(*axes)]
 
 
 def window_count(shape: Sequence[int]) -> int:
