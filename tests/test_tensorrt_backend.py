@@ -193,6 +193,9 @@ def test_prepare_onnx_int8_and_fp16(tiny_model_32: onnx.ModelProto) -> None:
 # --- the TensorRT boundary, faked ---------------------------------------------------------------
 
 
+WRITTEN_CACHE = b"TRT-101300-MinMaxCalibration\ninput: 3caa46e8\nConv_0: 3e7408a0\n"
+
+
 class FakeTensor:
     def __init__(self, name: str, calls: list[tuple[Any, ...]]) -> None:
         self.name, self._calls = name, calls
@@ -255,6 +258,7 @@ def fake_tensorrt(calls: list[tuple[Any, ...]], *, parse_ok: bool = True, build_
     class Config:
         def __setattr__(self, key: str, value: Any) -> None:
             calls.append(("config", key, value))
+            object.__setattr__(self, key, value)
 
         def set_memory_pool_limit(self, pool: Any, size: int) -> None:
             calls.append(("pool", pool, size))
@@ -300,6 +304,14 @@ def fake_tensorrt(calls: list[tuple[Any, ...]], *, parse_ok: bool = True, build_
 
         def build_serialized_network(self, network: Network, config: Config) -> bytes | None:
             calls.append(("build",))
+            cal = getattr(config, "int8_calibrator", None)
+            if cal is not None and not isinstance(cal, str) and cal.read_calibration_cache() is None:
+                # what TensorRT does without a cache: pull batches until [] then write its cache
+                n = 0
+                while cal.get_batch([network.inp.name]):
+                    n += 1
+                calls.append(("calibrated", n))
+                cal.write_calibration_cache(WRITTEN_CACHE)
             return b"SERIALIZED" if build_ok else None
 
     class IInt8MinMaxCalibrator:

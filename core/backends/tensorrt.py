@@ -428,7 +428,7 @@ def make_calibrator(
     batches: Iterator[np.ndarray] | None,
     cache_text: bytes | None,
     on_write: Callable[[bytes], None],
-    device: int = 0,
+    device: int | str = 0,
     on_batch: Callable[[int], None] | None = None,
 ) -> trt.IInt8MinMaxCalibrator:
     """A MinMax calibrator. With ``cache_text`` TensorRT reads the ranges and never asks for batches;
@@ -454,9 +454,10 @@ def make_calibrator(
             import torch
 
             if self._buf is None:
-                self._buf = torch.empty(b.shape, dtype=torch.float32, device=f"cuda:{device}")
+                self._buf = torch.empty(b.shape, dtype=torch.float32, device=_torch_device(device))
             self._buf.copy_(torch.from_numpy(b))
-            torch.cuda.synchronize(device)  # TensorRT reads the buffer on its own stream
+            if self._buf.is_cuda:
+                torch.cuda.synchronize(self._buf.device)  # TensorRT reads the buffer on its own stream
             self._served += 1
             if on_batch is not None:
                 on_batch(self._served)
@@ -472,6 +473,13 @@ def make_calibrator(
 
 
 # --- the engine ---------------------------------------------------------------------------------
+
+
+def _torch_device(device: int | str) -> torch.device:
+    """An int is a CUDA ordinal; a string ("cpu") is for tests with a fake tensorrt only."""
+    import torch
+
+    return torch.device("cuda", device) if isinstance(device, int) else torch.device(device)
 
 
 def _torch_dtype(dt: trt.DataType) -> torch.dtype:
@@ -505,8 +513,7 @@ class TrtEngine:
 
         self.precision = precision
         self.batch_size = batch_size
-        # an int is a CUDA ordinal; a string ("cpu") is for tests with a fake tensorrt only
-        self.device = torch.device("cuda", device) if isinstance(device, int) else torch.device(device)
+        self.device = _torch_device(device)
         self.input_amax = input_amax
         self.engine_path = engine_path
         self._logger = logger  # TensorRT keeps a raw pointer to it: it must outlive runtime and engine
@@ -643,7 +650,7 @@ class TensorRTBackend:
         *,
         precision: str = "int8",
         batch_size: int = 1,
-        device: int = 0,
+        device: int | str = 0,
         calibration_cache: Path | None = None,
         workspace: Workspace | None = None,
         workspace_bytes: int = DEFAULT_WORKSPACE_BYTES,
@@ -671,7 +678,7 @@ class TensorRTBackend:
         logger = trt.Logger(trt.Logger.WARNING)
         trt.init_libnvinfer_plugins(logger, "")  # InstanceNormalization_TRT v2 (built-in)
         register_plugins()
-        gpu = torch.cuda.get_device_name(device)
+        gpu = torch.cuda.get_device_name(device) if isinstance(device, int) else str(device)
         header = trt_cache_header(trt.__version__)
 
         cache_text: bytes | None = None
@@ -738,7 +745,7 @@ class TensorRTBackend:
         ws: Workspace,
         model_sha256: str,
         batch_size: int,
-        device: int,
+        device: int | str,
         logger: trt.ILogger,
         header: str,
         *,
