@@ -18,7 +18,7 @@ import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -83,7 +83,7 @@ class AccuracyReport:
     config_ver: str
     log_path: Path
     csv_path: Path | None = None
-    targets: dict[str, float] = field(default_factory=dict)  # "99" / "99.9" -> threshold
+    targets: dict[str, float] = field(default_factory=dict)  # config_ver -> threshold
 
     @property
     def line(self) -> str:
@@ -120,7 +120,25 @@ class AccuracyReport:
             "passed_99": self.passed_99,
             "passed_99_9": self.passed_99_9,
             "cases": [[r.case, r.kidney, r.tumor] for r in self.rows],
+            "log_path": str(self.log_path),
+            "csv_path": str(self.csv_path) if self.csv_path is not None else None,
         }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> AccuracyReport:
+        ref = float(d["fp32_reference"])
+        return cls(
+            rows=tuple(CaseScore(str(c), float(k), float(t)) for c, k, t in d.get("cases", [])),
+            kidney=float(d["kidney"]),
+            tumor=float(d["tumor"]),
+            mean=float(d["mean"]),
+            fp32_reference=ref,
+            reference_source=str(d.get("reference_source", "")),
+            config_ver=str(d.get("config_ver", "default")),
+            log_path=Path(str(d.get("log_path", ""))),
+            csv_path=Path(d["csv_path"]) if d.get("csv_path") else None,
+            targets={k: target_dice(k, ref) for k in TARGET_FRACTIONS},
+        )
 
 
 def fp32_reference_for(model_path: Path | None) -> tuple[float, str]:

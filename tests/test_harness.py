@@ -15,7 +15,7 @@ from core.errors import BadInputError, Cancelled, MissingInputError, UsageError
 from core.harness import settings as hs
 from core.harness.events import RunEvents
 from core.harness.logs import parse_detail, parse_summary
-from core.harness.runner import RunCancelled, new_run_dir, run_benchmark
+from core.harness.runner import RunCancelled, new_run_dir, run_benchmark, run_benchmark_isolated
 from core.history import list_runs
 from core.jobs import CancelToken, LogLine
 from core.workspace import Workspace
@@ -102,44 +102,6 @@ def test_from_config_called_exactly_once(tmp_path: Path, monkeypatch: pytest.Mon
     assert (
         built.settings.sample_concatenate_permutation and built.settings.qsl_rng_seed == 2085463073848966840
     )
-
-
-FRESH_RUN = """
-import json, sys
-from core.benchmark import RunConfig
-from core.harness.runner import run_benchmark
-from core.jobs import CancelToken, null_reporter
-from core.workspace import Workspace
-from tests.test_harness_fakes import FakeVolumeEngine, make_data
-ws = Workspace.resolve(sys.argv[1], env={})
-cfg = RunConfig(scenario="Offline", offline_expected_qps=30, min_duration=0.05, min_query_count=3)
-eng = FakeVolumeEngine(delay=0.02)
-r = run_benchmark(ws, cfg, null_reporter, CancelToken(), engine=eng, data=make_data())
-print(json.dumps({"dir": str(r.log_dir), "valid": r.valid, "fresh": r.fresh_process}))
-"""
-
-
-def test_fresh_process_run_has_clean_detail_log(tmp_path: Path) -> None:
-    """One run per process: LoadGen logs no error (no 'Multiple conf files') and uses mlperf.conf."""
-    import subprocess
-    import sys
-
-    root = Path(__file__).resolve().parents[1]
-    proc = subprocess.run(
-        [sys.executable, "-c", FRESH_RUN, str(tmp_path)],
-        cwd=root,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    out = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert out["fresh"] is True and out["valid"] is True
-    detail = parse_detail(Path(out["dir"]))
-    assert detail.errors == ()
-    assert detail.effective["qsl_rng_seed"] == 2085463073848966840
-    assert detail.effective["sample_concatenate_permutation"] is True
-    assert detail.effective["min_duration_ms"] == 50
 
 
 def test_audit_configs(tmp_path: Path) -> None:
@@ -339,6 +301,16 @@ def test_bad_engine_output_fails_the_run(ws: Workspace, kwargs: dict, match: str
     assert rj["status"] == "failed" and match in rj["error"]
 
 
+def test_finite_check_on_window_logits() -> None:
+    from core.harness.sut import _FiniteEngine
+
+    windows = np.zeros((1, 1, 128, 128, 128), np.float32)
+    assert _FiniteEngine(FakeWindowEngine()).infer(windows).shape == (1, 3, 128, 128, 128)
+    with pytest.raises(BadInputError, match="engine fake returned NaN/Inf logits"):
+        _FiniteEngine(FakeWindowEngine(nan=True)).infer(windows)
+
+
+@pytest.mark.slow  # through core.sliding_window (builds the 27 patches)
 def test_nan_logits_fail_the_run(ws: Workspace) -> None:
     data = make_data({"case_00001": (128, 128, 128)})
     with pytest.raises(BadInputError, match=r"sample 0 \(case_00001\).*NaN"):
@@ -393,3 +365,98 @@ def test_engine_output_check_accepts_leading_axis() -> None:
     assert out.dtype == np.uint8 and out.shape == (4, 5, 6) and out.flags.c_contiguous
     with pytest.raises(BadInputError, match="outside"):
         check_labels(np.full((4, 5, 6), 3), (4, 5, 6), "x")
+
+
+# --- one run per process --------------------------------------------------------------------------
+
+FAKES = "tests.test_harness_fakes"
+
+
+def test_isolated_runs_are_fresh_and_relay_events(ws: Workspace) -> None:
+    """Each isolated run is LoadGen's first in its process: no 'Multiple conf files' error and the
+    embedded mlperf.conf applied, even after in-process runs in this test process."""
+    lines: list[str] = []
+    events = RunEvents()
+    perf = run_benchmark_isolated(
+        ws,
+        RunConfig(scenario="Offline", offline_expected_qps=30, min_duration=0.05, min_query_count=N),
+        lambda ev: lines.append(ev.text) if isinstance(ev, LogLine) else None,
+        CancelToken(),
+        events=events,
+        engine_factory=f"{FAKES}:perfect_engine",
+        data_factory=f"{FAKES}:tiny_data",
+    )
+    assert perf.status == "complete" and perf.fresh_process and perf.valid is True
+    detail = parse_detail(perf.log_dir)
+    assert detail.errors == () and perf.loadgen_errors == ()
+    assert detail.effective["qsl_rng_seed"] == 2085463073848966840
+    assert detail.effective["sample_concatenate_permutation"] is True
+    assert perf.summary is not None and perf.summary.valid is True
+    assert "Result is : VALID" in lines
+    snap = events.snapshot()
+    assert snap.completed == perf.samples_completed == snap.total and snap.phase == "done"
+
+    acc_events = RunEvents()
+    acc = run_benchmark_isolated(
+        ws,
+        RunConfig(scenario="SingleStream", test_mode="AccuracyOnly", single_stream_expected_latency_ms=20),
+        lambda ev: None,
+        CancelToken(),
+        events=acc_events,
+        engine_factory=f"{FAKES}:perfect_engine",
+        data_factory=f"{FAKES}:tiny_data",
+    )
+    assert acc.fresh_process and parse_detail(acc.log_dir).errors == ()
+    assert (
+        acc.accuracy is not None
+        and acc.accuracy.line == "Accuracy: mean = 1.00000, kidney = 1.0000, tumor = 1.0000"
+    )
+    assert [r.case for r in acc.accuracy.rows] == list(SHAPES)
+    assert sorted(d.case for d in acc_events.snapshot().dice) == sorted(SHAPES)
+    assert acc.log_dir != perf.log_dir
+
+
+def test_isolated_cancel_and_error(ws: Workspace) -> None:
+    import threading
+    import time
+
+    token = CancelToken()
+    events = RunEvents()
+    caught: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            run_benchmark_isolated(
+                ws,
+                RunConfig(scenario="SingleStream", single_stream_expected_latency_ms=300, min_duration=60),
+                lambda ev: None,
+                token,
+                events=events,
+                engine_factory=f"{FAKES}:slow_engine",
+                data_factory=f"{FAKES}:tiny_data",
+            )
+        except BaseException as exc:
+            caught.append(exc)
+
+    th = threading.Thread(target=target)
+    th.start()
+    deadline = time.monotonic() + 60
+    while events.snapshot().completed < 1 and time.monotonic() < deadline and th.is_alive():
+        time.sleep(0.02)
+    token.cancel()
+    th.join(60)
+    assert not th.is_alive()
+    (exc,) = caught
+    assert isinstance(exc, RunCancelled) and exc.result.status == "cancelled"
+    assert 1 <= exc.result.samples_completed <= 3
+    assert run_json(exc.result.log_dir)["status"] == "cancelled"
+
+    with pytest.raises(BadInputError, match=r"sample \d \(case_0000\d\).*NaN"):
+        run_benchmark_isolated(
+            ws,
+            RunConfig(test_mode="AccuracyOnly"),
+            lambda ev: None,
+            CancelToken(),
+            engine_factory=f"{FAKES}:nan_engine",
+            data_factory=f"{FAKES}:tiny_data",
+        )

@@ -106,3 +106,20 @@ class FakeVolumeEngine(FakeWindowEngine):
 
     def close(self) -> None:
         self.closed = True
+
+
+# zero-argument factories for run_benchmark_isolated (imported by the child process)
+def tiny_data() -> InMemoryData:
+    return make_data()
+
+
+def perfect_engine() -> FakeVolumeEngine:
+    return FakeVolumeEngine(delay=0.02)
+
+
+def slow_engine() -> FakeVolumeEngine:
+    return FakeVolumeEngine(delay=0.3)
+
+
+def nan_engine() -> FakeVolumeEngine:
+    return FakeVolumeEngine(nan_at=1)

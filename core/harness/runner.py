@@ -9,11 +9,18 @@ history reports as ``incomplete``.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import datetime as _dt
 import hashlib
+import importlib
 import json
 import os
 import socket
+import subprocess
+import sys
+import threading
+import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,7 +30,15 @@ import numpy as np
 from core.accuracy import AccuracyReport, score_log
 from core.backends.base import VolumeEngine
 from core.benchmark import RunConfig
-from core.errors import BadInputError, Cancelled, MissingInputError, UnetError
+from core.errors import (
+    BackendUnavailableError,
+    BadInputError,
+    Cancelled,
+    MissingInputError,
+    RunInvalidError,
+    UnetError,
+    UsageError,
+)
 from core.harness.events import RunEvents
 from core.harness.logs import (
     ACCURACY_NAME,
@@ -36,7 +51,7 @@ from core.harness.logs import (
 from core.harness.qsl import DataSource, KitsQSL, PreprocessedData
 from core.harness.settings import build_settings, expected_samples, loadgen
 from core.harness.sut import KitsSUT
-from core.jobs import CancelToken, LogLine, Phase, Reporter
+from core.jobs import CancelToken, LogLine, Phase, Progress, Reporter
 from core.workspace import Workspace
 
 RUN_JSON = "run.json"
@@ -105,6 +120,35 @@ class RunResult:
             "fresh_process": self.fresh_process,
         }
 
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> RunResult:
+        """Rebuild from :meth:`to_dict` (the summary and detail are re-read from the log folder)."""
+        log_dir = Path(str(d["log_dir"]))
+        acc = d.get("accuracy")
+        return cls(
+            status=str(d["status"]),
+            log_dir=log_dir,
+            scenario=str(d["scenario"]),
+            test_mode=str(d["test_mode"]),
+            config_ver=str(d["config_ver"]),
+            audit_test=d.get("audit_test"),
+            valid=d.get("valid"),
+            result_line=str(d.get("result_line") or ""),
+            samples_per_s=d.get("samples_per_s"),
+            latency_ms={str(k): float(v) for k, v in (d.get("latency_ms") or {}).items()},
+            min_duration_met=d.get("min_duration_met"),
+            min_queries_met=d.get("min_queries_met"),
+            early_stopping_met=d.get("early_stopping_met"),
+            reasons=tuple(d.get("reasons") or ()),
+            accuracy=AccuracyReport.from_dict(acc) if isinstance(acc, dict) else None,
+            samples_completed=int(d.get("samples_completed") or 0),
+            loadgen_errors=tuple(d.get("loadgen_errors") or ()),
+            summary=parse_summary(log_dir),
+            detail=parse_detail(log_dir),
+            error=d.get("error"),
+            fresh_process=bool(d.get("fresh_process", True)),
+        )
+
 
 class RunCancelled(Cancelled):
     """Cancelled, with the partial run's result (status ``cancelled``) attached."""
@@ -147,11 +191,11 @@ def file_sha256(path: Path) -> str | None:
 
 
 def _input_dtype(engine: Any) -> str:
+    """'int8' when the engine takes NVIDIA's int8-linear input (numpy, torch or string dtype), else 'fp32'."""
     dt = getattr(engine, "input_dtype", "fp32")
-    try:
-        return "int8" if dt == "int8" or np.dtype(dt) == np.int8 else "fp32"
-    except TypeError:
-        return "fp32"
+    return (
+        "int8" if str(dt).rsplit(".", 1)[-1] in ("int8", "<class 'numpy.int8'>") or dt is np.int8 else "fp32"
+    )
 
 
 class _RunRecord:
@@ -402,3 +446,259 @@ def _bare_result(run_dir: Path, cfg: RunConfig, status: str) -> RunResult:
         accuracy=None,
         samples_completed=0,
     )
+
+
+# --- one run per process --------------------------------------------------------------------------
+# LoadGen reads its embedded mlperf.conf only once per process (see core.harness.settings), so a
+# long-lived caller (the console, or the CLI running several configs) that wants every run to be
+# submittable runs each one in a fresh child process: run_benchmark_isolated. The child relays its
+# events as JSON lines on a pipe; the parent mirrors them into its RunEvents and reporter, and asks
+# for a cancel with a "cancel" line on the child's stdin (a thread there sets the child's token).
+
+_ERRORS: dict[str, type[UnetError]] = {
+    c.__name__: c
+    for c in (
+        UnetError,
+        UsageError,
+        MissingInputError,
+        BadInputError,
+        RunInvalidError,
+        BackendUnavailableError,
+        Cancelled,
+    )
+}
+
+
+def _import_factory(spec: str) -> Any:
+    """'package.module:attribute' -> the attribute (a zero-argument factory)."""
+    module, _, attr = spec.partition(":")
+    if not module or not attr:
+        raise UsageError(f"factory {spec!r} is not 'module:attribute'")
+    return getattr(importlib.import_module(module), attr)
+
+
+class _RelayEvents(RunEvents):
+    """RunEvents that also sends every write to the parent process."""
+
+    def __init__(self, send: Any) -> None:
+        super().__init__()
+        self._send = send
+
+    def phase(self, name: str) -> None:
+        super().phase(name)
+        self._send({"t": "phase", "name": name, "total": self.total})
+
+    def sample_done(self, index: int, case: str, issued: float, windows: int) -> Any:
+        done = super().sample_done(index, case, issued, windows)
+        self._send(
+            {
+                "t": "sample",
+                "index": index,
+                "case": case,
+                "issued": issued,
+                "windows": windows,
+                "total": self.total,
+            }
+        )
+        return done
+
+    def dice(self, case: str, kidney: float, tumor: float) -> None:
+        super().dice(case, kidney, tumor)
+        self._send({"t": "dice", "case": case, "kidney": kidney, "tumor": tumor})
+
+    def log(self, line: str) -> None:
+        super().log(line)
+        self._send({"t": "log", "line": line})
+
+
+def _event_to_msg(ev: object) -> dict[str, Any] | None:
+    if isinstance(ev, LogLine):
+        return {"t": "report", "kind": "log", "level": ev.level, "text": ev.text}
+    if isinstance(ev, Phase):
+        return {"t": "report", "kind": "phase", "name": ev.name, "detail": ev.detail}
+    if isinstance(ev, Progress):
+        return {
+            "t": "report",
+            "kind": "progress",
+            "task": ev.task,
+            "done": ev.done,
+            "total": ev.total,
+            "unit": ev.unit,
+            "item": ev.item,
+        }
+    return None
+
+
+def _msg_to_event(msg: dict[str, Any]) -> object | None:
+    kind = msg.get("kind")
+    if kind == "log":
+        return LogLine(str(msg["level"]), str(msg["text"]))
+    if kind == "phase":
+        return Phase(str(msg["name"]), str(msg.get("detail", "")))
+    if kind == "progress":
+        return Progress(
+            str(msg["task"]), int(msg["done"]), int(msg["total"]), str(msg["unit"]), str(msg["item"])
+        )
+    return None
+
+
+def _child_main(fd: int) -> int:
+    out = os.fdopen(fd, "w", buffering=1, encoding="utf-8")
+    lock = threading.Lock()
+
+    def send(obj: dict[str, Any]) -> None:
+        with lock:
+            out.write(json.dumps(obj, default=str) + "\n")
+            out.flush()
+
+    spec = json.loads(sys.stdin.readline())
+    token = CancelToken()
+
+    def control() -> None:
+        for line in sys.stdin:
+            if line.strip() == "cancel":
+                token.cancel()
+        token.cancel()  # stdin closed: the parent is gone
+
+    threading.Thread(target=control, name="unet3d-control", daemon=True).start()
+
+    def report(ev: object) -> None:
+        msg = _event_to_msg(ev)
+        if msg is not None:
+            send(msg)
+
+    try:
+        ws = Workspace(**{k: Path(v) for k, v in spec["workspace"].items()})
+        cfg = RunConfig.from_dict(spec["config"])
+        engine = _import_factory(spec["engine_factory"])() if spec.get("engine_factory") else None
+        data = _import_factory(spec["data_factory"])() if spec.get("data_factory") else None
+        result = run_benchmark(ws, cfg, report, token, events=_RelayEvents(send), engine=engine, data=data)
+        send({"t": "result", "result": result.to_dict()})
+        return 0
+    except RunCancelled as exc:
+        send({"t": "error", "type": "RunCancelled", "message": str(exc), "result": exc.result.to_dict()})
+        return int(exc.exit_code)
+    except UnetError as exc:
+        send({"t": "error", "type": type(exc).__name__, "message": str(exc)})
+        return int(exc.exit_code)
+    except BaseException as exc:
+        traceback.print_exc()
+        send({"t": "error", "type": type(exc).__name__, "message": f"{type(exc).__name__}: {exc}"})
+        return 1
+
+
+def run_benchmark_isolated(
+    ws: Workspace,
+    cfg: RunConfig,
+    report: Reporter,
+    cancel: CancelToken,
+    events: RunEvents | None = None,
+    *,
+    engine_factory: str | None = None,
+    data_factory: str | None = None,
+) -> RunResult:
+    """:func:`run_benchmark` in a fresh child process, so that LoadGen's settings (and detail log)
+    are those of a first run whatever ran before in this process. Same results and exceptions.
+    ``engine_factory`` / ``data_factory``: optional 'module:attribute' zero-argument factories the
+    child calls instead of loading the configured backend / the preprocessed set (tests, demos)."""
+    cfg.validate()
+    cancel.check()
+    events = events if events is not None else RunEvents()
+    spec = {
+        "workspace": {f.name: str(getattr(ws, f.name)) for f in dataclasses.fields(ws)},
+        "config": cfg.to_dict(),
+        "engine_factory": engine_factory,
+        "data_factory": data_factory,
+    }
+    root = str(Path(__file__).resolve().parents[2])  # the project, for factories outside core/
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
+    r_fd, w_fd = os.pipe()
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "core.harness.runner", "--child", str(w_fd)],
+            stdin=subprocess.PIPE,
+            stdout=sys.__stderr__.fileno() if sys.__stderr__ is not None else subprocess.DEVNULL,
+            pass_fds=(w_fd,),
+            env=env,
+            text=True,
+        )
+    finally:
+        os.close(w_fd)
+    assert proc.stdin is not None
+    proc.stdin.write(json.dumps(spec) + "\n")
+    proc.stdin.flush()
+
+    def watch() -> None:
+        while proc.poll() is None:
+            if cancel.wait(0.1):
+                try:
+                    proc.stdin.write("cancel\n")  # type: ignore[union-attr]
+                    proc.stdin.flush()  # type: ignore[union-attr]
+                except (OSError, ValueError):
+                    pass
+                return
+
+    watcher = threading.Thread(target=watch, name="unet3d-cancel-watch", daemon=True)
+    watcher.start()
+    final: dict[str, Any] | None = None
+    run_dir: Path | None = None
+    with os.fdopen(r_fd, "r", encoding="utf-8") as fh:
+        for line in fh:
+            try:
+                msg = json.loads(line)
+            except ValueError:
+                continue
+            t = msg.get("t")
+            if isinstance(msg.get("total"), int) and t != "report":
+                events.total = msg["total"]
+            if t == "phase":
+                events.phase(msg["name"])
+            elif t == "sample":
+                events.sample_done(
+                    int(msg["index"]), str(msg["case"]), float(msg["issued"]), int(msg["windows"])
+                )
+            elif t == "dice":
+                events.dice(str(msg["case"]), float(msg["kidney"]), float(msg["tumor"]))
+            elif t == "log":
+                events.log(str(msg["line"]))
+            elif t == "report":
+                ev = _msg_to_event(msg)
+                if isinstance(ev, LogLine) and ev.text.startswith("run folder "):
+                    run_dir = Path(ev.text[len("run folder ") :])
+                if ev is not None:
+                    report(ev)
+            elif t in ("result", "error"):
+                final = msg
+    rc = proc.wait()
+    watcher.join()
+    with contextlib.suppress(OSError):
+        proc.stdin.close()
+    if final is not None and final["t"] == "result":
+        return RunResult.from_dict(final["result"])
+    if final is not None:
+        kind, message = str(final["type"]), str(final["message"])
+        if kind == "RunCancelled" and isinstance(final.get("result"), dict):
+            raise RunCancelled(RunResult.from_dict(final["result"]))
+        raise _ERRORS.get(kind, RunInvalidError)(message)
+    # the child died without a word (killed, crashed in native code): say so in run.json
+    if run_dir is not None and (run_dir / RUN_JSON).is_file():
+        try:
+            data = json.loads((run_dir / RUN_JSON).read_text())
+            if data.get("status") == "running":
+                data.update(status="failed", ended=_now(), error=f"run process exited with code {rc}")
+                atomic_write_text(run_dir / RUN_JSON, json.dumps(data, indent=1, default=str) + "\n")
+        except (OSError, ValueError):
+            pass
+    if cancel.cancelled:
+        raise Cancelled(f"run cancelled; the run process exited with code {rc}")
+    raise RunInvalidError(f"the run process exited with code {rc} without a result", run_dir)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 3 and sys.argv[1] == "--child":
+        from core.harness.runner import _child_main as _main  # the importable module, not __main__
+
+        sys.exit(_main(int(sys.argv[2])))
+    sys.stderr.write("usage: python -m core.harness.runner --child FD (internal)\n")
+    sys.exit(2)
