@@ -429,3 +429,19 @@ def test_registry_reports_it() -> None:
     assert get_backend("tensorrt") is be.BACKEND
     if be.import_tensorrt() is None:
         assert availability("tensorrt").reason == "tensorrt is not installed"
+
+
+def test_prepare_onnx_on_the_shared_phantom_model(phantom_model_path: Path) -> None:
+    """The half-width phantom model (16 channels at full resolution): every plugin node decodes, with
+    the real widths (first conv K=16, last conv C=16)."""
+    m = onnx.load_from_string(be.prepare_onnx(str(phantom_model_path), be.make_plan("int8", 8)))
+    seen: dict[str, int] = {}
+    for n in m.graph.node:
+        if n.op_type in tp.SPECS:
+            a = tp.attrs_from_onnx(n)
+            seen[n.op_type] = seen.get(n.op_type, 0) + 1
+            if n.op_type == tp.CONV3X3:
+                assert tp.weights_3x3x3(a).shape == (16, 1, 3, 3, 3)
+            if n.op_type == tp.CONV1X1:
+                assert a["inputChannels"] == 16 and tp.weights_1x1x1(a).shape == (3, 16)
+    assert seen == {tp.CONV3X3: 1, tp.CONV1X1: 1, tp.PIXELSHUFFLE: 5, tp.INSTANCENORM: 22}
