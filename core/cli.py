@@ -373,7 +373,8 @@ class StderrReporter:
         now = time.monotonic()
         self._t0.setdefault(ev.task, now)
         final = ev.total > 0 and ev.done >= ev.total
-        if not final and now - self._last.get(ev.task, 0.0) < (0.2 if self.tty else self.interval):
+        last = self._last.get(ev.task)
+        if not final and last is not None and now - last < (0.2 if self.tty else self.interval):
             return
         self._last[ev.task] = now
         elapsed = now - self._t0[ev.task]
@@ -460,22 +461,28 @@ def _latency_ms(result: Any) -> float | None:
 
 def result_row(cfg: RunConfig, result: Any, fp32_reference: float | None = None) -> dict[str, Any]:
     """One row of the familiar results table, plus whether the run passed."""
+    acc_report = _get(result, "accuracy")
     acc = _accuracy_value(result)
     qps = _get(result, "samples_per_s", "qps")
     lat = _latency_ms(result)
     valid = _get(result, "valid")
-    target = _get(result, "target", "accuracy_target")
+    target = (
+        _get(acc_report, "target") if acc_report is not None and not isinstance(acc_report, float) else None
+    )
     if not isinstance(target, (int, float)):
         target = (
             target_dice(cfg.config_ver, fp32_reference) if fp32_reference else target_dice(cfg.config_ver)
         )
-    passed = _get(result, "passed", "accuracy_passed")
+    passed = None
+    if acc_report is not None and not isinstance(acc_report, float):
+        passed = _get(acc_report, "passed")
     if passed is None and acc is not None:
         passed = acc >= target
-    ok = True
-    if cfg.test_mode in ("PerformanceOnly", "SubmissionRun", "FindPeakPerformance") and valid is False:
+    status = _get(result, "status", default="complete")
+    ok = status == "complete"
+    if cfg.test_mode != "AccuracyOnly" and valid is False:
         ok = False
-    if cfg.test_mode in ("AccuracyOnly", "SubmissionRun") and passed is False:
+    if acc is not None and passed is False:
         ok = False
     return {
         "model": MODEL_NAMES.get(cfg.config_ver, cfg.config_ver),
@@ -490,6 +497,7 @@ def result_row(cfg: RunConfig, result: Any, fp32_reference: float | None = None)
         "latency_ms": lat,
         "valid": valid,
         "ok": ok,
+        "status": status,
         "log_dir": str(_get(result, "log_dir", default="")),
         "run_args": cfg.run_args(),
     }
@@ -510,11 +518,12 @@ def results_table(rows: Sequence[dict[str, Any]]) -> str:
 
 
 def _fp32_reference(ws: Workspace) -> float | None:
-    """The FP32 DICE of the model in use when it is the shipped demo model, else the official one."""
+    """The FP32 DICE the targets are relative to (a `<model>.fp32_dice.json` beside the model, else
+    the official 0.86170); only a fallback when the harness result carries no target."""
     try:
-        from core.demo import demo_reference_for
+        from core.accuracy import fp32_reference_for
 
-        return demo_reference_for(ws.model_path)
+        return fp32_reference_for(ws.model_path)[0]
     except Exception:
         return None
 
@@ -657,8 +666,11 @@ def cmd_run(args: argparse.Namespace, out: Output, report: StderrReporter, cance
         cancel.check()
         _echo(cfg.cli_command())
         result = run_benchmark(ws, cfg, report=report, cancel=cancel)
-        rows.append(result_row(cfg, result, fp32_ref))
         report.close()
+        summary = getattr(result, "summary_text", "")
+        if summary and not args.quiet:
+            sys.stderr.write(summary.rstrip("\n") + "\n")
+        rows.append(result_row(cfg, result, fp32_ref))
     if args.json:
         out.json({"results": rows})
     else:

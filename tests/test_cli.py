@@ -1,0 +1,360 @@
+"""The `unet3d` CLI end to end (subprocesses on tiny workspaces) and its flag handling (in process)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from core import cli
+from core.benchmark import RunConfig
+from core.errors import ExitCode, UsageError
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def unet3d(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 120):
+    """Run `python -m core ARGS` with a clean environment (no DATA_DIR etc. from the developer)."""
+    base = {k: v for k, v in os.environ.items() if k not in _PATH_VARS}
+    base["PYTHONPATH"] = str(REPO)
+    base.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "core", *args],
+        cwd=cwd,
+        env=base,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+_PATH_VARS = ("DATA_DIR", "PREPROCESSED_DATA_DIR", "MODEL_DIR", "LOG_DIR", "UNET3D_WORKSPACE")
+
+
+def error_lines(stderr: str) -> list[str]:
+    return [ln for ln in stderr.splitlines() if ln.startswith("error:")]
+
+
+# --------------------------------------------------------------------------- subprocess: exit codes
+
+
+def test_status_on_empty_workspace_lists_missing_items_and_exits_0(tmp_path: Path) -> None:
+    r = unet3d("--workspace", str(tmp_path), "status", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "Traceback" not in r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0] == f"Workspace: {tmp_path}"
+    assert [c.strip() for c in lines[1].split("|")] == ["Section", "Item", "State", "Detail", "Fix"]
+    model = next(ln for ln in lines if ln.startswith("model"))
+    assert "missing" in model and "unet3d download --model" in model
+    assert any(ln.startswith("dataset") and "0/43 ok" in ln for ln in lines)
+    assert any(ln.startswith("calibration") and "missing" in ln for ln in lines)
+
+
+def test_status_json_is_the_report_dict(tmp_path: Path, capsys, monkeypatch) -> None:
+    for var in _PATH_VARS:
+        monkeypatch.delenv(var, raising=False)
+    assert cli.main(["status", "--json", "--workspace", str(tmp_path)]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    names = [s["name"] for s in doc["sections"]]
+    assert names == ["dataset", "preprocessed", "model", "calibration", "engines", "backends", "runs"]
+    by = {s["name"]: s for s in doc["sections"]}
+    assert by["model"]["state"] == "missing"
+    assert by["model"]["items"][0]["fix"] == "unet3d download --model"
+    assert len(by["dataset"]["items"]) == 63  # 43 inference + 20 calibration cases, all missing
+    assert {i["state"] for i in by["dataset"]["items"]} == {"missing"}
+    assert doc["paths"]["model"] == str(tmp_path / "build/models/3d-unet-kits19/3dUNetKiTS19.onnx")
+
+
+def test_output_file_has_the_same_bytes_as_stdout(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "dry.txt"
+    assert cli.main(["run", "--dry-run", "--scenarios=Offline,SingleStream", "-o", str(out)]) == 0
+    stdout = capsys.readouterr().out
+    assert stdout.count("\n") == 4 and out.read_text() == stdout
+
+
+def test_bad_flag_exits_2_with_one_line(tmp_path: Path) -> None:
+    r = unet3d("run", "--scenarios=Server", cwd=tmp_path)
+    assert r.returncode == ExitCode.USAGE
+    assert r.stdout == ""
+    assert r.stderr == "error: --scenarios=Server is not one of Offline, SingleStream\n"
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--bogus"],
+        ["run", "--gpu_batch_size=x"],
+        ["run", "--gpu_batch_size=-1"],
+        ["run", "--test_mode=Perf"],
+        ["run", "--benchmarks=resnet50"],
+        ["run", "--action=generate_conf_files"],
+        ["run", "--run-args", "--scenarios=Offline --no_such_flag=1"],
+        ["run", "--run-args", "--scenarios='Offline"],
+        ["preprocess", "--sets=training"],
+        ["calibrate", "--method=entropy"],
+        ["accuracy"],
+        [],
+    ],
+)
+def test_bad_flags_exit_2_with_one_line_in_process(
+    tmp_path: Path, args: list[str], capsys, monkeypatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(args) == ExitCode.USAGE
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.count("\n") == 1 and err.startswith("error: "), err
+
+
+def test_run_without_model_exits_3_naming_the_model(tmp_path: Path) -> None:
+    r = unet3d("--workspace", str(tmp_path), "run", "--test_mode=AccuracyOnly", cwd=tmp_path)
+    assert r.returncode == ExitCode.MISSING, r.stderr
+    errs = error_lines(r.stderr)
+    assert len(errs) == 1 and "3dUNetKiTS19.onnx" in errs[0]
+    assert "Traceback" not in r.stderr
+    # the effective command is echoed on stderr, stdout stays empty
+    assert "+ unet3d run --benchmarks=3d-unet --scenarios=Offline" in r.stderr
+    assert r.stdout == ""
+
+
+def test_accuracy_with_missing_log_exits_3(tmp_path: Path) -> None:
+    r = unet3d("accuracy", "--log_file", str(tmp_path / "nope.json"), cwd=tmp_path)
+    assert r.returncode == ExitCode.MISSING
+    assert error_lines(r.stderr) == [f"error: {tmp_path / 'nope.json'}: accuracy log not found"]
+
+
+def _write_case_lists(data_dir: Path, inference: list[str], calibration: list[str]) -> None:
+    data_dir.mkdir(parents=True, exist_ok=True)
+    (data_dir / "inference_cases.json").write_text(json.dumps(inference))
+    (data_dir / "calibration_cases.json").write_text(json.dumps(calibration))
+
+
+def test_corrupt_nifti_exits_4_naming_the_file(tmp_path: Path) -> None:
+    import nibabel as nib
+
+    data = tmp_path / "build" / "data" / "KiTS19"
+    _write_case_lists(data, ["case_00000"], [])
+    case = data / "case_00000"
+    case.mkdir(parents=True)
+    aff = np.diag([-0.8, -0.8, -3.0, 1.0])
+    nib.save(nib.Nifti1Image(np.zeros((8, 8, 8), np.uint8), aff), str(case / "segmentation.nii.gz"))
+    (case / "imaging.nii.gz").write_bytes(b"\x1f\x8b\x08\x00 this is not a gzip stream")
+    r = unet3d("--workspace", str(tmp_path), "preprocess", "--sets", "inference", "--jobs", "1", cwd=tmp_path)
+    assert r.returncode == ExitCode.BAD_INPUT, r.stderr
+    errs = error_lines(r.stderr)
+    assert len(errs) == 1 and "imaging.nii.gz" in errs[0], r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_download_without_network_exits_3_and_leaves_no_file(tmp_path: Path) -> None:
+    # an unroutable proxy makes every request fail fast, whether or not this machine is online
+    env = {"https_proxy": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9"}
+    r = unet3d("--workspace", str(tmp_path), "download", "--model", cwd=tmp_path, env=env)
+    assert r.returncode == ExitCode.MISSING, r.stderr
+    errs = error_lines(r.stderr)
+    assert len(errs) == 1 and "cannot download" in errs[0] and "zenodo.org" in errs[0]
+    assert "Traceback" not in r.stderr
+    assert not (tmp_path / "build" / "models").exists()
+    r = unet3d(
+        "--workspace", str(tmp_path), "download", "--data", "--cases", "case_00000", cwd=tmp_path, env=env
+    )
+    assert r.returncode == ExitCode.MISSING, r.stderr
+    assert "huggingface.co" in error_lines(r.stderr)[0]
+    assert [p for p in tmp_path.rglob("*") if p.is_file()] == []
+
+
+def test_dry_run_prints_the_cli_and_make_commands(tmp_path: Path) -> None:
+    r = unet3d(
+        "run",
+        "--dry-run",
+        "--scenarios=Offline,SingleStream",
+        "--config_ver=default,high_accuracy",
+        "--test_mode=AccuracyOnly",
+        "--fast",
+        cwd=tmp_path,
+    )
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert len(lines) == 8  # 2 scenarios x 2 config_vers, two lines each
+    cfg = RunConfig(
+        scenario="SingleStream",
+        config_ver="high_accuracy",
+        test_mode="AccuracyOnly",
+        min_duration=60.0,
+        min_query_count=1,
+    )
+    assert lines[6] == cfg.cli_command()
+    assert lines[7] == cfg.make_command()
+    assert lines[7].startswith("make run RUN_ARGS='--benchmarks=3d-unet --scenarios=SingleStream ")
+    # each effective command is echoed on stderr too
+    assert r.stderr.count("+ unet3d run ") == 4
+
+
+def test_python_m_core_and_console_script_agree(tmp_path: Path) -> None:
+    script = Path(sys.executable).with_name("unet3d")
+    if not script.exists():
+        pytest.skip("console script not installed")
+    a = unet3d("run", "--dry-run", "--gpu_batch_size=4", cwd=tmp_path)
+    b = subprocess.run(
+        [str(script), "run", "--dry-run", "--gpu_batch_size=4"], cwd=tmp_path, capture_output=True, text=True
+    )
+    assert a.returncode == b.returncode == 0
+    assert a.stdout == b.stdout
+
+
+# --------------------------------------------------------------------------- in process: flags
+
+
+def test_run_args_parsing_and_explicit_flags_win() -> None:
+    flags = cli.parse_run_args(
+        "--benchmarks=3d-unet --scenarios=Offline --config_ver=high_accuracy --test_mode=AccuracyOnly "
+        "--gpu_batch_size=8 --offline_expected_qps=6.8 --gpu_copy_streams=2"
+    )
+    assert flags["scenarios"] == "Offline" and flags["gpu_batch_size"] == 8
+    assert flags["offline_expected_qps"] == 6.8 and flags["min_duration"] is None
+    merged = cli._merge(
+        {"gpu_batch_size": 2, "scenarios": None}, "--scenarios=SingleStream --gpu_batch_size=8"
+    )
+    assert merged["gpu_batch_size"] == 2 and merged["scenarios"] == "SingleStream"
+    (cfg,) = cli.configs_from_flags(flags)
+    assert cfg == RunConfig(
+        scenario="Offline",
+        config_ver="high_accuracy",
+        test_mode="AccuracyOnly",
+        gpu_batch_size=8,
+        offline_expected_qps=6.8,
+        extra={"gpu_copy_streams": "2"},
+    )
+
+
+def test_run_args_value_may_start_with_dashes() -> None:
+    argv = cli._join_run_args(["run", "--run-args", "--scenarios=Offline --fast", "--dry-run"])
+    assert argv == ["run", "--run-args=--scenarios=Offline --fast", "--dry-run"]
+
+
+@pytest.mark.parametrize(
+    "cfg",
+    [
+        RunConfig(),
+        RunConfig(scenario="SingleStream", config_ver="high_accuracy", test_mode="AccuracyOnly"),
+        RunConfig(
+            backend="torch",
+            precision="int8",
+            gpu_batch_size=8,
+            min_duration=60.0,
+            max_duration=600.5,
+            min_query_count=1,
+            max_query_count=100,
+            offline_expected_qps=6.8,
+            single_stream_expected_latency_ms=572.434,
+            audit_test="TEST01",
+            gpus=2,
+        ),
+    ],
+)
+def test_run_args_round_trip_with_runconfig(cfg: RunConfig) -> None:
+    assert cli.configs_from_flags(cli.parse_run_args(cfg.run_args())) == [cfg]
+    # and through the make command's quoting
+    make = cfg.make_command()
+    assert make.startswith("make run RUN_ARGS=")
+    text = shlex.split(make[len("make run ") :])[0].split("=", 1)[1]
+    assert cli.configs_from_flags(cli.parse_run_args(text)) == [cfg]
+
+
+def test_comma_lists_run_every_combination_and_fast_defaults() -> None:
+    cfgs = cli.configs_from_flags(
+        {"scenarios": "Offline,SingleStream", "config_ver": "default,high_accuracy", "fast": True}
+    )
+    assert [(c.scenario, c.config_ver) for c in cfgs] == [
+        ("Offline", "default"),
+        ("Offline", "high_accuracy"),
+        ("SingleStream", "default"),
+        ("SingleStream", "high_accuracy"),
+    ]
+    assert {(c.min_duration, c.min_query_count) for c in cfgs} == {(60.0, 1)}
+    (c,) = cli.configs_from_flags({"fast": True, "min_duration": 5.0})
+    assert (c.min_duration, c.min_query_count) == (5.0, 1)
+    (c,) = cli.configs_from_flags({"accuracy_target": "99.9", "single_stream_expected_latency_ns": 572434000})
+    assert c.config_ver == "high_accuracy" and c.single_stream_expected_latency_ms == pytest.approx(572.434)
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [{"benchmarks": "bert"}, {"accuracy_target": "98"}, {"backend": "cuda"}, {"precision": "int4"}],
+)
+def test_invalid_run_flags_are_usage_errors(flags: dict[str, str]) -> None:
+    with pytest.raises(UsageError):
+        cli.configs_from_flags(flags)
+
+
+def test_interrupt_exits_130_and_unet_errors_print_one_line(monkeypatch, capsys) -> None:
+    def interrupted(*_a: object) -> int:
+        raise KeyboardInterrupt
+
+    def missing(*_a: object) -> int:
+        from core.errors import MissingInputError
+
+        raise MissingInputError("engine not found", "/x/engine.plan")
+
+    monkeypatch.setitem(cli.COMMANDS, "status", interrupted)
+    assert cli.main(["status"]) == ExitCode.INTERRUPTED
+    assert capsys.readouterr().err == "error: interrupted\n"
+    monkeypatch.setitem(cli.COMMANDS, "status", missing)
+    assert cli.main(["status"]) == ExitCode.MISSING
+    assert capsys.readouterr().err == "error: /x/engine.plan: engine not found\n"
+
+
+class _Acc:
+    mean, target, passed = 0.8, 0.85, False
+
+
+class _Result:
+    status = "complete"
+    valid = None
+    samples_per_s = None
+    latency_ms = None
+    accuracy = _Acc()
+    log_dir = "/logs/run1"
+
+
+def test_results_table_and_exit_status_of_a_failed_accuracy_run() -> None:
+    cfg = RunConfig(test_mode="AccuracyOnly")
+    row = cli.result_row(cfg, _Result())
+    assert row["ok"] is False and row["accuracy"] == 0.8 and row["accuracy_target"] == 0.85
+    text = cli.results_table([row])
+    head, _rule, line = text.splitlines()
+    assert [c.strip() for c in head.split("|")] == [
+        "Model",
+        "Scenario",
+        "Accuracy",
+        "Throughput",
+        "Latency (ms)",
+    ]
+    assert [c.strip() for c in line.split("|")] == [
+        "3d-unet-99",
+        "Offline",
+        "0.80000 (FAIL >= 0.85000)",
+        "-",
+        "-",
+    ]
+
+
+def test_stderr_progress_is_throttled_plain_lines() -> None:
+    import io
+
+    from core.jobs import Progress
+
+    buf = io.StringIO()
+    rep = cli.StderrReporter(stream=buf, interval=3600)
+    for i in range(1, 11):
+        rep(Progress("preprocess", i, 10, item=f"case_{i:05d}"))
+    lines = buf.getvalue().splitlines()
+    assert len(lines) == 2  # the first update and the final one; everything between is throttled
+    assert lines[-1].startswith("preprocess: 10/10 cases (100%)") and lines[-1].endswith("[case_00010]")
