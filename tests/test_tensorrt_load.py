@@ -77,6 +77,7 @@ def test_load_with_cache_builds_once_then_reuses(env: dict[str, Any], tiny_model
     assert meta["fingerprint"]["model_sha256"] == sha256_file(tiny_model_path)
     assert meta["fingerprint"]["gpu"] == "cpu" and meta["fingerprint"]["tensorrt"] == "10.13.0.35"
     assert any(isinstance(e, Phase) and e.name == "building" for e in env["events"])
+    assert eng.model_sha256 == sha256_file(tiny_model_path) and str(eng.input_dtype) == "torch.int8"
     out = eng.infer(np.zeros((1, 1, 128, 128, 128), np.float32))
     assert out.shape == (1, 3, 128, 128, 128)
 

@@ -507,6 +507,7 @@ class TrtEngine:
         logger: trt.ILogger,
         input_amax: float = INT8_INPUT_AMAX_DEFAULT,
         engine_path: Path | None = None,
+        model_sha256: str = "",
     ) -> None:
         import tensorrt as trt
         import torch
@@ -516,6 +517,7 @@ class TrtEngine:
         self.device = _torch_device(device)
         self.input_amax = input_amax
         self.engine_path = engine_path
+        self.model_sha256 = model_sha256  # the harness records it in run.json
         self._logger = logger  # TensorRT keeps a raw pointer to it: it must outlive runtime and engine
         self._runtime = trt.Runtime(logger)
         engine = self._runtime.deserialize_cuda_engine(serialized)
@@ -737,6 +739,7 @@ class TensorRTBackend:
             device=device,
             logger=logger,
             engine_path=engine_file,
+            model_sha256=info.sha256,
         )
 
     def calibrate(
