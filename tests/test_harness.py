@@ -460,3 +460,43 @@ def test_isolated_cancel_and_error(ws: Workspace) -> None:
             engine_factory=f"{FAKES}:nan_engine",
             data_factory=f"{FAKES}:tiny_data",
         )
+
+
+def test_isolated_stuck_child_is_stopped(ws: Workspace) -> None:
+    """An engine that ignores the cancel token: after the grace period the child's group is killed."""
+    import threading
+    import time
+
+    token = CancelToken()
+    events = RunEvents()
+    caught: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            run_benchmark_isolated(
+                ws,
+                RunConfig(test_mode="AccuracyOnly"),
+                lambda ev: None,
+                token,
+                events=events,
+                engine_factory=f"{FAKES}:stuck_engine",
+                data_factory=f"{FAKES}:tiny_data",
+                cancel_grace_s=0.5,
+            )
+        except BaseException as exc:
+            caught.append(exc)
+
+    th = threading.Thread(target=target)
+    th.start()
+    deadline = time.monotonic() + 60
+    while events.snapshot().phase != "running" and time.monotonic() < deadline:
+        time.sleep(0.02)
+    time.sleep(1.0)  # let LoadGen issue the first sample into the stuck engine
+    token.cancel()
+    th.join(30)
+    assert not th.is_alive()
+    (exc,) = caught
+    assert type(exc) is Cancelled and "stopped" in str(exc)
+    (folder,) = ws.log_dir.iterdir()
+    rj = run_json(folder)
+    assert rj["status"] == "cancelled" and "exited with code -15" in rj["error"]  # SIGTERM

@@ -123,3 +123,7 @@ def slow_engine() -> FakeVolumeEngine:
 
 def nan_engine() -> FakeVolumeEngine:
     return FakeVolumeEngine(nan_at=1)
+
+
+def stuck_engine() -> FakeVolumeEngine:
+    return FakeVolumeEngine(delay=1000.0)  # ignores cancel: only a signal stops it

@@ -16,6 +16,7 @@ import hashlib
 import importlib
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -596,11 +597,14 @@ def run_benchmark_isolated(
     *,
     engine_factory: str | None = None,
     data_factory: str | None = None,
+    cancel_grace_s: float = 30.0,
 ) -> RunResult:
     """:func:`run_benchmark` in a fresh child process, so that LoadGen's settings (and detail log)
     are those of a first run whatever ran before in this process. Same results and exceptions.
     ``engine_factory`` / ``data_factory``: optional 'module:attribute' zero-argument factories the
-    child calls instead of loading the configured backend / the preprocessed set (tests, demos)."""
+    child calls instead of loading the configured backend / the preprocessed set (tests, demos).
+    On cancel the child is asked to stop; after ``cancel_grace_s`` its process group gets SIGTERM,
+    then SIGKILL."""
     cfg.validate()
     cancel.check()
     events = events if events is not None else RunEvents()
@@ -622,6 +626,7 @@ def run_benchmark_isolated(
             pass_fds=(w_fd,),
             env=env,
             text=True,
+            start_new_session=True,  # its own process group, so a stuck run can be stopped as a whole
         )
     finally:
         os.close(w_fd)
@@ -632,12 +637,21 @@ def run_benchmark_isolated(
     def watch() -> None:
         while proc.poll() is None:
             if cancel.wait(0.1):
-                try:
-                    proc.stdin.write("cancel\n")  # type: ignore[union-attr]
-                    proc.stdin.flush()  # type: ignore[union-attr]
-                except (OSError, ValueError):
-                    pass
+                break
+        else:
+            return
+        try:  # graceful: the child's token stops issuing work and LoadGen returns
+            proc.stdin.write("cancel\n")  # type: ignore[union-attr]
+            proc.stdin.flush()  # type: ignore[union-attr]
+        except (OSError, ValueError):
+            pass
+        for sig, grace in ((signal.SIGTERM, cancel_grace_s), (signal.SIGKILL, 5.0)):
+            try:
+                proc.wait(grace)
                 return
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(OSError):
+                    os.killpg(proc.pid, sig)  # stuck in native code: stop the whole group
 
     watcher = threading.Thread(target=watch, name="unet3d-cancel-watch", daemon=True)
     watcher.start()
@@ -681,17 +695,20 @@ def run_benchmark_isolated(
         if kind == "RunCancelled" and isinstance(final.get("result"), dict):
             raise RunCancelled(RunResult.from_dict(final["result"]))
         raise _ERRORS.get(kind, RunInvalidError)(message)
-    # the child died without a word (killed, crashed in native code): say so in run.json
+    # the child died without a word (killed after a cancel, crashed in native code): record it
+    status = "cancelled" if cancel.cancelled else "failed"
     if run_dir is not None and (run_dir / RUN_JSON).is_file():
         try:
             data = json.loads((run_dir / RUN_JSON).read_text())
             if data.get("status") == "running":
-                data.update(status="failed", ended=_now(), error=f"run process exited with code {rc}")
+                data.update(status=status, ended=_now(), error=f"run process exited with code {rc}")
                 atomic_write_text(run_dir / RUN_JSON, json.dumps(data, indent=1, default=str) + "\n")
         except (OSError, ValueError):
             pass
     if cancel.cancelled:
-        raise Cancelled(f"run cancelled; the run process exited with code {rc}")
+        events.phase("cancelled")
+        raise Cancelled(f"run cancelled; the run process was stopped (exit code {rc})")
+    events.phase("failed")
     raise RunInvalidError(f"the run process exited with code {rc} without a result", run_dir)
 
 
