@@ -135,8 +135,10 @@ class UnetConsole(App[None], inherit_bindings=False):
         clock: Clock | None = None,
         status_interval: float = 30.0,
         demo_default: bool = False,
+        cursor_blink: bool = True,
     ) -> None:
         super().__init__()
+        self.cursor_blink = cursor_blink  # off in snapshot tests
         self.ws = ws
         self.settings = settings or core_config.Settings()
         self.jobs: Jobs = jobs or RealJobs()
@@ -308,7 +310,6 @@ class UnetConsole(App[None], inherit_bindings=False):
     def _on_started(self, msg: m.JobStarted) -> None:
         if (job := self._current(msg)) is not None:
             self.job = job.with_(phase="started")
-        self.add_log("info", f"{msg.description} started")
 
     @on(m.PhaseChanged)
     def _on_phase(self, msg: m.PhaseChanged) -> None:

@@ -71,6 +71,7 @@ class MonitorScreen(Screen[None]):
         self._official = False
         self._ref = 0.8617
         self._tail: tuple[str, ...] = ()
+        self._feed: Any = None
 
     def compose(self) -> ComposeResult:
         yield Header(show_clock=False)
@@ -97,6 +98,8 @@ class MonitorScreen(Screen[None]):
         yield Footer(compact=True)
 
     def on_mount(self) -> None:
+        for field in self.query(Input):
+            field.cursor_blink = getattr(self.app, "cursor_blink", True)
         lat = self.query_one(LatencyTable)
         lat.add_column("Latency", key="name", width=8)
         lat.add_column("ms", key="ms", width=12)
@@ -146,8 +149,6 @@ class MonitorScreen(Screen[None]):
         else:
             chip = "last run"
         self.query_one("#run-title", Static).update(f"[{chip}] {cfg.cli_command()}")
-        if mine and job.running and job.phase == "started":
-            self._reset()
 
     def _reset(self) -> None:
         self._official = False
@@ -167,6 +168,9 @@ class MonitorScreen(Screen[None]):
         if self.paused:
             return
         app: Any = self.app
+        if app.live is not self._feed:  # a new run: start from a clean view
+            self._feed = app.live
+            self._reset()
         snap = app.live.snapshot()
         with app.batch_update():
             if snap is not None:
@@ -259,10 +263,16 @@ class MonitorScreen(Screen[None]):
     def show_official(self, result: dict[str, Any] | None) -> None:
         if not result:
             return
+        app: Any = self.app
+        if app.live is not self._feed:
+            self._feed = app.live
+            self._reset()
+        snap = app.live.snapshot()
+        if snap is not None:  # the final live state first (a short run may end between two samples)
+            self.show_snapshot(snap)
+            self.merge_tail(snap.log_tail)
+            self.show_logs()
         self._official = True
-        snap = self.app.live.snapshot()  # type: ignore[attr-defined]
-        if snap is not None:
-            self.show_dice(snap)  # final DICE values
         valid = result.get("valid")
         sps = result.get("samples_per_s")
         lat = dict(result.get("latency_ms") or {})

@@ -87,6 +87,8 @@ class RunSetupScreen(Screen[None]):
         yield Footer(compact=True)
 
     def on_mount(self) -> None:
+        for field in self.query(Input):
+            field.cursor_blink = getattr(self.app, "cursor_blink", True)
         self.update_commands()
         self.watch(self.app, "status_report", lambda _r: self.update_backends(), init=True)
 

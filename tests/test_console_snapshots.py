@@ -1,0 +1,172 @@
+"""SVG snapshot tests of the console's screens (pytest-textual-snapshot; textual pinned in pyproject).
+
+Everything that could make a snapshot flaky is fixed: terminal 120x40, pinned theme, MockClock for ETAs,
+no cursor blink, animations off, no config discovery, a fixed workspace path, UTC for dates, scripted
+fake jobs. Accept changes on purpose with `pytest tests/test_console_snapshots.py --snapshot-update`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from textual.clock import MockClock
+from textual.worker import WorkerFailed
+
+from console import messages as m
+from console.app import UnetConsole
+from console.fake import FakeJobs
+from core import config as core_config
+from core.audit import RunView, StepResult
+from core.benchmark import RunConfig
+from core.workspace import Workspace
+
+SIZE = (120, 40)
+WS_ROOT = Path("/tmp/unet3d-console-snapshot-ws")  # fixed: the path is on screen
+
+
+@pytest.fixture(autouse=True)
+def deterministic(monkeypatch, tmp_path):
+    monkeypatch.setattr(core_config, "SEARCH_DIRS_OVERRIDE", [tmp_path / "no-config"])
+    monkeypatch.setenv("TEXTUAL_ANIMATIONS", "none")
+    monkeypatch.setenv("TZ", "UTC")
+    time.tzset()
+    shutil.rmtree(WS_ROOT, ignore_errors=True)
+    yield
+    shutil.rmtree(WS_ROOT, ignore_errors=True)
+    monkeypatch.delenv("TZ")
+    time.tzset()
+
+
+def snapshot_app(jobs: FakeJobs) -> UnetConsole:
+    app = UnetConsole(
+        Workspace.resolve(WS_ROOT, env={}),
+        settings=core_config.Settings(console={"theme": "textual-dark"}),
+        jobs=jobs,
+        clock=MockClock(),
+        status_interval=0,
+        cursor_blink=False,
+    )
+    app.animation_level = "none"
+    return app
+
+
+async def settle(pilot: Any) -> None:
+    with contextlib.suppress(WorkerFailed):
+        await pilot.app.workers.wait_for_complete()
+    await pilot.pause()
+    await pilot.pause()
+
+
+def run_views() -> list[RunView]:
+    logs = WS_ROOT / "build" / "logs"
+    common = dict(backend="ort", precision="fp32", complete=True, status="complete")
+    return [
+        RunView(logs / "2026-11-29_05-00-00_Offline_PerformanceOnly", 1_795_928_400, "Offline", "default",
+                "PerformanceOnly", valid=True, samples_per_s=1.7342, **common),
+        RunView(logs / "2026-11-29_05-10-00_Offline_AccuracyOnly", 1_795_929_000, "Offline", "high_accuracy",
+                "AccuracyOnly", dice=0.88214, **common),
+        RunView(logs / "2026-11-29_05-20-00_SingleStream_PerformanceOnly", 1_795_929_600, "SingleStream",
+                "default", "PerformanceOnly", backend="ort", precision="fp32", status="cancelled"),
+    ]  # fmt: skip
+
+
+def test_dashboard_ready(snap_compare):
+    async def before(pilot: Any) -> None:
+        await settle(pilot)
+
+    assert snap_compare(snapshot_app(FakeJobs(runs=run_views())), terminal_size=SIZE, run_before=before)
+
+
+def test_dashboard_missing_data(snap_compare):
+    jobs = FakeJobs(missing=("dataset", "preprocessed", "model", "calibration"))
+
+    async def before(pilot: Any) -> None:
+        await settle(pilot)
+
+    assert snap_compare(snapshot_app(jobs), terminal_size=SIZE, run_before=before)
+
+
+def test_run_setup(snap_compare):
+    async def before(pilot: Any) -> None:
+        await settle(pilot)
+        await pilot.press("2")
+        await pilot.pause()
+        pilot.app.screen.query_one("#f-min_duration").value = "60"
+        await pilot.pause()
+
+    assert snap_compare(snapshot_app(FakeJobs()), terminal_size=SIZE, run_before=before)
+
+
+def test_monitor_mid_run(snap_compare):
+    jobs = FakeJobs(hold=True)
+
+    async def before(pilot: Any) -> None:
+        app = pilot.app
+        await settle(pilot)
+        app.post_message(m.RunRequested(RunConfig(test_mode="AccuracyOnly", min_duration=60)))
+        for _ in range(250):
+            if app.job is not None and app.job.done == 1:
+                break
+            await pilot.pause(0.02)
+        await pilot.pause(0.7)  # a sampling tick
+        app.screen.query_one("#run-title").focus()
+
+    assert snap_compare(snapshot_app(jobs), terminal_size=SIZE, run_before=before)
+    jobs.release.set()
+
+
+def test_monitor_finished_accuracy_run(snap_compare):
+    async def before(pilot: Any) -> None:
+        app = pilot.app
+        await settle(pilot)
+        app.post_message(m.RunRequested(RunConfig(test_mode="AccuracyOnly", min_duration=60)))
+        await pilot.pause(0.2)
+        await settle(pilot)
+        await pilot.pause(1.2)  # two sampling ticks
+        app.clear_notifications()
+        await pilot.pause()
+
+    assert snap_compare(snapshot_app(FakeJobs()), terminal_size=SIZE, run_before=before)
+
+
+def test_history_compare(snap_compare):
+    async def before(pilot: Any) -> None:
+        await settle(pilot)
+        await pilot.press("4")
+        await pilot.pause()
+        await pilot.press("space", "down", "space")
+        await pilot.pause()
+
+    assert snap_compare(snapshot_app(FakeJobs(runs=run_views())), terminal_size=SIZE, run_before=before)
+
+
+def test_auditor(snap_compare, monkeypatch):
+    from console.fake import fake_status
+
+    monkeypatch.setattr("core.audit.list_run_views", lambda ws: run_views())
+    monkeypatch.setattr("core.status.collect_status", lambda ws: fake_status(ws))
+    monkeypatch.setattr(
+        "core.audit.Audit.record_baseline", lambda self: setattr(self, "baseline", {"x": "y"})
+    )
+    monkeypatch.setattr("time.strftime", lambda fmt, *a: "2026-11-29T05:30:00")
+    env = StepResult("passed", "python 3.x, loadgen 6.x, onnxruntime 1.x, backends: ort")  # not this host's
+    monkeypatch.setattr("core.audit._check_environment", lambda ctx: env)
+
+    async def before(pilot: Any) -> None:
+        await settle(pilot)
+        await pilot.press("5")
+        await pilot.pause()
+        await pilot.press("C")
+        await settle(pilot)
+        await pilot.pause()
+        pilot.app.clear_notifications()
+        await pilot.pause()
+
+    assert snap_compare(snapshot_app(FakeJobs(runs=run_views())), terminal_size=SIZE, run_before=before)
+    assert os.path.isfile(WS_ROOT / "build" / "audit" / "audit_state.json")
