@@ -30,7 +30,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from core.benchmark import SCENARIOS, RunConfig, target_dice
+from core.benchmark import FP32_REFERENCE_DICE, SCENARIOS, RunConfig, target_dice
 from core.errors import BadInputError, UsageError
 from core.jobs import NEVER, CancelToken, Progress, Reporter, null_reporter
 from core.workspace import Workspace
@@ -117,11 +117,12 @@ class RunView:
     backend: str = ""
     precision: str = ""
     audit_test: str = ""
-    valid: bool | None = None  # LoadGen VALID/INVALID; None: no summary (incomplete run)
+    valid: bool | None = None  # LoadGen VALID/INVALID; None: no result line (accuracy mode, unfinished)
     samples_per_s: float | None = None
     dice: float | None = None  # mean composite DICE (accuracy runs)
     accuracy_pass: bool | None = None
     complete: bool = False
+    status: str = ""  # core.history: running | complete | incomplete | cancelled | failed | broken
     raw: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -130,21 +131,26 @@ class RunView:
 
     @property
     def result(self) -> str:
-        if not self.complete or self.valid is None:
+        if self.status and self.status != "complete":
+            return self.status
+        if not self.complete:
             return "incomplete"
+        if self.valid is None:
+            return "complete"
         return "VALID" if self.valid else "INVALID"
 
-    def passes(self) -> bool:
-        """VALID, and in an accuracy run also DICE at or above the target of its config_ver."""
-        if not self.valid:
+    def passes(self, fp32_reference: float = FP32_REFERENCE_DICE) -> bool:
+        """Finished and VALID; an accuracy run instead needs DICE at or above its config_ver's target
+        (relative to the FP32 reference of the model in use)."""
+        if not self.complete or self.valid is False:
             return False
         if self.test_mode == "AccuracyOnly":
             if self.accuracy_pass is not None:
                 return self.accuracy_pass
             if self.dice is None or self.config_ver not in ("default", "high_accuracy"):
                 return False
-            return self.dice >= target_dice(self.config_ver)
-        return True
+            return self.dice >= target_dice(self.config_ver, fp32_reference)
+        return self.valid is True
 
 
 def _get(rec: Any, data: dict[str, Any], *names: str) -> Any:
@@ -199,8 +205,11 @@ def run_view(rec: Any) -> RunView:
         acc = acc.get("mean", acc.get("composite"))
     elif acc is not None and not isinstance(acc, (int, float)):
         acc = getattr(acc, "mean", None)
+    status = pick("status")
     complete = pick("complete", "finished")
-    if complete is None:
+    if isinstance(status, str) and status:
+        complete = status == "complete"
+    elif complete is None:
         complete = valid is not None
     qps = pick("samples_per_s", "qps", "throughput")
     return RunView(
@@ -217,6 +226,7 @@ def run_view(rec: Any) -> RunView:
         dice=float(acc) if isinstance(acc, (int, float)) else None,
         accuracy_pass=_bool_or_none(pick("accuracy_pass", "accuracy_ok", "passed")),
         complete=bool(complete),
+        status=status if isinstance(status, str) else "",
         raw={k: v for k, v in data.items() if isinstance(v, (str, int, float, bool, type(None)))},
     )
 
@@ -255,6 +265,7 @@ class Context:
     ws: Workspace
     scenario: str
     baseline: dict[str, str]
+    fp32_reference: float = FP32_REFERENCE_DICE
     _status: Any = None
     _runs: list[RunView] | None = None
 
@@ -382,7 +393,7 @@ def _describe(ws: Workspace, r: RunView) -> str:
 def _run_result(ctx: Context, runs: list[RunView], what: str, after_what: str = "") -> StepResult:
     if not runs:
         return StepResult(PENDING, f"no {what} run yet" + (f" after {after_what}" if after_what else ""))
-    good = [r for r in runs if r.passes()]
+    good = [r for r in runs if r.passes(ctx.fp32_reference)]
     best = good[-1] if good else runs[-1]
     state = PASSED if good else FAILED
     return StepResult(state, _describe(ctx.ws, best), (str(best.log_dir),))
@@ -770,7 +781,7 @@ class Audit:
         raise UsageError(f"unknown audit step {step_id!r}")
 
     def context(self) -> Context:
-        return Context(self.ws, self.scenario, self.baseline)
+        return Context(self.ws, self.scenario, self.baseline, fp32_reference(self.ws))
 
     def check(self, step_id: str, ctx: Context | None = None, save: bool = True) -> StepResult:
         step = self.step(step_id)
@@ -847,6 +858,18 @@ class Audit:
         path = path or self.ws.root / "build" / "audit" / "audit_report.md"
         _atomic_write(path, self.to_markdown())
         return path
+
+
+def fp32_reference(ws: Workspace) -> float:
+    """The FP32 DICE that targets are relative to (core.accuracy: the model's own reference file beside
+    it, e.g. the demo model's, else the official 0.86170)."""
+    try:
+        from core.accuracy import fp32_reference_for
+
+        ref, _source = fp32_reference_for(ws.model_path)
+    except Exception:  # an unreadable reference file: the official value, as the CLI falls back
+        return FP32_REFERENCE_DICE
+    return float(ref)
 
 
 def _atomic_write(path: Path, text: str) -> None:

@@ -264,3 +264,20 @@ def test_markdown_export(ws, tmp_path, monkeypatch):
     c = audit.counts()
     assert sum(c.values()) == len(audit.steps)
     assert f"- Steps: {c['passed']} passed, {c['failed']} failed, {c['pending']} pending" in md
+
+
+def test_run_view_of_core_history_records(tmp_path):
+    from core.history import RunRecord
+
+    acc = RunRecord(run_id="r1", path=tmp_path / "r1", date="2026-11-29T05:00:00", scenario="Offline",
+                    test_mode="AccuracyOnly", config_ver="default", backend="ort", precision="fp32",
+                    status="complete", valid=None, samples_per_s=None, mean_dice=0.8600)  # fmt: skip
+    v = A.run_view(acc)
+    assert (v.log_dir, v.result, v.dice, v.complete) == (tmp_path / "r1", "complete", 0.86, True)
+    assert v.passes()  # accuracy mode has no VALID line; DICE 0.86 >= 0.853083
+    assert not v.passes(fp32_reference=0.9)  # the demo model's own reference would be higher
+    cancelled = RunRecord(run_id="r2", path=tmp_path / "r2", date=None, scenario="Offline",
+                          test_mode="PerformanceOnly", config_ver="default", backend="ort", precision="fp32",
+                          status="cancelled", valid=None, samples_per_s=None, mean_dice=None)  # fmt: skip
+    c = A.run_view(cancelled)
+    assert (c.result, c.complete, c.passes()) == ("cancelled", False, False)
