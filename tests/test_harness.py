@@ -122,6 +122,12 @@ def test_audit_configs(tmp_path: Path) -> None:
         hs.build_settings(RunConfig(test_mode="FindPeakPerformance"), tmp_path)
 
 
+def test_unsupported_config_creates_no_run_folder(ws: Workspace) -> None:
+    with pytest.raises(UsageError, match="TEST04"):
+        run(ws, RunConfig(audit_test="TEST04"), FakeVolumeEngine())
+    assert not ws.log_dir.exists()
+
+
 def test_new_run_dir_never_reuses(tmp_path: Path) -> None:
     now = dt.datetime(2026, 11, 29, 6, 0, 0)
     cfg = RunConfig(scenario="Offline", test_mode="AccuracyOnly")

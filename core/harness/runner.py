@@ -50,7 +50,7 @@ from core.harness.logs import (
     parse_summary,
 )
 from core.harness.qsl import DataSource, KitsQSL, PreprocessedData
-from core.harness.settings import build_settings, expected_samples, loadgen
+from core.harness.settings import build_settings, check_config, expected_samples, loadgen
 from core.harness.sut import KitsSUT
 from core.jobs import CancelToken, LogLine, Phase, Progress, Reporter
 from core.workspace import Workspace
@@ -231,7 +231,7 @@ def run_benchmark(
     with run.json saying so in both cases. ``engine`` and ``data`` default to the configured backend
     and the preprocessed inference set."""
     lg = loadgen(lg)
-    cfg.validate()
+    check_config(cfg)
     cancel.check()
     events = events if events is not None else RunEvents()
     own_engine = engine is None
@@ -605,7 +605,7 @@ def run_benchmark_isolated(
     child calls instead of loading the configured backend / the preprocessed set (tests, demos).
     On cancel the child is asked to stop; after ``cancel_grace_s`` its process group gets SIGTERM,
     then SIGKILL."""
-    cfg.validate()
+    check_config(cfg)
     cancel.check()
     events = events if events is not None else RunEvents()
     spec = {

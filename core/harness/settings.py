@@ -151,9 +151,8 @@ def expected_samples(settings: Any, scenario: str, test_mode: str, count: int) -
     return 0
 
 
-def build_settings(cfg: RunConfig, run_dir: Path, lg: Any | None = None) -> BuiltSettings:
-    """TestSettings for ``cfg``; writes ``user.conf`` (and ``audit.config``) into ``run_dir``."""
-    lg = loadgen(lg)
+def check_config(cfg: RunConfig) -> RunConfig:
+    """UsageError for what RunConfig.validate allows but a 3d-unet LoadGen run cannot do."""
     cfg.validate()
     if cfg.test_mode not in SUPPORTED_MODES:
         raise UsageError(
@@ -162,6 +161,13 @@ def build_settings(cfg: RunConfig, run_dir: Path, lg: Any | None = None) -> Buil
         )
     if cfg.audit_test is not None and cfg.audit_test not in SUPPORTED_AUDIT_TESTS:
         audit_config_text(cfg.audit_test)  # raises the UsageError
+    return cfg
+
+
+def build_settings(cfg: RunConfig, run_dir: Path, lg: Any | None = None) -> BuiltSettings:
+    """TestSettings for ``cfg``; writes ``user.conf`` (and ``audit.config``) into ``run_dir``."""
+    lg = loadgen(lg)
+    check_config(cfg)
     run_dir = Path(run_dir)
     user_conf = run_dir / "user.conf"
     atomic_write_text(user_conf, user_conf_text(cfg))
