@@ -67,8 +67,9 @@ class Kernels:
         "pixel_shuffle3d_concat",
         "conv1x1x1_bias",
         "conv3x3x3_c1",
-        "accumulate_windows",
-        "argmax_volume",
+        "conv3x3x3",
+        "accumulate_fn",
+        "argmax_fn",
     )
 
     def __init__(self, enabled: bool) -> None:
@@ -169,16 +170,38 @@ class Conv(Node):
         self.is_first = (
             k[1:] == (1, 3, 3, 3) and bias is None and self.stride == (1, 1, 1) and self.padding == (1, 1, 1)
         )
+        # fp8: amax of this conv's input (per-tensor act scale amax/448); None = not an fp8 conv
+        self.fp8_amax: float | None = None
+        self.in_scale = INT8_INPUT_AMAX_DEFAULT / INT8_MAX  # dequantization of an int8 linear input
+        self.is_3x3 = (
+            k[2:] == (3, 3, 3)
+            and k[1] > 1
+            and bias is None
+            and self.padding == (1, 1, 1)
+            and self.dilation == (1, 1, 1)
+            and self.group == 1
+            and len(set(self.stride)) == 1
+        )
         self.is_last = (
             k[2:] == (1, 1, 1) and k[0] == NUM_CLASSES and bias is not None and self.stride == (1, 1, 1)
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         k = self.kernels
-        if self.is_first and k.conv3x3x3_c1 is not None and x.is_cuda:
+        if self.is_first and k.conv3x3x3_c1 is not None:
+            if x.dtype == torch.int8:  # int8 linear input straight into the first conv
+                return k.conv3x3x3_c1(x, self.weight, self.in_scale)
             return k.conv3x3x3_c1(x, self.weight)
-        if self.is_last and k.conv1x1x1_bias is not None and x.is_cuda and self.pre_pad is None:
+        if self.is_last and k.conv1x1x1_bias is not None:
             return k.conv1x1x1_bias(x, self.weight.flatten(1), self.bias)
+        if x.dtype == torch.int8:
+            x = x.to(self.weight.dtype) * self.in_scale
+        if self.fp8_amax is not None:  # 3^3 conv with fp8 e4m3 operands
+            if k.conv3x3x3 is not None:
+                return k.conv3x3x3(x, self.weight, self.stride[0], "fp8", self.fp8_amax / FP8_MAX).to(x.dtype)
+            xq = fake_quant(x, self.fp8_amax, "fp8")
+            wq, _ = fake_quant_weight(self.weight, "fp8")
+            return F.conv3d(xq, wq, None, self.stride, self.padding, self.dilation, self.group)
         if self.pre_pad is not None:
             x = F.pad(x, self.pre_pad)
         return F.conv3d(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.group)
@@ -264,7 +287,7 @@ class InstanceNorm(Node):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         k = self.kernels
-        if k.instance_norm_relu is not None and x.is_cuda and self.alpha == 0.0:
+        if k.instance_norm_relu is not None and self.alpha == 0.0:
             return k.instance_norm_relu(x, self.gamma, self.beta, self.eps, self.relu)
         return instance_norm_ref(x, self.gamma, self.beta, self.eps, self.relu, self.alpha)
 
@@ -314,7 +337,7 @@ class PixelShuffleConcat(Node):
 
     def forward(self, x: torch.Tensor, skip: torch.Tensor | None = None) -> torch.Tensor:
         k = self.kernels
-        if skip is not None and k.pixel_shuffle3d_concat is not None and x.is_cuda and self.rst == (2, 2, 2):
+        if skip is not None and k.pixel_shuffle3d_concat is not None and self.rst == (2, 2, 2):
             return k.pixel_shuffle3d_concat(x, skip)
         y = pixel_shuffle3d_ref(x, *self.rst)
         if skip is not None:
@@ -364,6 +387,7 @@ class OnnxUNet(nn.Module):
         self.act_quant: dict[str, float] = {}
         self.quant_kind = ""
         self.input_quant: float | None = None
+        self.in_scale = INT8_INPUT_AMAX_DEFAULT / INT8_MAX  # dequantizes an int8 linear input
         self.weight_amax: dict[str, list[float]] = {}
         # free each intermediate after its last consumer, so peak memory stays near the U-Net's own
         last: dict[str, int] = {}
@@ -384,7 +408,19 @@ class OnnxUNet(nn.Module):
         for n in self.nodes:
             n.kernels = kernels
 
+    def takes_int8(self) -> bool:
+        """Whether an int8 linear input goes straight into the first node (the int8 first-conv kernel)."""
+        first = self.nodes[0]
+        return (
+            isinstance(first, Conv)
+            and first.is_first
+            and first.kernels.conv3x3x3_c1 is not None
+            and self.input_quant is None
+        )
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dtype == torch.int8 and not self.takes_int8():
+            x = x.to(next(self.parameters()).dtype) * self.in_scale
         if self.input_quant is not None:
             x = fake_quant(x, self.input_quant, self.quant_kind)
         env: dict[str, torch.Tensor] = {self.input_name: x}
@@ -566,11 +602,20 @@ def quantizable_tensors(net: OnnxUNet) -> list[str]:
 
 
 def apply_quantization(net: OnnxUNet, amax: dict[str, float], kind: str) -> OnnxUNet:
-    """Turn ``net`` (float32) into its simulated ``kind`` ("int8"/"fp8") version: per-output-channel
-    weight quantization of every conv / deconv, per-tensor activation quantization with ``amax``."""
+    """Set ``net`` (float32) up for ``kind`` with the calibration ranges ``amax``.
+
+    - "int8" (simulated, NVIDIA's all-INT8 engine): per-output-channel int8 weights for every conv /
+      deconv, and every tensor but the final logits fake-quantized per tensor (RNE, saturate at 127).
+    - "fp8" (what plugins.ops.conv3x3x3 computes): each 3^3 conv takes e4m3 operands, its input scaled
+      by amax/448 and per-output-channel weight scales; everything else stays in the float dtype. With
+      the kernels present this runs the real fp8 kernels, else the same numbers in plain torch."""
     if kind not in QUANT_PRECISIONS:
         raise UsageError(f"quantization kind {kind} is not one of {', '.join(QUANT_PRECISIONS)}")
-    wanted = quantizable_tensors(net)
+    convs = [n for n in net.nodes if isinstance(n, Conv)]
+    if kind == "int8":
+        wanted = quantizable_tensors(net)
+    else:
+        wanted = [net.input_name] + [n.inputs[0] for n in convs if n.is_3x3]
     missing = [t for t in wanted if t not in amax]
     if missing:
         raise BadInputError(
@@ -578,15 +623,24 @@ def apply_quantization(net: OnnxUNet, amax: dict[str, float], kind: str) -> Onnx
             f"(e.g. {missing[0]!r}); recalibrate for this model"
         )
     net.quant_kind = kind
-    net.input_quant = float(amax[net.input_name])
-    net.act_quant = {t: float(amax[t]) for t in wanted if t != net.input_name}
+    net.in_scale = float(amax[net.input_name]) / INT8_MAX
+    for n in convs:
+        n.in_scale = net.in_scale
     with torch.no_grad():
         for n in net.nodes:
-            if isinstance(n, Conv | ConvTranspose):
-                axis = 1 if isinstance(n, ConvTranspose) else 0
+            if not isinstance(n, Conv | ConvTranspose):
+                continue
+            axis = 1 if isinstance(n, ConvTranspose) else 0
+            if kind == "int8":
                 q, ch = fake_quant_weight(n.weight.data, kind, axis)
                 n.weight.data.copy_(q)
                 net.weight_amax[n.onnx_name] = ch
+            elif isinstance(n, Conv) and n.is_3x3:
+                n.fp8_amax = float(amax[n.inputs[0]])
+                net.weight_amax[n.onnx_name] = fake_quant_weight(n.weight.data, kind, axis)[1]
+    if kind == "int8":
+        net.input_quant = float(amax[net.input_name])
+        net.act_quant = {t: float(amax[t]) for t in wanted if t != net.input_name}
     return net
 
 
@@ -651,6 +705,9 @@ class TorchEngine:
         self.channels_last = channels_last
         self.dtype = DTYPES.get(precision, torch.float32 if device.type == "cpu" else torch.float16)
         self.input_amax = float(input_amax)
+        # int8 / fp8 take NVIDIA's int8 linear input (one byte per voxel); the rest the compute dtype
+        self.in_dtype = torch.int8 if precision in QUANT_PRECISIONS else self.dtype
+        self.simulated = precision == "int8" or (precision == "fp8" and kernels.conv3x3x3 is None)
         self.model_sha256 = model_sha256
         self.net = net
         self._fn: Callable[[torch.Tensor], torch.Tensor] = net
@@ -672,7 +729,7 @@ class TorchEngine:
         return self._graph is not None
 
     def _new_input(self, n: int) -> torch.Tensor:
-        x = torch.zeros((n, 1, ROI, ROI, ROI), dtype=self.dtype, device=self.device)
+        x = torch.zeros((n, 1, ROI, ROI, ROI), dtype=self.in_dtype, device=self.device)
         return x.contiguous(memory_format=CL3D) if self.channels_last else x
 
     def _capture(self) -> None:
@@ -700,7 +757,9 @@ class TorchEngine:
             return torch.cat(
                 [self.run(windows[i : i + self.batch_size]) for i in range(0, n, self.batch_size)]
             )
-        if windows.dtype == torch.int8:  # int8 linear input: dequantize with the input range
+        if self.in_dtype == torch.int8 and windows.dtype != torch.int8:
+            windows = self.quantize_input(windows)
+        elif self.in_dtype != torch.int8 and windows.dtype == torch.int8:
             windows = windows.to(self.dtype) * (self.input_amax / INT8_MAX)
         with torch.inference_mode():
             if self._graph is not None:
@@ -708,10 +767,18 @@ class TorchEngine:
                 self._static_in[:n].copy_(windows)  # rows n.. keep stale data: IN is per sample
                 self._graph.replay()
                 return self._static_out[:n]
-            x = windows.to(device=self.device, dtype=self.dtype)
+            x = windows.to(device=self.device, dtype=self.in_dtype)
             if self.channels_last:
                 x = x.contiguous(memory_format=CL3D)
             return self._fn(x)
+
+    def quantize_input(self, x: torch.Tensor) -> torch.Tensor:
+        """float -> int8 linear, q = RNE(x / amax * 127) saturated (core.preprocess.quantize_int8)."""
+        if x.dtype == torch.int8:
+            return x
+        # same float32 operations as the preprocessing's int8 files, so device and disk agree bit for bit
+        q = torch.round(x.to(torch.float32) / self.input_amax * INT8_MAX)
+        return torch.clamp(q, -128, 127).to(torch.int8)
 
     def infer(self, windows: np.ndarray) -> np.ndarray:
         if windows.ndim != 5 or tuple(windows.shape[1:]) != (1, ROI, ROI, ROI):
@@ -731,13 +798,8 @@ class TorchEngine:
         """(1, D, H, W) float32 (or int8 linear) -> device tensor: int8 linear for int8/fp8 (as
         NVIDIA's harness), fp32 for fp32, fp16 otherwise."""
         v = torch.from_numpy(np.ascontiguousarray(volume))
-        if self.precision in QUANT_PRECISIONS:
-            if v.dtype != torch.int8:
-                v = v.to(self.device, torch.float32)
-                return torch.clamp(torch.round(v * (INT8_MAX / self.input_amax)), -INT8_MAX, INT8_MAX).to(
-                    torch.int8
-                )
-            return v.to(self.device)
+        if self.in_dtype == torch.int8:
+            return self.quantize_input(v.to(self.device))
         if v.dtype == torch.int8:
             v = v.float() * (self.input_amax / INT8_MAX)
         target = torch.float32 if self.dtype == torch.float32 else torch.float16
@@ -756,8 +818,8 @@ class TorchEngine:
                 self.run,
                 self.batch_size,
                 self.patches(),
-                accumulate_fn=k.accumulate_windows if vol.is_cuda else None,
-                argmax_fn=k.argmax_volume if vol.is_cuda else None,
+                accumulate_fn=k.accumulate_fn,
+                argmax_fn=k.argmax_fn,
                 cancel=cancel or NEVER,
                 on_batch=on_batch,
             )
