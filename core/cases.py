@@ -161,7 +161,7 @@ def _case_status(data_dir: Path, case: str, group: str) -> ItemStatus:
                 case, "broken", "differs from case_00185", "delete case_00400 and run unet3d download", group
             )
         detail += ", present by copy of case_00185"
-    return ItemStatus(case, "ok", detail, "", group)
+    return ItemStatus(case, "ok", detail, "", group, {"shape": list(shape), "spacing": list(spacing)})
 
 
 def raw_status(ws: Workspace) -> list[ItemStatus]:

@@ -615,4 +615,5 @@ def _case_item(ws: Workspace, set_dir: Path, set_name: str, case: str) -> ItemSt
     if inputs is not None and meta.get("inputs") != inputs:
         return ItemStatus(case, "broken", "raw files changed since preprocessing", FIX, set_name)
     shape = "x".join(str(n) for n in meta["image_shape"][1:])
-    return ItemStatus(case, "ok", f"{shape}, {'+'.join(_kinds(set_name))}", "", set_name)
+    data = {"image_shape": meta["image_shape"], "files": {k: v["path"] for k, v in meta["files"].items()}}
+    return ItemStatus(case, "ok", f"{shape}, {'+'.join(_kinds(set_name))}", "", set_name, data)

@@ -140,6 +140,7 @@ def test_raw_status_states(tmp_path):
     assert all(isinstance(i, ItemStatus) for i in items)
     got = {(i.group, i.name): (i.state, i.detail) for i in items}
     assert got[("inference", "case_00001")] == ("ok", "4x5x6 @ 2.5x0.8x0.8 mm")
+    assert items[0].data["shape"] == [4, 5, 6] and items[0].data["spacing"] == pytest.approx([2.5, 0.8, 0.8])
     assert (
         got[("inference", "case_00002")][0] == "broken"
         and "label shape" in got[("inference", "case_00002")][1]
