@@ -270,6 +270,19 @@ def test_qsl_load_error_fails_the_run(ws: Workspace) -> None:
     assert run_json(folder)["status"] == "failed"
 
 
+def test_label_mismatch_after_completion_fails_cleanly(ws: Workspace) -> None:
+    """A failure after QuerySamplesComplete (live DICE) must not complete the query id twice."""
+    data = make_data()
+    labels = data._labels  # test surgery on the fake
+    labels["case_00002"] = labels["case_00002"][:, :64]
+    with pytest.raises(BadInputError, match=r"sample 1 \(case_00002\): label has shape \(1, 64, 192, 128\)"):
+        run(ws, RunConfig(test_mode="AccuracyOnly"), FakeVolumeEngine(), data=data)
+    (folder,) = ws.log_dir.iterdir()
+    assert run_json(folder)["status"] == "failed"
+    log = json.loads((folder / "mlperf_log_accuracy.json").read_text())
+    assert sorted(e["qsl_idx"] for e in log) == list(range(N))  # every sample answered exactly once
+
+
 @pytest.mark.slow  # writes and preprocesses one synthetic case (~10 s)
 def test_accuracy_run_on_preprocessed_layout(ws: Workspace) -> None:
     """The real data path: core.synthetic -> core.preprocess -> PreprocessedData -> LoadGen -> score_log."""

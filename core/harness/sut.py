@@ -95,7 +95,10 @@ class KitsSUT:
         self.completed = 0  # samples answered with a real result
         self.emptied = 0  # samples answered with an empty response (cancel/failure)
         self.dice: dict[str, tuple[float, float]] = {}
-        self._queue: queue.Queue[list[tuple[int, int]] | None] = queue.Queue()
+        self._answered = False  # the current sample was completed (worker thread only)
+        self._clock = events.clock if events is not None else time.monotonic
+        # (LoadGen's issue time, [(query id, sample index), ...]); None stops the worker
+        self._queue: queue.Queue[tuple[float, list[tuple[int, int]]] | None] = queue.Queue()
         self._thread = threading.Thread(target=self._work, name="unet3d-sut", daemon=True)
         self._thread.start()
         self.handle = lg.ConstructSUT(self.issue_queries, self.flush_queries)
@@ -106,7 +109,7 @@ class KitsSUT:
         self.issued += len(batch)
         if self.events is not None and self.events.total < self.issued:
             self.events.total = self.issued  # Offline: the query size; SingleStream: ran past the estimate
-        self._queue.put(batch)
+        self._queue.put((self._clock(), batch))
 
     def flush_queries(self) -> None:
         pass
@@ -123,20 +126,23 @@ class KitsSUT:
 
     def _work(self) -> None:
         while True:
-            item = self._queue.get()
-            if item is None:
+            got = self._queue.get()
+            if got is None:
                 return
+            issued, item = got
             for pos, (qid, idx) in enumerate(item):
                 if self.stopping:
                     if self.cancel.cancelled and not self.cancelled:
                         self._mark_cancelled()
                     self._complete_empty([q for q, _ in item[pos:]])
                     break
+                self._answered = False
                 try:
-                    self._one(qid, idx)
+                    self._one(qid, idx, issued)
                 except BaseException as exc:
                     self._fail(exc, idx)
-                    self._complete_empty([qid])
+                    if not self._answered:  # never complete a query id twice
+                        self._complete_empty([qid])
 
     def _mark_cancelled(self) -> None:
         self.cancelled = True
@@ -168,23 +174,26 @@ class KitsSUT:
             volume, _FiniteEngine(self.engine), self.batch_size, self.patches, cancel=self.cancel
         )
 
-    def _one(self, qid: int, idx: int) -> None:
-        clock = self.events.clock if self.events is not None else time.monotonic
-        issued = clock()
+    def _one(self, qid: int, idx: int, issued: float) -> None:
+        """``issued``: when LoadGen issued the query (Offline: all samples at once), as LoadGen
+        measures latency."""
         case = self.qsl.cases[idx]
         volume = self.qsl.get(idx)
         shape = tuple(int(x) for x in volume.shape[-3:])
         labels = check_labels(self._segment(volume), shape, self.engine_name)  # type: ignore[arg-type]
         response = self._lg.QuerySampleResponse(qid, labels.ctypes.data, labels.nbytes)
         self._lg.QuerySamplesComplete([response])  # `labels` is alive until this returns
+        self._answered = True
         self.completed += 1
         if self.events is not None:
             from core.sliding_window import window_count
 
             self.events.sample_done(idx, case, issued, window_count(shape))
         if self.accuracy:
-            truth = self.qsl.data.load_label(case)
-            kidney, tumor = dice(labels, np.asarray(truth).reshape(labels.shape))
+            truth = np.asarray(self.qsl.data.load_label(case))
+            if truth.size != labels.size:
+                raise BadInputError(f"label has shape {truth.shape}, prediction {labels.shape}")
+            kidney, tumor = dice(labels, truth.reshape(labels.shape))
             self.dice[case] = (kidney, tumor)
             if self.events is not None:
                 self.events.dice(case, kidney, tumor)
