@@ -99,8 +99,8 @@ def adjust_shape_for_sliding_window(image: np.ndarray, label: np.ndarray) -> tup
     shape = image.shape[1:]
     crop = [shape[i] % strides[i] for i in range(3)]
     crop = [c if c < strides[i] // 2 else 0 for i, c in enumerate(crop)]
-    sl = (Ellipsis, *(slice(c // 2, shape[i] - (c - c // 2)) for i, c in enumerate(crop)))
-    image, label = image[sl], label[sl]
+    d, h, w = (slice(c // 2, shape[i] - (c - c // 2)) for i, c in enumerate(crop))
+    image, label = image[:, d, h, w], label[:, d, h, w]
     pad = [(strides[i] - image.shape[1 + i] % strides[i]) % strides[i] for i in range(3)]
     pad = [p if image.shape[1 + i] + p >= ROI_SHAPE[i] else p + strides[i] for i, p in enumerate(pad)]
     pads = [(0, 0)] + [(p // 2, p - p // 2) for p in pad]
