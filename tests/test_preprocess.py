@@ -427,3 +427,27 @@ def test_loader_errors(demo_data, tmp_path, stub_patches):
     (ws.preprocessed_dir / "calibration" / "preprocessed_files.json").write_text("{")
     with pytest.raises(BadInputError, match=r"preprocessed_files\.json: unreadable index"):
         pre.load_index(ws, "calibration")
+
+
+def test_case_00400_is_made_and_preprocessed_like_case_00185(demo_data, tmp_path, stub_patches):
+    data = tmp_path / "data"
+    shutil.copytree(demo_data / "case_00001", data / "case_00185")
+    (data / "inference_cases.json").write_text('["case_00185", "case_00400"]')
+    (data / "calibration_cases.json").write_text("[]")
+    ws = _ws(data, tmp_path)
+    res = pre.run_preprocess(ws, jobs=1)
+    assert sorted(res.processed) == ["inference/case_00185", "inference/case_00400"]
+    a, b = (pre.load_meta(ws, "inference", c)["files"] for c in ("case_00185", "case_00400"))
+    assert {k: v["sha256"] for k, v in a.items()} == {k: v["sha256"] for k, v in b.items()}
+    assert pre.load_index(ws, "inference")["file_list"] == ["case_00185", "case_00400"]
+
+
+def test_bad_case_in_pool_names_the_file(demo_data, tmp_path, stub_patches):
+    data = tmp_path / "data"
+    shutil.copytree(demo_data, data)
+    (data / "case_00001" / "imaging.nii.gz").write_bytes(b"not a nifti")
+    ws = _ws(data, tmp_path)
+    with pytest.raises(BadInputError, match=r"case_00001/imaging\.nii\.gz: not a readable NIfTI"):
+        pre.run_preprocess(ws, jobs=2)
+    assert not list(ws.preprocessed_dir.rglob("*.tmp"))
+    assert not (ws.preprocessed_dir / "inference" / "meta" / "case_00001.json").exists()
