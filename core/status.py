@@ -269,6 +269,9 @@ def record_text(rec: Any) -> tuple[str, str, dict[str, Any]]:
     name = str(get("run_id", "name", "log_dir") or "run")
     name = Path(name).name
     parts = [str(x) for x in (get("scenario"), get("test_mode"), get("backend"), get("precision")) if x]
+    status = get("status")
+    if status and status != "complete":
+        parts.append(str(status))
     valid = get("valid")
     if valid is not None:
         parts.append("VALID" if valid else "INVALID")
@@ -300,7 +303,8 @@ def run_items(ws: Workspace, limit: int = 10) -> tuple[ItemStatus, ...]:
     for rec in runs[-limit:]:
         try:
             name, detail, data = record_text(rec)
-            items.append(ItemStatus(name, OK, detail, "", data=data))
+            state = BROKEN if data.get("status") == "broken" else OK  # a failed run is history, not a fault
+            items.append(ItemStatus(name, state, detail, "", data=data))
         except Exception as exc:
             items.append(ItemStatus("run", BROKEN, _one_line(exc), ""))
     return tuple(items)

@@ -1,0 +1,154 @@
+"""core.status: the workspace report never raises and names what is missing or broken, and how to fix it."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from core import status as st
+from core.status import BROKEN, MISSING, OK, ItemStatus, Section, collect_status, render_table
+from core.workspace import Workspace
+
+SECTIONS = ["dataset", "preprocessed", "model", "calibration", "engines", "backends", "runs"]
+
+
+@pytest.fixture
+def ws(tmp_path: Path) -> Workspace:
+    return Workspace.resolve(tmp_path, env={})
+
+
+@pytest.fixture(autouse=True)
+def quick_backends(monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> None:
+    """Backend probing imports torch and tensorrt (seconds); only the backend test needs it."""
+    if "real_backends" not in request.fixturenames:
+        fixed = (ItemStatus("ort", OK, "cpu"), ItemStatus("tensorrt", MISSING, "tensorrt is not installed"))
+        monkeypatch.setattr(st, "backend_items", lambda: fixed)
+
+
+def by_section(report: st.StatusReport) -> dict[str, Section]:
+    return {s.name: s for s in report.sections}
+
+
+def test_empty_workspace_is_all_missing_with_fixes(ws: Workspace) -> None:
+    report = collect_status(ws)
+    assert [s.name for s in report.sections] == SECTIONS
+    sec = by_section(report)
+    assert sec["dataset"].state == MISSING and len(sec["dataset"].items) == 63
+    assert sec["model"].items[0] == ItemStatus(
+        "model", MISSING, f"{ws.model_path} not found", st.FIX_MODEL, data={"path": str(ws.model_path)}
+    )
+    assert sec["calibration"].items[0].fix == "unet3d calibrate"
+    assert sec["engines"].state == MISSING
+    assert sec["runs"].state == MISSING
+    doc = json.loads(json.dumps(report.to_dict()))  # JSON-ready all the way down
+    assert doc["sections"][2]["items"][0]["state"] == "missing"
+    assert doc["paths"]["model"] == str(ws.model_path)
+
+
+def test_valid_model_is_described(ws: Workspace, tiny_model_path: Path) -> None:
+    ws.model_dir.mkdir(parents=True)
+    shutil.copy(tiny_model_path, ws.model_path)
+    (item,) = st.model_items(ws)
+    assert item.state == OK
+    assert item.data["sha256"] == hashlib.sha256(ws.model_path.read_bytes()).hexdigest()
+    assert item.data["opset"] == 12
+    assert item.data["inputs"] == "input[batch_size,1,128,128,128]"
+    assert item.data["outputs"] == "output[batch_size,3,128,128,128]"
+    assert item.data["params"] > 100_000
+    assert f"sha256 {item.data['sha256'][:12]}" in item.detail
+
+
+def test_corrupt_model_is_broken_not_raised(ws: Workspace) -> None:
+    ws.model_dir.mkdir(parents=True)
+    ws.model_path.write_bytes(b"not an onnx file")
+    report = collect_status(ws)
+    (item,) = by_section(report)["model"].items
+    assert item.state == BROKEN and item.fix == st.FIX_MODEL
+    assert str(ws.model_path) in item.detail or ws.model_path.name in item.detail
+
+
+def test_calibration_cache_ok_stale_and_corrupt(ws: Workspace) -> None:
+    from core.calibration_cache import CalibrationCache, save
+
+    path = ws.calibration_cache_path
+    save(
+        CalibrationCache(amax={"input": 2.63979, "Conv_0": 1.5}, method="minmax", model_sha256="a" * 64), path
+    )
+    (item,) = st.calibration_items(ws, "a" * 64)
+    assert item.state == OK and item.detail == "minmax, 2 tensors"
+    (item,) = st.calibration_items(ws, "b" * 64)
+    assert item.state == BROKEN and "stale" in item.detail and item.fix == "unet3d calibrate"
+    path.write_text("{ not json")
+    (item,) = st.calibration_items(ws, None)
+    assert item.state == BROKEN and item.fix == "unet3d calibrate"
+
+
+def test_engine_files_are_listed(ws: Workspace) -> None:
+    ws.engine_dir.mkdir(parents=True)
+    (ws.engine_dir / "b.plan").write_bytes(b"x" * 2048)
+    (ws.engine_dir / "a.plan").write_bytes(b"x" * 10)
+    items = st.engine_items(ws)
+    assert [(i.name, i.state, i.detail) for i in items] == [("a.plan", OK, "10 B"), ("b.plan", OK, "2.0 KB")]
+
+
+def test_a_failing_section_becomes_one_broken_item(ws: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
+    import core.cases
+    import core.history
+
+    def boom(_ws: Workspace) -> list:
+        raise RuntimeError("disk on fire\nsecond line")
+
+    monkeypatch.setattr(core.cases, "raw_status", boom)
+    monkeypatch.setattr(core.history, "list_runs", boom)
+    report = collect_status(ws)
+    sec = by_section(report)
+    assert sec["dataset"].items == (ItemStatus("dataset", BROKEN, "disk on fire second line", st.FIX_DATA),)
+    assert sec["runs"].items[0].state == BROKEN
+    assert sec["model"].state == MISSING  # the other sections are still there
+
+
+def test_run_history_items(ws: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
+    import core.history
+    from core.history import RunRecord
+
+    recs = [
+        RunRecord("r1", Path("/l/r1"), "2026-11-29T05:00:00", "Offline", "AccuracyOnly", "default", "ort",
+                  "fp32", "complete", None, None, 0.81234),
+        RunRecord("r2", Path("/l/r2"), None, "Offline", "PerformanceOnly", "default", "ort", "fp32",
+                  "broken", None, None, None),
+    ]  # fmt: skip
+    monkeypatch.setattr(core.history, "list_runs", lambda _ws: recs)
+    items = st.run_items(ws)
+    assert [(i.name, i.state) for i in items] == [("r1", OK), ("r2", BROKEN)]
+    assert items[0].detail == "Offline AccuracyOnly ort fp32 DICE 0.81234"
+
+
+def test_table_summarises_long_sections(ws: Workspace) -> None:
+    items = tuple(ItemStatus(f"case_{i:05d}", OK, "ok", "", "inference") for i in range(40))
+    items += (ItemStatus("case_00040", BROKEN, "imaging.nii.gz: not gzip", "unet3d download", "inference"),)
+    report = st.StatusReport({"root": "/w"}, (Section("dataset", items),))
+    lines = render_table(report).splitlines()
+    assert lines[0] == "Workspace: /w"
+    rows = [[c.strip() for c in ln.split("|")] for ln in lines[3:]]
+    assert rows == [
+        ["dataset", "inference", "broken", "40/41 ok", st.FIX_DATA],
+        ["dataset", "case_00040", "broken", "imaging.nii.gz: not gzip", "unet3d download"],
+    ]
+
+
+@pytest.fixture
+def real_backends() -> None:
+    """Requested by a test that probes the real backends."""
+
+
+def test_backends_report_availability_with_reason(real_backends: None) -> None:
+    items = {i.name: i for i in st.backend_items()}
+    assert set(items) == {"ort", "torch", "tensorrt"}
+    assert items["ort"].state == OK
+    for item in items.values():
+        assert item.state in (OK, MISSING)
+        assert item.detail  # devices when ok, the reason when not
