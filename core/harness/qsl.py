@@ -143,12 +143,13 @@ class KitsQSL:
         self._cache: dict[int, np.ndarray] = {}
         self._lock = threading.Lock()
         self.error: BaseException | None = None  # first load failure; the runner re-raises it
+        self.stopped = False  # set by the runner on Ctrl-C: skip further loads
         self.handle = lg.ConstructQSL(self.count, self.count, self.load_samples, self.unload_samples)
 
     # LoadGen callbacks: never let an exception escape into C++ (it would abort the process).
     def load_samples(self, indices: list[int]) -> None:
         for i in indices:
-            if self.cancel.cancelled or self.error is not None:
+            if self.cancel.cancelled or self.stopped or self.error is not None:
                 return  # the SUT answers unloaded samples with empty responses
             try:
                 img = self.data.load_image(self.cases[i])

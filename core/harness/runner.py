@@ -334,9 +334,7 @@ def run_benchmark(
         events.phase("running")
         report(Phase("running", f"{cfg.scenario} {cfg.test_mode}"))
         if not cancel_before:
-            lg.StartTestWithLogSettings(
-                sut.handle, qsl.handle, built.settings, log_settings, str(built.audit_config)
-            )
+            _start_test(lg, sut, qsl, built.settings, log_settings, built.audit_config)
         sut.close()
         qsl.destroy()
         failure = qsl.error or sut.error  # a QSL load error explains the SUT's 'not loaded'
@@ -426,6 +424,37 @@ def run_benchmark(
                 engine.close()
             except Exception as exc:
                 report(LogLine("warning", f"closing engine: {exc}"))
+
+
+def _start_test(lg: Any, sut: KitsSUT, qsl: KitsQSL, settings: Any, log_settings: Any, audit: Path) -> None:
+    """StartTestWithLogSettings on a helper thread while this one waits in short joins.
+
+    In Offline LoadGen issues its one query and then blocks in native code until the end; a caller
+    waiting inside that call would run no Python signal handler (the console's SIGINT cancel) and see
+    no KeyboardInterrupt (Ctrl-C in the CLI) until the run ended. Waiting here keeps both prompt: a
+    KeyboardInterrupt stops the SUT and QSL (empty responses), LoadGen returns, the run is cancelled."""
+    errors: list[BaseException] = []
+    done = threading.Event()
+
+    def target() -> None:
+        try:
+            lg.StartTestWithLogSettings(sut.handle, qsl.handle, settings, log_settings, str(audit))
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            done.set()
+
+    threading.Thread(target=target, name="unet3d-loadgen", daemon=True).start()
+    # An Event, not Thread.join: a KeyboardInterrupt inside join() can mark a live thread as stopped
+    # (CPython bpo-45274 handling), and we must never tear the SUT down under a running LoadGen.
+    while not done.is_set():
+        try:
+            done.wait(0.1)
+        except KeyboardInterrupt:
+            sut.stop("interrupted")
+            qsl.stopped = True
+    if errors:
+        raise errors[0]
 
 
 def _bare_result(run_dir: Path, cfg: RunConfig, status: str) -> RunResult:
@@ -634,9 +663,11 @@ def run_benchmark_isolated(
     proc.stdin.write(json.dumps(spec) + "\n")
     proc.stdin.flush()
 
+    interrupted = threading.Event()  # Ctrl-C here: the child (own session) did not get it
+
     def watch() -> None:
         while proc.poll() is None:
-            if cancel.wait(0.1):
+            if cancel.wait(0.1) or interrupted.is_set():
                 break
         else:
             return
@@ -658,7 +689,14 @@ def run_benchmark_isolated(
     final: dict[str, Any] | None = None
     run_dir: Path | None = None
     with os.fdopen(r_fd, "r", encoding="utf-8") as fh:
-        for line in fh:
+        while True:
+            try:
+                line = fh.readline()
+            except KeyboardInterrupt:
+                interrupted.set()  # ask the child to cancel; keep reading until it has finished
+                continue
+            if not line:
+                break
             try:
                 msg = json.loads(line)
             except ValueError:
@@ -696,7 +734,7 @@ def run_benchmark_isolated(
             raise RunCancelled(RunResult.from_dict(final["result"]))
         raise _ERRORS.get(kind, RunInvalidError)(message)
     # the child died without a word (killed after a cancel, crashed in native code): record it
-    status = "cancelled" if cancel.cancelled else "failed"
+    status = "cancelled" if cancel.cancelled or interrupted.is_set() else "failed"
     if run_dir is not None and (run_dir / RUN_JSON).is_file():
         try:
             data = json.loads((run_dir / RUN_JSON).read_text())
@@ -705,7 +743,7 @@ def run_benchmark_isolated(
                 atomic_write_text(run_dir / RUN_JSON, json.dumps(data, indent=1, default=str) + "\n")
         except (OSError, ValueError):
             pass
-    if cancel.cancelled:
+    if cancel.cancelled or interrupted.is_set():
         events.phase("cancelled")
         raise Cancelled(f"run cancelled; the run process was stopped (exit code {rc})")
     events.phase("failed")

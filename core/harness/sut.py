@@ -144,6 +144,12 @@ class KitsSUT:
                     if not self._answered:  # never complete a query id twice
                         self._complete_empty([qid])
 
+    def stop(self, why: str = "stop requested") -> None:
+        """Stop from another thread (a signal, Ctrl-C): like a cancel, without touching the caller's token."""
+        if self.events is not None:
+            self.events.log(f"{why}: completing outstanding samples with empty responses")
+        self.cancelled = True
+
     def _mark_cancelled(self) -> None:
         self.cancelled = True
         if self.events is not None:
