@@ -255,3 +255,118 @@ def parse_detail(path: str | Path) -> LoadgenDetail:
         values=values,
         bad_lines=bad,
     )
+
+
+# --- compliance checks (mlcommons/inference compliance/TEST01 and TEST05 verify_*.py) --------------
+
+# the score each scenario is compared by (TEST01/TEST05 verify_performance.py RESULT_FIELD)
+RESULT_FIELD = {"Offline": "result_samples_per_second", "SingleStream": "early_stopping_latency_ss"}
+
+
+@dataclass(frozen=True)
+class Check:
+    passed: bool
+    lines: tuple[str, ...]  # what the official script prints, ending with TEST PASS / TEST FAIL
+
+    @property
+    def text(self) -> str:
+        return "\n".join(self.lines) + "\n"
+
+
+def _entries_by_line(path: Path) -> Any:
+    """(qsl_idx, data) of each entry of a LoadGen accuracy log, one line at a time."""
+    with path.open("r", encoding="ascii", errors="replace") as fh:
+        for raw in fh:
+            line = raw.strip().rstrip(",")
+            if not line.startswith("{"):
+                continue
+            try:
+                obj = json.loads(line)
+                yield int(obj["qsl_idx"]), str(obj.get("data", ""))
+            except (ValueError, KeyError, TypeError):
+                yield None, ""
+
+
+def verify_test01_accuracy(accuracy_log: str | Path, test_log: str | Path) -> Check:
+    """TEST01 accuracy check: every response the performance run logged must equal the accuracy
+    run's response for the same sample (whole payload compared, as the script's unix mode does)."""
+    acc_path, test_path = Path(accuracy_log), Path(test_log)
+    if not acc_path.is_file() or not test_path.is_file():
+        missing = acc_path if not acc_path.is_file() else test_path
+        return Check(False, (f"missing {missing}", "TEST FAIL"))
+    ref: dict[int, int] = {}
+    n_acc = dup = dup_mismatch = bad = 0
+    for idx, data in _entries_by_line(acc_path):
+        n_acc += 1
+        if idx is None:
+            bad += 1
+            continue
+        h = hash(data)
+        if idx in ref:
+            dup += 1
+            dup_mismatch += ref[idx] != h
+        else:
+            ref[idx] = h
+    n_perf = match = mismatch = missing_idx = 0
+    for idx, data in _entries_by_line(test_path):
+        n_perf += 1
+        if idx is None:
+            bad += 1
+            continue
+        if idx not in ref:
+            missing_idx += 1
+        elif ref[idx] == hash(data):
+            match += 1
+        else:
+            mismatch += 1
+    passed = mismatch == 0 and match > 0 and bad == 0
+    return Check(
+        passed,
+        (
+            f"num_acc_log_entries = {n_acc}",
+            f"num_acc_log_duplicate_keys = {dup}",
+            f"num_acc_log_data_mismatch = {dup_mismatch}",
+            f"num_perf_log_entries = {n_perf}",
+            f"num_perf_log_qsl_idx_match = {match + mismatch}",
+            f"num_perf_log_data_mismatch = {mismatch}",
+            f"num_missing_qsl_idxs = {missing_idx}",
+            *((f"num_malformed_entries = {bad}",) if bad else ()),
+            "TEST PASS" if passed else "TEST FAIL",
+        ),
+    )
+
+
+def _score(detail: LoadgenDetail) -> tuple[str | None, float | None, str | None]:
+    scenario = detail.effective.get("scenario")
+    if detail.results.get("validity") != "VALID":
+        return scenario, None, f"TEST FAIL: Invalid results in {detail.path}"
+    key = RESULT_FIELD.get(str(scenario))
+    raw = None
+    if key is not None:
+        raw = (
+            detail.results.get(key[len("result_") :]) if key.startswith("result_") else detail.values.get(key)
+        )
+    try:
+        return scenario, float(raw), None  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return scenario, None, f"TEST FAIL: no {key} in {detail.path}"
+
+
+def verify_performance(reference_detail: str | Path, test_detail: str | Path) -> Check:
+    """TEST01/TEST05 performance check: the audit run's score within 10 % of the submission run's
+    (20 % for SingleStream at or under 200 us). Arguments are run folders or mlperf_log_detail.txt."""
+    ref, test = parse_detail(reference_detail), parse_detail(test_detail)
+    lines = []
+    ref_scenario, ref_score, err = _score(ref)
+    if err is None:
+        test_scenario, test_score, err = _score(test)
+        if err is None and test_scenario != ref_scenario:
+            err = "TEST FAIL: Test and reference scenarios do not match!"
+    if err is not None:
+        return Check(False, (err,))
+    assert ref_score is not None and test_score is not None
+    lines += [f"Reference score = {ref_score}", f"Test score = {test_score}"]
+    threshold = 0.20 if ref_scenario == "SingleStream" and ref_score <= 200000 else 0.10
+    passed = ref_score * (1 - threshold) <= test_score <= ref_score * (1 + threshold)
+    lines.append("TEST PASS" if passed else "TEST FAIL: Test score invalid")
+    return Check(passed, tuple(lines))
