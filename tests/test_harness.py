@@ -244,6 +244,7 @@ def test_cancel_mid_run(ws: Workspace) -> None:
     result = info.value.result
     assert result.status == "cancelled"
     assert engine.segmented == 2  # nothing issued to the engine after the cancel
+    assert engine.got_cancel_token  # VolumeEngine.segment(volume, cancel=...) gets the run's token
     assert run_json(result.log_dir)["status"] == "cancelled"
     assert [r.status for r in list_runs(ws)] == ["cancelled"]
 

@@ -86,11 +86,14 @@ class FakeVolumeEngine(FakeWindowEngine):
         self.bad_shape_at = bad_shape_at
         self.segmented = 0
         self.closed = False
+        self.got_cancel_token = False
         self._lock = threading.Lock()
 
-    def segment(self, volume: np.ndarray) -> np.ndarray:
+    def segment(self, volume: np.ndarray, cancel: CancelToken | None = None) -> np.ndarray:
         if self.delay:
             time.sleep(self.delay)
+        if cancel is not None:
+            self.got_cancel_token = True
         with self._lock:
             self.segmented += 1
             n = self.segmented

@@ -10,6 +10,7 @@ later sample is completed with an empty response, so LoadGen always returns.
 
 from __future__ import annotations
 
+import inspect
 import queue
 import threading
 import time
@@ -43,6 +44,13 @@ class _FiniteEngine:
 
     def close(self) -> None:  # the runner closes the real engine
         pass
+
+
+def _accepts(fn: Any, name: str) -> bool:
+    try:
+        return name in inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
 
 
 def check_labels(out: Any, shape: tuple[int, int, int], engine_name: str) -> np.ndarray:
@@ -96,6 +104,7 @@ class KitsSUT:
         self.emptied = 0  # samples answered with an empty response (cancel/failure)
         self.dice: dict[str, tuple[float, float]] = {}
         self._answered = False  # the current sample was completed (worker thread only)
+        self._segment_takes_cancel = _accepts(getattr(engine, "segment", None), "cancel")
         self._clock = events.clock if events is not None else time.monotonic
         # (LoadGen's issue time, [(query id, sample index), ...]); None stops the worker
         self._queue: queue.Queue[tuple[float, list[tuple[int, int]]] | None] = queue.Queue()
@@ -173,6 +182,8 @@ class KitsSUT:
 
     def _segment(self, volume: np.ndarray) -> np.ndarray:
         if isinstance(self.engine, VolumeEngine) and callable(getattr(self.engine, "segment", None)):
+            if self._segment_takes_cancel:  # the GPU backends stop between window batches
+                return self.engine.segment(volume, cancel=self.cancel)  # type: ignore[call-arg]
             return self.engine.segment(volume)
         from core import sliding_window
 
