@@ -16,9 +16,10 @@ import numpy as np
 
 from core.errors import BadInputError, MissingInputError
 from core.harness.settings import loadgen
-from core.jobs import NEVER, CancelToken
+from core.jobs import NEVER, CancelToken, Progress, Reporter, null_reporter
 
 if TYPE_CHECKING:
+    from core.harness.events import RunEvents
     from core.workspace import Workspace
 
 
@@ -131,11 +132,20 @@ class InMemoryData:
 class KitsQSL:
     """Owns the LoadGen QSL handle and the cache of loaded volumes."""
 
-    def __init__(self, data: DataSource, lg: Any | None = None, cancel: CancelToken = NEVER) -> None:
+    def __init__(
+        self,
+        data: DataSource,
+        lg: Any | None = None,
+        cancel: CancelToken = NEVER,
+        events: RunEvents | None = None,
+        report: Reporter = null_reporter,
+    ) -> None:
         lg = loadgen(lg)
         self._lg = lg
         self.data = data
         self.cancel = cancel
+        self.events = events
+        self.report = report
         self.cases = data.cases()
         self.count = len(self.cases)
         if self.count == 0:
@@ -148,13 +158,16 @@ class KitsQSL:
 
     # LoadGen callbacks: never let an exception escape into C++ (it would abort the process).
     def load_samples(self, indices: list[int]) -> None:
-        for i in indices:
+        if self.events is not None:
+            self.events.phase("loading samples")
+        for n, i in enumerate(indices, 1):
             if self.cancel.cancelled or self.stopped or self.error is not None:
                 return  # the SUT answers unloaded samples with empty responses
             try:
                 img = self.data.load_image(self.cases[i])
                 with self._lock:
                     self._cache[i] = img
+                self.report(Progress("load", n, len(indices), "case", self.cases[i]))
             except BaseException as exc:
                 if self.error is None:
                     self.error = exc

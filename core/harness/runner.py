@@ -313,7 +313,7 @@ def run_benchmark(
             events.log(f"warning: {msg}")
         accuracy_mode = cfg.test_mode == "AccuracyOnly"
         events.total = expected_samples(built.settings, cfg.scenario, cfg.test_mode, len(cases))
-        qsl = KitsQSL(data, lg, cancel=cancel)
+        qsl = KitsQSL(data, lg, cancel=cancel, events=events, report=report)
         sut = KitsSUT(
             qsl,
             engine,
@@ -331,7 +331,7 @@ def run_benchmark(
         log_settings = lg.LogSettings()
         log_settings.log_output = out
         cancel_before = cancel.cancelled
-        events.phase("running")
+        # phases from here: "loading samples" (QSL), then "running" at LoadGen's first issue (SUT)
         report(Phase("running", f"{cfg.scenario} {cfg.test_mode}"))
         if not cancel_before:
             _start_test(lg, sut, qsl, built.settings, log_settings, built.audit_config)

@@ -115,6 +115,8 @@ class KitsSUT:
     # --- LoadGen callbacks (LoadGen's thread): enqueue only, never raise ---
     def issue_queries(self, samples: Any) -> None:
         batch = [(int(s.id), int(s.index)) for s in samples]
+        if self.issued == 0 and self.events is not None:
+            self.events.phase("running")  # QPS counts from here, not from the sample loading
         self.issued += len(batch)
         if self.events is not None and self.events.total < self.issued:
             self.events.total = self.issued  # Offline: the query size; SingleStream: ran past the estimate
