@@ -115,12 +115,15 @@ class KitsSUT:
     # --- LoadGen callbacks (LoadGen's thread): enqueue only, never raise ---
     def issue_queries(self, samples: Any) -> None:
         batch = [(int(s.id), int(s.index)) for s in samples]
-        if self.issued == 0 and self.events is not None:
-            self.events.phase("running")  # QPS counts from here, not from the sample loading
-        self.issued += len(batch)
-        if self.events is not None and self.events.total < self.issued:
-            self.events.total = self.issued  # Offline: the query size; SingleStream: ran past the estimate
-        self._queue.put((self._clock(), batch))
+        t = self._clock()
+        try:
+            if self.issued == 0 and self.events is not None:
+                self.events.phase("running")  # QPS counts from here, not from the sample loading
+            self.issued += len(batch)
+            if self.events is not None and self.events.total < self.issued:
+                self.events.total = self.issued  # Offline: the query size; SingleStream: past the estimate
+        finally:
+            self._queue.put((t, batch))
 
     def flush_queries(self) -> None:
         pass
@@ -151,9 +154,11 @@ class KitsSUT:
                 try:
                     self._one(qid, idx, issued)
                 except BaseException as exc:
-                    self._fail(exc, idx)
-                    if not self._answered:  # never complete a query id twice
-                        self._complete_empty([qid])
+                    try:
+                        self._fail(exc, idx)
+                    finally:
+                        if not self._answered:  # never complete a query id twice; never leave one out
+                            self._complete_empty([qid])
 
     def stop(self, why: str = "stop requested") -> None:
         """Stop from another thread (a signal, Ctrl-C): like a cancel, without touching the caller's token."""
