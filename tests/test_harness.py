@@ -415,3 +415,23 @@ def test_test01_and_performance_verification(ws: Workspace) -> None:
     assert not verify_performance(perf.log_dir, slow.log_dir).passed  # about half the throughput
     invalid, _ = run(ws, fast.with_(min_duration=5.0), FakeVolumeEngine())
     assert verify_performance(perf.log_dir, invalid.log_dir).lines[0].startswith("TEST FAIL: Invalid results")
+
+
+@pytest.mark.slow  # a tiny random model through the real ORT backend (a few 128^3 windows on CPU)
+def test_accuracy_run_with_real_ort_backend(ws: Workspace, tiny_model_path: Path) -> None:
+    """engine=None: the runner loads core.backends' ort engine from ws.model_path itself."""
+    import hashlib
+    import shutil
+
+    ws.model_path.parent.mkdir(parents=True)
+    shutil.copy(tiny_model_path, ws.model_path)
+    data = make_data({"case_00001": (128, 128, 128), "case_00002": (128, 128, 192)})
+    cfg = RunConfig(test_mode="AccuracyOnly", backend="ort", gpu_batch_size=2)
+    result = run_benchmark(ws, cfg, lambda e: None, CancelToken(), data=data)
+    assert result.status == "complete" and result.accuracy is not None
+    assert [r.case for r in result.accuracy.rows] == ["case_00001", "case_00002"]
+    assert 0.0 <= result.accuracy.mean <= 1.0
+    rj = run_json(result.log_dir)
+    assert rj["model_sha256"] == hashlib.sha256(ws.model_path.read_bytes()).hexdigest()
+    assert rj["engine"]["name"] == "ort" and rj["engine"]["batch_size"] == 2
+    assert rj["engine"]["volume_engine"] is False
