@@ -186,6 +186,21 @@ def loss_fn(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 # --------------------------------------------------------------------------- export and evaluation
 
 
+def load_onnx_weights(model: nn.Module, path: Path) -> None:
+    """Continue training from an exported file: its initializers carry the state-dict names."""
+    import onnx
+    from onnx import numpy_helper
+
+    inits = {t.name: numpy_helper.to_array(t) for t in onnx.load(str(path)).graph.initializer}
+    state = model.state_dict()
+    missing = [k for k in state if k not in inits and not k.endswith(("running_mean", "running_var"))]
+    if missing:
+        raise SystemExit(f"{path}: no initializer for {missing[:3]}")
+    model.load_state_dict(
+        {k: torch.from_numpy(inits[k].copy()) if k in inits else v for k, v in state.items()}
+    )
+
+
 def export_onnx(model: nn.Module, path: Path) -> None:
     """Exactly like the official dynbatch file: opset 12, TorchScript exporter, no constant folding."""
     model.eval()
@@ -283,6 +298,7 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--cache", default=str(ROOT / ".dev" / "data" / "demo_train"))
     ap.add_argument("--time_only", type=int, default=0, help="time N steps and exit")
+    ap.add_argument("--init_from", help="start from the weights of an ONNX file this script exported")
     args = ap.parse_args()
 
     torch.set_num_threads(args.threads)
@@ -298,6 +314,9 @@ def main() -> int:
     t_data = time.time() - t_start
 
     model = Unet3D(widths)
+    if args.init_from:
+        load_onnx_weights(model, Path(args.init_from))
+        print(f"weights from {args.init_from}", flush=True)
     n_params = sum(p.numel() for p in model.parameters())
     print(f"model: widths {widths}, {n_params:,} parameters", flush=True)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-5)
@@ -336,10 +355,10 @@ def main() -> int:
         opt.step()
         losses.append(float(loss.detach()))
         done = step + 1
-        if done % 25 == 0 or done == steps:
+        if done % 10 == 0 or done == steps:
             el = time.time() - t0
             print(
-                f"step {done}/{steps} loss {np.mean(losses[-25:]):.4f} {el:.0f}s ({el / done:.2f} s/step)",
+                f"step {done}/{steps} loss {np.mean(losses[-10:]):.4f} {el:.0f}s ({el / done:.2f} s/step)",
                 flush=True,
             )
     t_train = time.time() - t0
@@ -391,7 +410,8 @@ def main() -> int:
             "loss": "cross-entropy + soft Dice (kidney, tumour)",
             "optimizer": "AdamW, 20-step warm-up, cosine decay",
             "seed": args.seed,
-            "final_loss": round(float(np.mean(losses[-25:])), 5) if losses else None,
+            "init_from": Path(args.init_from).name if args.init_from else None,
+            "final_loss": round(float(np.mean(losses[-10:])), 5) if losses else None,
             "seconds": {"data": round(t_data, 1), "train": round(t_train, 1), "eval": round(t_eval, 1)},
             "cpu_seconds": round(time.process_time(), 1),
             "threads": args.threads,
