@@ -363,6 +363,8 @@ class StderrReporter:
             elif self.quiet:
                 return
             elif isinstance(event, Phase):
+                self._t0.clear()  # a new phase restarts the clocks of its progress lines
+                self._last.clear()
                 self._end_line()
                 self.stream.write(f"== {event.name}" + (f": {event.detail}" if event.detail else "") + "\n")
             elif isinstance(event, Progress):
@@ -382,7 +384,7 @@ class StderrReporter:
             pct = 100.0 * ev.done / ev.total
             eta = elapsed / ev.done * (ev.total - ev.done) if ev.done else 0.0
             text = f"{ev.task}: {ev.done}/{ev.total} {ev.unit}s ({pct:3.0f}%) {elapsed:5.0f}s"
-            if ev.done and not final:
+            if ev.done and not final and elapsed >= 1.0:
                 text += f" eta {eta:.0f}s"
         else:
             text = f"{ev.task}: {ev.done} {ev.unit}s {elapsed:5.0f}s"
@@ -659,23 +661,68 @@ def cmd_run(args: argparse.Namespace, out: Output, report: StderrReporter, cance
     if action == "generate_engines":
         return _generate_engines(ws, configs, out)
 
-    run_benchmark = _import_job("core.harness.runner", "run_benchmark", "the LoadGen harness")
-    fp32_ref = _fp32_reference(ws)
-    rows = []
-    for cfg in configs:
-        cancel.check()
-        _echo(cfg.cli_command())
-        result = run_benchmark(ws, cfg, report=report, cancel=cancel)
-        report.close()
-        summary = getattr(result, "summary_text", "")
-        if summary and not args.quiet:
-            sys.stderr.write(summary.rstrip("\n") + "\n")
-        rows.append(result_row(cfg, result, fp32_ref))
-    if args.json:
-        out.json({"results": rows})
+    if len(configs) > 1:
+        # LoadGen takes its configuration once per process (a second FromConfig marks the run's log
+        # invalid), so each combination runs in a fresh `unet3d run` process
+        rows, code = _run_each_in_child(ws, configs, args)
     else:
-        out.write(results_table(rows))
+        rows, code = _run_here(ws, configs[0], args, report, cancel), ExitCode.OK
+    if rows:
+        if args.json:
+            out.json({"results": rows})
+        else:
+            out.write(results_table(rows))
+    if code != ExitCode.OK:
+        return code
     return ExitCode.OK if all(r["ok"] for r in rows) else ExitCode.INVALID
+
+
+def _run_here(
+    ws: Workspace, cfg: RunConfig, args: argparse.Namespace, report: StderrReporter, cancel: CancelToken
+) -> list[dict[str, Any]]:
+    run_benchmark = _import_job("core.harness.runner", "run_benchmark", "the LoadGen harness")
+    cancel.check()
+    _echo(cfg.cli_command())
+    result = run_benchmark(ws, cfg, report=report, cancel=cancel)
+    report.close()
+    summary = getattr(result, "summary_text", "")
+    if summary and not args.quiet:
+        sys.stderr.write(summary.rstrip("\n") + "\n")
+    return [result_row(cfg, result, _fp32_reference(ws))]
+
+
+def _run_each_in_child(
+    ws: Workspace, configs: list[RunConfig], args: argparse.Namespace
+) -> tuple[list[dict[str, Any]], int]:
+    """One child process per configuration; its JSON row comes back on stdout, its progress and errors
+    go straight to our stderr. Stops at the first child that fails for a reason other than INVALID."""
+    import subprocess
+
+    paths = [
+        f"--workspace={ws.root}",
+        f"--data_dir={ws.data_dir}",
+        f"--preprocessed_data_dir={ws.preprocessed_dir}",
+        f"--model_dir={ws.model_dir}",
+        f"--log_dir={ws.log_dir}",
+    ]
+    rows: list[dict[str, Any]] = []
+    for cfg in configs:
+        cmd = [sys.executable, "-m", "core", *paths, "run", f"--run-args={cfg.run_args()}", "--json"]
+        if args.quiet:
+            cmd.append("--quiet")
+        for key, value in cfg.extra.items():
+            cmd.append(f"--{key}={value}")
+        try:
+            proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, check=False)
+        except KeyboardInterrupt:  # the child got the same Ctrl-C and stops on its own
+            return rows, ExitCode.INTERRUPTED
+        if proc.returncode not in (ExitCode.OK, ExitCode.INVALID):
+            return rows, proc.returncode  # the child already printed its `error:` line
+        try:
+            rows += json.loads(proc.stdout)["results"]
+        except (ValueError, KeyError, TypeError):
+            raise UsageError(f"run of {cfg.cli_command()} returned no result") from None
+    return rows, ExitCode.OK
 
 
 def _generate_engines(ws: Workspace, configs: list[RunConfig], out: Output) -> int:
