@@ -194,6 +194,11 @@ def decode_entry(entry: object, shape: tuple[int, ...], log_path: Path) -> np.nd
     if not isinstance(entry, dict) or not isinstance(entry.get("data"), str):
         raise BadInputError("malformed accuracy log entry (no 'data' string)", log_path)
     hexdata = entry["data"]
+    if not hexdata:
+        raise BadInputError(
+            f"entry qsl_idx={entry.get('qsl_idx')} is empty (a cancelled or failed run answers with no data)",
+            log_path,
+        )
     try:
         raw = bytes.fromhex(hexdata)
     except ValueError:

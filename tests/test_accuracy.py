@@ -176,6 +176,7 @@ def good_entries(data: InMemoryData) -> list[dict]:
         (lambda es: [{**es[0], "data": es[0]["data"] + "00"}, *es[1:]], r"481 bytes, expected 480"),
         (lambda es: [{**es[0], "qsl_idx": 3}, *es[1:]], r"bad qsl_idx 3"),
         (lambda es: [{"seq_id": 0, "qsl_idx": 0}, *es[1:]], r"no 'data'"),
+        (lambda es: [{**es[0], "data": ""}, *es[1:]], r"qsl_idx=0 is empty"),
         (lambda es: [{**es[0], "data": "03" * 480}, *es[1:]], r"case_00010.*classes"),
     ],
 )
