@@ -170,7 +170,13 @@ def model_items(ws: Workspace) -> tuple[ItemStatus, ...]:
     params = getattr(info, "params", None)
     opset = getattr(info, "opset", None)
     ins, outs = getattr(info, "inputs", ()), getattr(info, "outputs", ())
-    detail = f"opset {opset}, {params:,} params, {_io_text(ins)} -> {_io_text(outs)}, sha256 {sha[:12]}"
+    widths = tuple(getattr(info, "widths", ()) or ())
+    shape = f"widths {','.join(map(str, widths))}, " if widths else ""
+    surgered = getattr(info, "surgered", "")
+    shape += f"surgery {surgered}, " if surgered else ""
+    detail = (
+        f"opset {opset}, {shape}{params:,} params, {_io_text(ins)} -> {_io_text(outs)}, sha256 {sha[:12]}"
+    )
     data = {
         "path": str(path),
         "sha256": sha,
@@ -178,6 +184,7 @@ def model_items(ws: Workspace) -> tuple[ItemStatus, ...]:
         "params": params,
         "inputs": _io_text(ins),
         "outputs": _io_text(outs),
+        "widths": list(widths),
     }
     return (ItemStatus("model", OK, detail, "", data=data),)
 

@@ -1,0 +1,110 @@
+"""The shipped demo model and `unet3d demo` (workspace set-up fast; the full run is @slow)."""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import shutil
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from core import demo
+from core.errors import UsageError
+from core.workspace import Workspace
+
+needs_model = pytest.mark.skipif(not demo.DEMO_MODEL.is_file(), reason="demo model not built yet")
+
+
+@pytest.fixture
+def ws(tmp_path: Path) -> Workspace:
+    return Workspace.resolve(tmp_path / "demo", env={})
+
+
+@needs_model
+def test_demo_model_has_the_mlperf_topology_and_official_io() -> None:
+    import onnx
+
+    from core.model import load_model
+
+    info = load_model(demo.DEMO_MODEL)
+    assert info.opset == 12
+    assert [(t.name, tuple(t.shape)) for t in info.inputs] == [("input", ("batch_size", 1, 128, 128, 128))]
+    assert [(t.name, tuple(t.shape)) for t in info.outputs] == [("output", ("batch_size", 3, 128, 128, 128))]
+    m = onnx.load(str(demo.DEMO_MODEL))
+    ops = Counter(n.op_type for n in m.graph.node)
+    # 22 conv blocks (Conv, InstanceNorm, Relu) + the 1x1x1 output conv; 5 ConvTranspose + Concat
+    assert (ops["Conv"], ops["InstanceNormalization"], ops["Relu"]) == (23, 22, 22)
+    assert (ops["ConvTranspose"], ops["Concat"]) == (5, 5)
+    names = [n.name for n in m.graph.node]
+    assert names[0] == "Conv_0" and names[33] == "Conv_33"
+    assert [names[i] for i in (36, 44, 52, 60, 68)] == [
+        "ConvTranspose_" + str(i) for i in (36, 44, 52, 60, 68)
+    ]
+    assert demo.DEMO_MODEL.stat().st_size < 4_000_000
+
+
+@needs_model
+def test_demo_model_json_matches_the_file() -> None:
+    info = demo.demo_model_info()
+    assert info["model"]["sha256"] == hashlib.sha256(demo.DEMO_MODEL.read_bytes()).hexdigest()
+    assert 0.0 < info["mean"] <= 1.0
+    assert info["mean"] == pytest.approx((info["kidney"] + info["tumor"]) / 2, abs=1e-6)
+    cases = info["cases"]
+    assert [c["case"] for c in cases] == [f"case_{i:05d}" for i in range(demo.N_INFERENCE)]
+    assert info["kidney"] == pytest.approx(sum(c["kidney"] for c in cases) / len(cases), abs=1e-5)
+
+
+@needs_model
+def test_install_copies_model_and_reference_and_refuses_another_model(ws: Workspace) -> None:
+    from core.accuracy import fp32_reference_for
+
+    path = demo.install_demo_model(ws)
+    assert path == ws.model_path and path.read_bytes() == demo.DEMO_MODEL.read_bytes()
+    ref, source = fp32_reference_for(path)
+    assert ref == demo.demo_model_info()["mean"] and source.endswith("3dUNetKiTS19.fp32_dice.json")
+    assert demo.install_demo_model(ws) == path  # idempotent
+    path.write_bytes(b"someone else's model")
+    with pytest.raises(UsageError, match="holds another model"):
+        demo.install_demo_model(ws)
+
+
+def test_demo_refuses_a_data_dir_with_real_cases(ws: Workspace) -> None:
+    (ws.data_dir / "case_00000").mkdir(parents=True)
+    with pytest.raises(UsageError, match="non-synthetic cases"):
+        demo._check_data_dir(ws)
+
+
+def test_cli_demo_defaults_to_its_own_workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from core import cli
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DATA_DIR", "/somewhere/else")  # a developer's environment must not leak in
+    ws = cli._workspace(argparse.Namespace(), default_root=cli.DEMO_WORKSPACE)
+    assert ws.root == tmp_path / "unet3d-demo"
+    assert ws.data_dir == tmp_path / "unet3d-demo" / "build" / "data" / "KiTS19"
+    ws = cli._workspace(argparse.Namespace(workspace=str(tmp_path / "w")), default_root=cli.DEMO_WORKSPACE)
+    assert ws.root == tmp_path / "w"
+
+
+@needs_model
+@pytest.mark.slow
+def test_demo_end_to_end_reproduces_the_shipped_dice(ws: Workspace) -> None:
+    """The demo's AccuracyOnly run scores exactly what the training tool measured: same phantoms, same
+    preprocessing, same sliding window, same DICE."""
+    from core.jobs import CancelToken
+
+    result = demo.run_demo(ws, cancel=CancelToken(), performance=True)
+    info = demo.demo_model_info()
+    acc, perf = result.rows
+    assert acc["test_mode"] == "AccuracyOnly" and acc["accuracy"] == pytest.approx(info["mean"], abs=1e-5)
+    assert acc["accuracy_passed"] is True
+    assert perf["test_mode"] == "PerformanceOnly" and perf["valid"] is True and perf["samples_per_s"] > 0
+    assert result.ok
+    doc = json.loads(json.dumps(result.to_dict()))
+    assert doc["cases"] == [f"case_{i:05d}" for i in range(demo.N_INFERENCE)]
+    text = demo.render_demo(result)
+    assert text.splitlines()[0].split("|")[0].strip() == "Model"
+    shutil.rmtree(ws.root)
