@@ -38,6 +38,7 @@ class RunRecord:
     mean_dice: float | None
     audit_test: str | None = None
     error: str | None = None
+    latency_p90_ms: float | None = None  # SingleStream's metric (90th percentile latency)
 
     @property
     def result(self) -> str:
@@ -81,9 +82,11 @@ def _from_run_json(folder: Path, data: dict[str, Any]) -> RunRecord:
         status = "incomplete"
     valid = result.get("valid")
     sps = result.get("samples_per_s")
+    lat: dict[str, Any] = result["latency_ms"] if isinstance(result.get("latency_ms"), dict) else {}
+    p90 = lat.get("p90")
     if status == "incomplete" and (folder / SUMMARY_NAME).is_file():
         s = parse_summary(folder / SUMMARY_NAME)  # the process died after LoadGen finished
-        valid, sps = s.valid, s.samples_per_s
+        valid, sps, p90 = s.valid, s.samples_per_s, s.latency_ms().get("p90")
     mean = acc.get("mean") if acc else None
     return RunRecord(
         run_id=str(data.get("run_id") or folder.name),
@@ -100,6 +103,7 @@ def _from_run_json(folder: Path, data: dict[str, Any]) -> RunRecord:
         mean_dice=float(mean) if isinstance(mean, (int, float)) else None,
         audit_test=data.get("audit_test"),
         error=data.get("error"),
+        latency_p90_ms=float(p90) if isinstance(p90, (int, float)) else None,
     )
 
 
@@ -127,6 +131,7 @@ def _from_summary(folder: Path) -> RunRecord:
         valid=s.valid,
         samples_per_s=s.samples_per_s,
         mean_dice=mean,
+        latency_p90_ms=s.latency_ms().get("p90"),
     )
 
 

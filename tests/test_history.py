@@ -47,7 +47,7 @@ def write_run(ws: Workspace, name: str, **fields) -> Path:
         "precision": "int8",
         "pid": 1,
         "host": "elsewhere",
-        "result": {"valid": True, "samples_per_s": 6.8},
+        "result": {"valid": True, "samples_per_s": 6.8, "latency_ms": {"p50": 140.0, "p90": 150.5}},
         "accuracy": None,
     }
     doc.update(fields)
@@ -77,6 +77,7 @@ def test_records_newest_first_with_fields(ws: Workspace) -> None:
         "complete",
     )
     assert a.valid is True and a.result == "VALID" and a.samples_per_s == 6.8 and a.mean_dice is None
+    assert a.latency_p90_ms == 150.5
     assert b.config_ver == "high_accuracy" and b.mean_dice == 0.86112 and b.valid is None and b.result == ""
     assert b.to_dict()["path"] == str(ws.log_dir / "b")
 
