@@ -435,3 +435,17 @@ def test_accuracy_run_with_real_ort_backend(ws: Workspace, tiny_model_path: Path
     assert rj["model_sha256"] == hashlib.sha256(ws.model_path.read_bytes()).hexdigest()
     assert rj["engine"]["name"] == "ort" and rj["engine"]["batch_size"] == 2
     assert rj["engine"]["volume_engine"] is False
+
+
+def test_stray_audit_config_in_cwd_is_ignored(
+    ws: Workspace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """LoadGen's default audit path is ./audit.config; a leftover one must not turn a run into an audit."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "audit.config").write_text("*.*.mode = 1\n*.*.accuracy_log_sampling_target = 64\n")
+    cfg = RunConfig(scenario="Offline", offline_expected_qps=30, min_duration=0.05, min_query_count=N)
+    result, _ = run(ws, cfg, FakeVolumeEngine())
+    detail = parse_detail(result.log_dir)
+    assert not detail.audit_config_found
+    assert detail.effective["test_mode"] == "PerformanceOnly"
+    assert detail.effective["accuracy_log_sampling_target"] == 0
