@@ -165,21 +165,30 @@ def fp32_reference_for(model_path: Path | None) -> tuple[float, str]:
 
 def _iter_entries(log_path: Path) -> Iterator[dict]:
     """Yield the log's entries. LoadGen writes one object per line; anything else falls back to json.load."""
+    yielded = 0
     try:
         with log_path.open("r", encoding="ascii", errors="strict") as fh:
             first = fh.readline().strip()
             if first != "[":
                 raise ValueError("not line-per-entry")
-            for raw in fh:
+            for n, raw in enumerate(fh, 2):
                 line = raw.strip()
                 if line in ("", "]"):
                     continue
-                yield json.loads(line.rstrip(","))
+                try:
+                    entry = json.loads(line.rstrip(","))
+                except ValueError:
+                    if yielded:  # entries were already scored: a broken line, not another layout
+                        raise BadInputError(f"malformed accuracy log line {n}", log_path) from None
+                    raise
+                yielded += 1
+                yield entry
             return
     except FileNotFoundError:
         raise MissingInputError("accuracy log not found", log_path) from None
     except (ValueError, UnicodeDecodeError):
-        pass
+        if yielded:
+            raise BadInputError("malformed accuracy log (not ASCII)", log_path) from None
     try:
         data = json.loads(log_path.read_text(encoding="ascii"))
     except (ValueError, UnicodeDecodeError) as exc:

@@ -195,6 +195,11 @@ def test_unreadable_logs(tmp_path: Path, data: InMemoryData) -> None:
     bad.write_text('[\n{"seq_id": 0, "qsl_idx": 0, "data": "00"\n')  # truncated
     with pytest.raises(BadInputError, match="malformed accuracy log"):
         score_log(None, bad, data=data)
+    cut = write_log(tmp_path / "cut.json", good_entries(data))
+    lines = cut.read_text().splitlines()
+    cut.write_text("\n".join([*lines[:2], lines[2][:40]]) + "\n")  # killed while writing entry 2
+    with pytest.raises(BadInputError, match="malformed accuracy log line 3"):
+        score_log(None, cut, data=data)
     obj = tmp_path / "obj.json"
     obj.write_text('{"a": 1}')
     with pytest.raises(BadInputError, match="not a JSON array"):
