@@ -307,7 +307,7 @@ def run_benchmark(
             msg = (
                 "LoadGen was already configured in this process: this run's settings are correct but its "
                 "detail log carries error_invalid_config ('Multiple conf files'); for a submittable run "
-                "start a fresh process per run (e.g. `unet3d run`)"
+                "use one process per run (core.harness.runner.run_benchmark_isolated)"
             )
             report(LogLine("warning", msg))
             events.log(f"warning: {msg}")
