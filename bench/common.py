@@ -234,3 +234,26 @@ def print_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> Non
     print("|" + "|".join("-" * (n + 2) for n in widths) + "|")
     for r in cells:
         print("| " + " | ".join(c.rjust(n) for c, n in zip(r, widths, strict=True)) + " |")
+
+
+def synthetic_amax(model: onnx.ModelProto, device: object = "cpu", windows: int = 1, seed: int = 0) -> dict:
+    """Activation ranges of ``model`` (surgered names, as core.calibration records them) from random
+    windows: enough to build int8/fp8 engines for speed measurements, meaningless for accuracy."""
+    import torch
+
+    from core.backends import torch_cuda as tc
+    from core.benchmark import INT8_INPUT_AMAX_DEFAULT
+    from core.calibration import Collector
+
+    net = tc.prepare(tc.convert(tc.surgered(model), fuse_relu=False), device, torch.float32)
+    col = Collector(net, histograms=False)
+    g = torch.Generator(device="cpu").manual_seed(seed)
+    with torch.inference_mode():
+        for _ in range(windows):
+            x = torch.randn((1, 1, 128, 128, 128), generator=g).clamp_(-2.2, 2.64).to(device)
+            col.observe(net.input_name, x)
+            net(x)
+    col.close()
+    amax = col.amax("minmax")
+    amax[net.input_name] = INT8_INPUT_AMAX_DEFAULT
+    return amax

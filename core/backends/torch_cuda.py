@@ -807,13 +807,17 @@ class TorchEngine:
 
     def segment(self, volume: np.ndarray, cancel: Any = None, on_batch: Any = None) -> np.ndarray:
         """(1, D, H, W) -> (D, H, W) uint8 labels, all on the device (core.sliding_window.segment_torch)."""
+        labels = self.segment_device(self.upload(volume), cancel=cancel, on_batch=on_batch)
+        return labels.cpu().numpy().astype(np.uint8, copy=False)
+
+    def segment_device(self, vol: torch.Tensor, cancel: Any = None, on_batch: Any = None) -> torch.Tensor:
+        """A volume already on the device (as ``upload`` makes it) -> (D, H, W) uint8 labels there."""
         from core.jobs import NEVER
         from core.sliding_window import segment_torch
 
-        vol = self.upload(volume)
         k = self.kernels
         with torch.inference_mode():
-            labels = segment_torch(
+            return segment_torch(
                 vol,
                 self.run,
                 self.batch_size,
@@ -823,7 +827,6 @@ class TorchEngine:
                 cancel=cancel or NEVER,
                 on_batch=on_batch,
             )
-        return labels.cpu().numpy().astype(np.uint8, copy=False)
 
     def close(self) -> None:
         self._graph = self._static_in = self._static_out = self._patches = None
@@ -925,31 +928,73 @@ class TorchBackend:
             cc.check_model(
                 calibration, file_sha256(model_path) if model_path.is_file() else "", calibration_cache
             )
-        net = build_net(
+        return make_engine(
             model_path,
-            precision=precision,
-            device=dev,
-            calibration=calibration,
-            use_surgery=use_surgery,
-            channels_last=channels_last,
-        )
-        kernels = Kernels(_plugins_wanted(use_plugins, dev))
-        net.set_kernels(kernels)
-        amax = INT8_INPUT_AMAX_DEFAULT
-        if calibration is not None:
-            amax = float(calibration.amax.get(net.input_name, amax))
-        return TorchEngine(
-            net,
             precision=precision,
             batch_size=batch_size,
             device=dev,
-            kernels=kernels,
+            amax=None if calibration is None else dict(calibration.amax),
+            use_plugins=use_plugins,
             cuda_graphs=cuda_graphs,
             channels_last=channels_last,
             compile_mode=compile_mode,
-            input_amax=amax,
+            use_surgery=use_surgery,
             model_sha256=file_sha256(model_path) if model_path.is_file() else "",
         )
+
+
+def make_engine(
+    model: str | Path | onnx.ModelProto,
+    *,
+    precision: str = "fp32",
+    batch_size: int = 1,
+    device: torch.device | str = "cuda",
+    amax: dict[str, float] | None = None,
+    use_plugins: bool | None = None,
+    cuda_graphs: bool = True,
+    channels_last: bool = True,
+    compile_mode: str | None = None,
+    use_surgery: bool = True,
+    model_sha256: str = "",
+) -> TorchEngine:
+    """An engine from a model file or proto and (for int8/fp8) a tensor -> amax dict; what ``load``
+    does after its checks, and what the benches call with in-memory random models."""
+    dev = torch.device(device)
+    if precision == "fp32" and dev.type == "cuda":
+        # fp32 means fp32 (NVIDIA's builder clears TF32 too); process-wide torch setting
+        torch.backends.cudnn.allow_tf32 = False
+        torch.backends.cuda.matmul.allow_tf32 = False
+    calibration = None if amax is None else _Ranges(amax)
+    net = build_net(
+        model,
+        precision=precision,
+        device=dev,
+        calibration=calibration,
+        use_surgery=use_surgery,
+        channels_last=channels_last,
+    )
+    kernels = Kernels(_plugins_wanted(use_plugins, dev))
+    net.set_kernels(kernels)
+    input_amax = (
+        INT8_INPUT_AMAX_DEFAULT if amax is None else float(amax.get(net.input_name, INT8_INPUT_AMAX_DEFAULT))
+    )
+    return TorchEngine(
+        net,
+        precision=precision,
+        batch_size=batch_size,
+        device=dev,
+        kernels=kernels,
+        cuda_graphs=cuda_graphs,
+        channels_last=channels_last,
+        compile_mode=compile_mode,
+        input_amax=input_amax,
+        model_sha256=model_sha256,
+    )
+
+
+class _Ranges:
+    def __init__(self, amax: dict[str, float]) -> None:
+        self.amax = amax
 
 
 BACKEND = TorchBackend()
