@@ -763,7 +763,7 @@ def cmd_accuracy(args: argparse.Namespace, out: Output, report: StderrReporter, 
         line = v() if callable(v) else v
         if line:
             break
-    cases = _get(rep, "cases", "per_case", default=[]) or []
+    cases = _get(rep, "rows", "cases", "per_case", default=[]) or []
     rows = []
     items = cases.items() if isinstance(cases, dict) else ((None, c) for c in cases)
     for name, c in items:
@@ -777,6 +777,14 @@ def cmd_accuracy(args: argparse.Namespace, out: Output, report: StderrReporter, 
     if rows:
         out.write(table(("Case", "Kidney", "Tumor", "Composite"), rows))
     out.write(f"{line if line else rep}\n")
+    target, passed = _get(rep, "target"), _get(rep, "passed")
+    if isinstance(target, (int, float)) and passed is not None:
+        ref = _get(rep, "fp32_reference")
+        source = _get(rep, "reference_source", default="")
+        ref_text = f" of FP32 {ref:.5f} ({source})" if isinstance(ref, (int, float)) else ""
+        sys.stderr.write(f"target {target:.5f}{ref_text}: {'PASS' if passed else 'FAIL'}\n")
+        if not passed:
+            return ExitCode.INVALID  # exit 1: accuracy below target
     return ExitCode.OK
 
 

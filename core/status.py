@@ -307,7 +307,7 @@ def run_items(ws: Workspace, limit: int = 10) -> tuple[ItemStatus, ...]:
             ItemStatus("runs", MISSING, f"no runs in {ws.log_dir}", "unet3d run --test_mode=AccuracyOnly"),
         )
     items = []
-    for rec in runs[-limit:]:
+    for rec in runs[:limit]:  # list_runs gives the newest first
         try:
             name, detail, data = record_text(rec)
             state = BROKEN if data.get("status") == "broken" else OK  # a failed run is history, not a fault
@@ -344,11 +344,15 @@ def collect_status(ws: Workspace) -> StatusReport:
     return StatusReport(paths, sections)
 
 
+def _label(item: ItemStatus) -> str:
+    return f"{item.group}/{item.name}" if item.group else item.name
+
+
 def _table_rows(section: Section, max_items: int) -> list[tuple[str, str, str, str, str]]:
     """Rows for one section; a long section (63 cases) is summarised per group plus its non-ok items."""
     items = section.items
     if len(items) <= max_items:
-        return [(section.name, i.name, i.state, i.detail, "" if i.ok else i.fix) for i in items]
+        return [(section.name, _label(i), i.state, i.detail, "" if i.ok else i.fix) for i in items]
     rows: list[tuple[str, str, str, str, str]] = []
     groups: dict[str, list[ItemStatus]] = {}
     for i in items:
@@ -364,7 +368,7 @@ def _table_rows(section: Section, max_items: int) -> list[tuple[str, str, str, s
         # list single items only where they tell something the summary does not
         bad.extend(m for m in members if m.state == BROKEN or (m.state != OK and n_ok > 0))
     for i in bad[:max_items]:
-        rows.append((section.name, i.name, i.state, i.detail, i.fix))
+        rows.append((section.name, _label(i), i.state, i.detail, i.fix))
     if len(bad) > max_items:
         rows.append((section.name, "...", "", f"{len(bad) - max_items} more not ok (see --json)", ""))
     return rows

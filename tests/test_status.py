@@ -136,7 +136,7 @@ def test_table_summarises_long_sections(ws: Workspace) -> None:
     rows = [[c.strip() for c in ln.split("|")] for ln in lines[3:]]
     assert rows == [
         ["dataset", "inference", "broken", "40/41 ok", st.FIX_DATA],
-        ["dataset", "case_00040", "broken", "imaging.nii.gz: not gzip", "unet3d download"],
+        ["dataset", "inference/case_00040", "broken", "imaging.nii.gz: not gzip", "unet3d download"],
     ]
 
 
