@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -358,3 +359,28 @@ def test_stderr_progress_is_throttled_plain_lines() -> None:
     lines = buf.getvalue().splitlines()
     assert len(lines) == 2  # the first update and the final one; everything between is throttled
     assert lines[-1].startswith("preprocess: 10/10 cases (100%)") and lines[-1].endswith("[case_00010]")
+
+
+def test_make_run_passes_run_args_to_the_cli(tmp_path: Path) -> None:
+    if shutil.which("make") is None:
+        pytest.skip("make is not installed")
+    run_args = "--benchmarks=3d-unet --scenarios=Offline --config_ver=high_accuracy --test_mode=AccuracyOnly"
+    r = subprocess.run(
+        [
+            "make",
+            "-s",
+            "-C",
+            str(REPO),
+            "run",
+            f"RUN_ARGS={run_args}",
+            "DRY_RUN=1",
+            f"PYTHON={sys.executable}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert r.returncode == 0, r.stderr
+    cfg = RunConfig(config_ver="high_accuracy", test_mode="AccuracyOnly")
+    assert r.stdout.splitlines() == [cfg.cli_command(), cfg.make_command()]

@@ -91,7 +91,7 @@ def test_cli_demo_defaults_to_its_own_workspace(tmp_path: Path, monkeypatch: pyt
 
 @needs_model
 @pytest.mark.slow
-def test_demo_end_to_end_reproduces_the_shipped_dice(ws: Workspace) -> None:
+def test_demo_end_to_end_reproduces_the_shipped_dice(ws: Workspace, capsys: pytest.CaptureFixture) -> None:
     """The demo's AccuracyOnly run scores exactly what the training tool measured: same phantoms, same
     preprocessing, same sliding window, same DICE."""
     from core.jobs import CancelToken
@@ -107,4 +107,19 @@ def test_demo_end_to_end_reproduces_the_shipped_dice(ws: Workspace) -> None:
     assert doc["cases"] == [f"case_{i:05d}" for i in range(demo.N_INFERENCE)]
     text = demo.render_demo(result)
     assert text.splitlines()[0].split("|")[0].strip() == "Model"
+
+    # the accuracy script and the history over the demo's logs, through the CLI
+    from core import cli
+
+    log = Path(acc["log_dir"]) / "mlperf_log_accuracy.json"
+    assert cli.main(["--workspace", str(ws.root), "accuracy", "--log_file", str(log)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert (
+        out[-1]
+        == f"Accuracy: mean = {info['mean']:.5f}, kidney = {info['kidney']:.4f}, tumor = {info['tumor']:.4f}"
+    )
+    assert [ln.split("|")[0].strip() for ln in out[2:-1]] == doc["cases"]
+    assert cli.main(["--workspace", str(ws.root), "history", "--json"]) == 0
+    runs = json.loads(capsys.readouterr().out)["runs"]
+    assert sorted(r["test_mode"] for r in runs) == ["AccuracyOnly", "PerformanceOnly"]
     shutil.rmtree(ws.root)
