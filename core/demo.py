@@ -166,8 +166,9 @@ def run_demo(
     result.rows.append(result_row(cfg, result.accuracy, ref))
 
     if performance:
-        # size the short run from the accuracy run's pace, so it lasts about PERF_SECONDS and is VALID
-        qps = max(0.01, len(lists.inference) / max(seconds["accuracy"], 1e-3))
+        # size the short run from the accuracy run's pace (with margin: the accuracy run includes loading
+        # and scoring), so that it lasts at least PERF_SECONDS and LoadGen calls it VALID
+        qps = 1.5 * max(0.01, len(lists.inference) / max(seconds["accuracy"], 1e-3))
         cfg = RunConfig(
             scenario="Offline",
             test_mode="PerformanceOnly",
