@@ -121,11 +121,15 @@ def accuracy(args: argparse.Namespace) -> int:
     from core import calibration_cache as cc
     from core.accuracy import dice
     from core.cases import case_lists
-    from core.preprocess import load_image, load_label
+    from core.preprocess import load_image, load_index, load_label
     from core.workspace import Workspace
 
-    ws = Workspace.resolve(args.workspace)
-    cases = case_lists(ws).inference
+    ws = Workspace.resolve(args.workspace, preprocessed_dir=args.preprocessed)
+    done = set(load_index(ws, "inference")["file_list"])
+    cases = [c for c in case_lists(ws).inference if c in done]  # the preprocessed ones, in list order
+    if args.order == "smallest":
+        shapes = load_index(ws, "inference").get("image_shape", {})
+        cases.sort(key=lambda c: int(np.prod(shapes.get(c, [0]))))
     cases = cases[: args.cases] if args.cases else cases
     model = Path(args.model) if args.model else ws.model_path
     print_header(
@@ -168,12 +172,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--plugins", choices=("auto", "on", "off"), default="auto")
     ap.add_argument("--no-graphs", action="store_true")
-    ap.add_argument("--compile", default=None, metavar="MODE")
+    ap.add_argument("--compile", default=None, metavar="MODE", help="e.g. max-autotune-no-cudagraphs")
     ap.add_argument("--cases", type=int, default=0, help="only the first N cases (0 = all)")
     ap.add_argument("--order", choices=("listed", "smallest"), default="listed")
     ap.add_argument("--passes", type=int, default=1, help="passes over the samples (speed mode)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--workspace", help="accuracy mode: a workspace with preprocessed inference cases")
+    ap.add_argument("--preprocessed", help="accuracy mode: preprocessed folder (default: the workspace's)")
     ap.add_argument("--model", help="accuracy mode: the ONNX model (default: the workspace's)")
     ap.add_argument("--calibration", help="accuracy mode: calibration cache for int8/fp8")
     args = ap.parse_args(argv)

@@ -313,3 +313,62 @@ def test_plugin_ops_wiring_on_cpu(bench_model_32) -> None:
         tc.fake_quant(xa, a, "fp8"), tc.fake_quant_weight(w, "fp8")[0], padding=1
     )
     assert (got - want).abs().max() <= 1e-3 * want.abs().max()  # fp16 output rounding only
+
+
+# --- CUDA (skipped without a GPU; the kernels helper runs these on the H200) ---------------------
+
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+@pytest.mark.gpu
+@cuda
+@pytest.mark.parametrize("precision", ["fp32", "fp16", "bf16"])
+@pytest.mark.parametrize("plugins", [False, True])
+def test_cuda_graph_engine_matches_eager(bench_model_path, precision: str, plugins: bool) -> None:
+    kw = {"precision": precision, "batch_size": 2, "device": 0, "use_plugins": plugins}
+    graph = tc.BACKEND.load(bench_model_path, cuda_graphs=True, **kw)
+    eager = tc.BACKEND.load(bench_model_path, cuda_graphs=False, **kw)
+    assert graph.uses_cuda_graph and not eager.uses_cuda_graph
+    x = torch.randn((2, 1, 128, 128, 128), device="cuda").clamp_(-2.2, 2.64)
+    a = graph.run(x[:1]).float().clone()  # a short batch, padded into the static buffer
+    b = eager.run(x[:1]).float()
+    c = graph.run(x).float().clone()
+    assert torch.allclose(a, b, rtol=1e-3, atol=1e-3 * float(b.abs().max()))
+    assert torch.allclose(c[:1], a, rtol=1e-3, atol=1e-3 * float(b.abs().max()))
+    # against the CPU fp32 reference
+    ref = _torch_run(onnx.load(str(bench_model_path)), x.cpu().numpy())
+    tol = {"fp32": 1e-4, "fp16": 2e-2, "bf16": 1e-1}[precision]
+    assert _close(c.cpu().numpy(), ref) < tol
+    graph.close()
+    eager.close()
+
+
+@pytest.mark.gpu
+@cuda
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_cuda_segment_matches_cpu_reference(bench_model_path, precision: str) -> None:
+    rng = np.random.default_rng(4)
+    vol = (rng.standard_normal((1, 128, 192, 128)) * 0.5).astype(np.float32)
+    vol[:, 40:90, 60:150, 30:100] += 1.5
+    eng = tc.BACKEND.load(bench_model_path, precision=precision, batch_size=2, device=0)
+    got = eng.segment(vol)
+    ref = segment(vol, _OrtEngine(bench_model_path, 2))
+    assert got.shape == ref.shape and got.dtype == np.uint8
+    assert (got != ref).mean() < (1e-4 if precision == "fp32" else 1e-2)
+
+
+@pytest.mark.gpu
+@cuda
+def test_cuda_fp8_kernels_match_simulation(bench_model_path) -> None:
+    model = onnx.load(str(bench_model_path))
+    x = torch.randn((1, 1, 128, 128, 128)).clamp_(-2.2, 2.64)
+    amax = _amax_of(model, x.numpy())
+    outs = []
+    for plugins in (False, True):
+        eng = tc.make_engine(
+            model, precision="fp8", batch_size=1, device="cuda", amax=amax, use_plugins=plugins
+        )
+        assert eng.simulated is not plugins
+        outs.append(eng.run(x.cuda()).float().cpu().numpy())
+        eng.close()
+    assert np.corrcoef(outs[0].ravel(), outs[1].ravel())[0, 1] > 0.9

@@ -713,6 +713,8 @@ class TorchEngine:
         self._fn: Callable[[torch.Tensor], torch.Tensor] = net
         if compile_mode:
             self._fn = torch.compile(net, mode=compile_mode, dynamic=False)  # type: ignore[assignment]
+            if compile_mode in ("reduce-overhead", "max-autotune"):
+                cuda_graphs = False  # inductor captures its own CUDA graphs in these modes
         self._graph: torch.cuda.CUDAGraph | None = None
         self._static_in: torch.Tensor | None = None
         self._static_out: torch.Tensor | None = None
