@@ -42,6 +42,7 @@ from core.workspace import Workspace
 PROG = "unet3d"
 DEMO_WORKSPACE = "unet3d-demo"
 ACCURACY_TARGETS = {"99": "default", "99.9": "high_accuracy"}
+PATH_FLAGS = ("data_dir", "preprocessed_data_dir", "model_dir", "log_dir")
 ACTIONS = ("run_harness", "run_audit_harness", "calibrate", "generate_engines")
 
 # NVIDIA flags accepted for compatibility and passed to the harness in RunConfig.extra
@@ -203,6 +204,8 @@ def _run_parser() -> argparse.ArgumentParser:
     """A parser of RUN_ARGS strings alone (the same run flags)."""
     p = _Parser(prog="RUN_ARGS", add_help=False)
     _add_run_flags(p)
+    for name in PATH_FLAGS:  # NVIDIA's RUN_ARGS may carry paths too; flags typed outside win
+        p.add_argument(f"--{name}", metavar="DIR")
     return p
 
 
@@ -639,6 +642,9 @@ def cmd_run(args: argparse.Namespace, out: Output, report: StderrReporter, cance
     names = [a.dest for a in _run_parser()._actions if a.dest != "help"]
     explicit = {n: getattr(args, n, None) for n in names}
     flags = _merge(explicit, args.run_args)
+    for name in PATH_FLAGS:
+        if flags.get(name) and getattr(args, name, None) is None:
+            setattr(args, name, flags[name])
     action = flags.get("action") or "run_harness"
     if action not in ACTIONS:
         raise UsageError(f"--action={action} is not one of {', '.join(ACTIONS)}")
