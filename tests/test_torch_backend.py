@@ -135,7 +135,7 @@ def test_plugin_form_matches_ort(tiny_model_32) -> None:
     assert set(net.tensor_names) >= {o for n in plugin.graph.node for o in n.output}
 
 
-@pytest.mark.parametrize("precision", ["bf16"])
+@pytest.mark.parametrize("precision", ["fp16", "bf16"])
 def test_low_precision_close_to_fp32(bench_model_32, precision: str) -> None:
     x = np.random.default_rng(2).standard_normal((1, 1, 32, 32, 32)).astype(np.float32)
     ref = _torch_run(bench_model_32, x)

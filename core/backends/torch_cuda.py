@@ -253,8 +253,11 @@ def instance_norm_ref(
 ) -> torch.Tensor:
     """Plain-torch InstanceNorm (+ReLU): statistics in float32 over D,H,W, affine folded into one
     scale/shift per (n, c); keeps the input's dtype and memory format (no NCDHW round trip)."""
-    xf = x if x.dtype == torch.float32 else x.float()
-    var, mean = torch.var_mean(xf, dim=(2, 3, 4), keepdim=True, correction=0)
+    # fp16 reduces in place (float accumulators, results rounded to fp16: ~5e-4 relative, the
+    # activations' own precision); bf16's 8-bit mantissa is too coarse for the mean, so it reduces
+    # a float32 copy
+    xf = x.float() if x.dtype == torch.bfloat16 else x
+    var, mean = (t.float() for t in torch.var_mean(xf, dim=(2, 3, 4), keepdim=True, correction=0))
     scale = gamma.float().view(1, -1, 1, 1, 1) * torch.rsqrt(var + eps)
     shift = beta.float().view(1, -1, 1, 1, 1) - mean * scale
     y = torch.addcmul(shift.to(x.dtype), x, scale.to(x.dtype))
