@@ -379,8 +379,9 @@ class Transpose(Node):
 class OnnxUNet(nn.Module):
     """The converted graph: ``forward(x (N,1,D,H,W)) -> (N,3,D,H,W)`` logits.
 
-    ``act_quant`` (tensor name -> amax) and ``quant_kind`` ("int8"/"fp8") turn on simulated
-    quantization of those activations. ``observe`` (name, tensor) sees the input and every node output."""
+    ``act_quant`` (tensor name -> amax) and ``quant_kind`` turn on simulated quantization of those
+    activations (see :func:`apply_quantization`). Forward hooks on ``nodes`` see every node output
+    under its ONNX tensor name (``node.outputs[0]``); core.calibration relies on that."""
 
     def __init__(self, nodes: Sequence[Node], input_name: str, output_name: str) -> None:
         super().__init__()
