@@ -72,6 +72,14 @@ class Kernels:
         "argmax_fn",
     )
 
+    instance_norm_relu: Callable[..., torch.Tensor] | None
+    pixel_shuffle3d_concat: Callable[..., torch.Tensor] | None
+    conv1x1x1_bias: Callable[..., torch.Tensor] | None
+    conv3x3x3_c1: Callable[..., torch.Tensor] | None
+    conv3x3x3: Callable[..., torch.Tensor] | None
+    accumulate_fn: Callable[..., None] | None
+    argmax_fn: Callable[..., torch.Tensor] | None
+
     def __init__(self, enabled: bool) -> None:
         self.module: Any = None
         self.error = ""
@@ -716,7 +724,7 @@ class TorchEngine:
         self.net = net
         self._fn: Callable[[torch.Tensor], torch.Tensor] = net
         if compile_mode:
-            self._fn = torch.compile(net, mode=compile_mode, dynamic=False)  # type: ignore[assignment]
+            self._fn = torch.compile(net, mode=compile_mode, dynamic=False)
             if compile_mode in ("reduce-overhead", "max-autotune"):
                 cuda_graphs = False  # inductor captures its own CUDA graphs in these modes
         self._graph: torch.cuda.CUDAGraph | None = None
