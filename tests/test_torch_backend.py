@@ -372,3 +372,21 @@ def test_cuda_fp8_kernels_match_simulation(bench_model_path) -> None:
         outs.append(eng.run(x.cuda()).float().cpu().numpy())
         eng.close()
     assert np.corrcoef(outs[0].ravel(), outs[1].ravel())[0, 1] > 0.9
+
+
+def test_bench_generator_and_workload_match_the_spec() -> None:
+    """bench.common against spec sections 3.1 and 7.1: 31,190,243 parameters and 954.6 GFLOP per
+    window at full width; 43 cases, 2,761 windows, mean 32,944,795 voxels."""
+    from bench.common import FULL_WIDTHS, INFERENCE_SHAPES, param_count, window_gflop
+    from core.model import param_count as model_param_count
+
+    assert model_param_count(FULL_WIDTHS) == 31_190_243
+    assert param_count(make_unet3d_onnx(TINY_WIDTHS)) == model_param_count(TINY_WIDTHS)
+    assert round(window_gflop(FULL_WIDTHS), 1) == 954.6
+    assert len(INFERENCE_SHAPES) == 43
+    from core.sliding_window import window_count
+
+    assert sum(window_count(s) for s in INFERENCE_SHAPES) == 2761
+    assert round(np.mean([d * h * w for d, h, w in INFERENCE_SHAPES])) == 32_944_795
+    names = [n.name for n in make_unet3d_onnx(TINY_WIDTHS).graph.node if n.op_type == "ConvTranspose"]
+    assert names == [f"ConvTranspose_{i}" for i in (36, 44, 52, 60, 68)]  # NVIDIA's node numbering
