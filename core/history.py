@@ -39,6 +39,7 @@ class RunRecord:
     audit_test: str | None = None
     error: str | None = None
     latency_p90_ms: float | None = None  # SingleStream's metric (90th percentile latency)
+    accuracy_pass: bool | None = None  # DICE met its config_ver target (vs the model's FP32 reference)
 
     @property
     def result(self) -> str:
@@ -88,6 +89,7 @@ def _from_run_json(folder: Path, data: dict[str, Any]) -> RunRecord:
         s = parse_summary(folder / SUMMARY_NAME)  # the process died after LoadGen finished
         valid, sps, p90 = s.valid, s.samples_per_s, s.latency_ms().get("p90")
     mean = acc.get("mean") if acc else None
+    passed = acc.get("passed") if acc else None
     return RunRecord(
         run_id=str(data.get("run_id") or folder.name),
         path=folder,
@@ -104,6 +106,7 @@ def _from_run_json(folder: Path, data: dict[str, Any]) -> RunRecord:
         audit_test=data.get("audit_test"),
         error=data.get("error"),
         latency_p90_ms=float(p90) if isinstance(p90, (int, float)) else None,
+        accuracy_pass=passed if isinstance(passed, bool) else None,
     )
 
 

@@ -64,7 +64,7 @@ def test_records_newest_first_with_fields(ws: Workspace) -> None:
         test_mode="AccuracyOnly",
         config_ver="high_accuracy",
         result={"valid": None},
-        accuracy={"mean": 0.86112},
+        accuracy={"mean": 0.86112, "passed": True},
     )
     runs = list_runs(ws)
     assert [r.run_id for r in runs] == ["b", "a"]
@@ -79,6 +79,7 @@ def test_records_newest_first_with_fields(ws: Workspace) -> None:
     assert a.valid is True and a.result == "VALID" and a.samples_per_s == 6.8 and a.mean_dice is None
     assert a.latency_p90_ms == 150.5
     assert b.config_ver == "high_accuracy" and b.mean_dice == 0.86112 and b.valid is None and b.result == ""
+    assert b.accuracy_pass is True and a.accuracy_pass is None
     assert b.to_dict()["path"] == str(ws.log_dir / "b")
 
 
