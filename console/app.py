@@ -499,12 +499,29 @@ def build_app(argv: list[str] | None = None) -> UnetConsole:
     return UnetConsole(ws, settings=settings, jobs=jobs, demo_default=demo)
 
 
+def prepare_multiprocessing() -> None:
+    """Start multiprocessing's helper processes while the real stderr is in place.
+
+    Textual swaps sys.stderr for an object whose fileno() is -1; a core job that starts a process pool
+    later (preprocess) would otherwise fail with "bad value(s) in fds_to_keep" when multiprocessing
+    launches its resource tracker or forkserver with that descriptor."""
+    import multiprocessing
+    from multiprocessing import resource_tracker
+
+    resource_tracker.ensure_running()
+    if "forkserver" in multiprocessing.get_all_start_methods():
+        from multiprocessing import forkserver
+
+        forkserver.ensure_running()
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         app = build_app(argv)
     except UnetError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return int(exc.exit_code)
+    prepare_multiprocessing()
     app.run()
     return 0
 

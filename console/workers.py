@@ -129,11 +129,34 @@ class Jobs(Protocol):
     ) -> dict[str, Any]: ...
 
 
+def core_module(name: str) -> Any:
+    """Import a core module a job needs; a module not in this build is a MissingInputError with one line
+    (shown in the error modal), not a traceback."""
+    import importlib
+
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as exc:
+        if exc.name and name.startswith(exc.name):
+            from core.errors import MissingInputError
+
+            raise MissingInputError(f"{name} is not in this build yet") from None
+        raise
+
+
 class RealJobs:
     """The jobs of the core package. The benchmark runs in a child process (see BenchmarkProcess)."""
 
-    def __init__(self, grace_s: tuple[float, float] = (5.0, 3.0)) -> None:
+    def __init__(self, grace_s: tuple[float, float] = (30.0, 5.0)) -> None:
         self.grace_s = grace_s
+        self.current: BenchmarkProcess | None = None
+
+    def shutdown(self) -> None:
+        """Quitting with a run in flight: stop its process group now (short grace periods)."""
+        proc = self.current
+        if proc is not None:
+            proc.grace_s = (1.0, 1.0)
+            proc.stop()
 
     def status(self, ws: Workspace) -> Any:
         from core.status import collect_status
@@ -144,8 +167,7 @@ class RealJobs:
         return list_run_views(ws)
 
     def demo(self, ws: Workspace, report: cj.Reporter, cancel: cj.CancelToken) -> Any:
-        from core import demo
-
+        demo = core_module("core.demo")
         # The console builds the workspace here and runs the benchmark itself (cancellable child).
         make = getattr(demo, "prepare_demo", None) or getattr(demo, "create_demo_workspace", None)
         if make is not None:
@@ -153,14 +175,10 @@ class RealJobs:
         return demo.run_demo(ws, report=report, cancel=cancel, performance=False)
 
     def preprocess(self, ws: Workspace, report: cj.Reporter, cancel: cj.CancelToken) -> Any:
-        from core.preprocess import run_preprocess
-
-        return run_preprocess(ws, report=report, cancel=cancel)
+        return core_module("core.preprocess").run_preprocess(ws, report=report, cancel=cancel)
 
     def calibrate(self, ws: Workspace, report: cj.Reporter, cancel: cj.CancelToken) -> Any:
-        from core.calibration import run_calibration
-
-        return run_calibration(ws, report=report, cancel=cancel)
+        return core_module("core.calibration").run_calibration(ws, report=report, cancel=cancel)
 
     def build_engine(self, ws: Workspace, cfg: RunConfig, report: cj.Reporter, cancel: cj.CancelToken) -> Any:
         """Load the backend's engine for cfg (TensorRT builds and caches its plan here)."""
@@ -185,7 +203,11 @@ class RealJobs:
     def benchmark(
         self, ws: Workspace, cfg: RunConfig, report: cj.Reporter, cancel: cj.CancelToken, live: LiveFeed
     ) -> dict[str, Any]:
-        return BenchmarkProcess(ws, cfg, grace_s=self.grace_s).run(report, cancel, live)
+        self.current = BenchmarkProcess(ws, cfg, grace_s=self.grace_s)
+        try:
+            return self.current.run(report, cancel, live)
+        finally:
+            self.current = None
 
 
 # --------------------------------------------------------------------------- child process
@@ -196,7 +218,7 @@ class BenchmarkProcess:
         self,
         ws: Workspace,
         cfg: RunConfig,
-        grace_s: tuple[float, float] = (5.0, 3.0),
+        grace_s: tuple[float, float] = (30.0, 5.0),
         argv: list[str] | None = None,
     ) -> None:
         self.ws = ws

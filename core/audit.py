@@ -501,18 +501,22 @@ def _compliance_check(test: str) -> Callable[[Context], StepResult]:
 
 
 def _check_logs(ctx: Context) -> StepResult:
-    runs = ctx.runs
-    if not runs:
-        return StepResult(PENDING, f"no result folders in {_rel(ctx.ws, ctx.ws.log_dir)}")
+    """Every finished run's folder holds non-empty LoadGen logs; unfinished runs are not results and are
+    only counted (core.history marks them incomplete/cancelled/failed)."""
+    done = [r for r in ctx.runs if r.complete]
+    other = len(ctx.runs) - len(done)
+    note = f"; {other} unfinished run folder{'s' if other != 1 else ''} not counted" if other else ""
+    if not done:
+        return StepResult(PENDING, f"no finished runs in {_rel(ctx.ws, ctx.ws.log_dir)}{note}")
     incomplete = []
-    for r in runs:
+    for r in done:
         need = [SUMMARY, DETAIL] + ([ACCURACY] if r.test_mode == "AccuracyOnly" else [])
-        absent = [n for n in need if not (r.log_dir / n).is_file()]
+        absent = [n for n in need if not (r.log_dir / n).is_file() or (r.log_dir / n).stat().st_size == 0]
         if absent:
             incomplete.append(f"{_rel(ctx.ws, r.log_dir)} lacks {', '.join(absent)}")
     if incomplete:
-        return StepResult(FAILED, f"{len(incomplete)} of {len(runs)} incomplete: {incomplete[0]}")
-    return StepResult(PASSED, f"{len(runs)} result folders complete (summary, detail, accuracy log)")
+        return StepResult(FAILED, f"{len(incomplete)} of {len(done)} incomplete: {incomplete[0]}{note}")
+    return StepResult(PASSED, f"{len(done)} result folders complete (summary, detail, accuracy log){note}")
 
 
 # ----------------------------------------------------------------------------------------- checklist

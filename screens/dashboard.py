@@ -20,6 +20,17 @@ STATE_STYLE = {"ok": "green", "missing": "yellow", "broken": "bold red"}
 STATE_ICON = {"ok": "✔", "missing": "✘", "broken": "✘"}
 
 
+def section_rows(sec: Any, max_items: int = 8) -> list[tuple[str, str, str, str, str]]:
+    """(section, item, state, detail, fix) rows; a long section (63 cases) summarised per group the way
+    `unet3d status` prints it (core.status), so the dashboard and the CLI say the same thing."""
+    try:
+        from core.status import _table_rows  # the CLI's summariser; ask for a public name (see report)
+
+        return _table_rows(sec, max_items)
+    except ImportError:
+        return [(sec.name, i.name, i.state, i.detail, i.fix) for i in sec.items]
+
+
 class StatusTable(DataTable[Any]):
     HELP = (
         "Everything `unet3d status` reports: the KiTS19 cases (raw and preprocessed, both sets), the model "
@@ -71,9 +82,9 @@ class DashboardScreen(Screen[None]):
     def on_mount(self) -> None:
         t = self.query_one(StatusTable)
         t.add_column("Section", key="section", width=12)
-        t.add_column("Item", key="item", width=20)
+        t.add_column("Item", key="item", width=22)
         t.add_column("State", key="state", width=9)
-        t.add_column("Detail", key="detail")
+        t.add_column("Detail", key="detail", width=40)
         t.add_column("Fix", key="fix")
         self.query_one("#ws-line", Static).update(f"Workspace: {self.app.ws.root}")  # type: ignore[attr-defined]
         self.watch(self.app, "status_report", self.show_status, init=True)
@@ -89,21 +100,22 @@ class DashboardScreen(Screen[None]):
             return
         missing: list[str] = []
         for sec in report.sections:
-            for n, item in enumerate(sec.items):
-                style = STATE_STYLE.get(item.state, "red")
+            for n, (_sec, name, state, detail, fix) in enumerate(section_rows(sec)):
+                style = STATE_STYLE.get(state, "red")
                 t.add_row(
                     Text(sec.name if n == 0 else "", style="bold"),
-                    Text(item.name),
-                    Text(f"{STATE_ICON.get(item.state, '?')} {item.state}", style=style),
-                    Text(item.detail, style="" if item.ok else style),
-                    Text(item.fix if not item.ok else "", style="italic"),
-                    key=f"{sec.name}/{item.name}/{n}",
+                    Text(name),
+                    Text(f"{STATE_ICON.get(state, '?')} {state}", style=style) if state else Text(""),
+                    Text(detail, style="" if state == "ok" else style),
+                    Text(fix if state != "ok" else "", style="italic"),
+                    key=f"{sec.name}/{name}/{n}",
                 )
             if sec.state != "ok" and sec.name not in ("engines", "runs", "backends"):
-                missing.append(sec.name)
+                fix = next((i.fix for i in sec.items if not i.ok and i.fix), "")
+                missing.append(f"{sec.name} ({fix})" if fix else sec.name)
         if missing:
             first = ", ".join(missing)
-            hint = "Create demo workspace (d) builds a small synthetic one." if "dataset" in missing else ""
+            hint = "Create demo workspace (d) builds a small synthetic one." if "dataset" in first else ""
             banner.update(Text(f"Missing: {first}. {hint}".strip(), style="bold yellow"))
         else:
             banner.update(Text("Workspace ready: start a run from the Run screen (2).", style="green"))

@@ -15,13 +15,13 @@ from textual.widgets import Markdown
 
 def _keys_table(app: App[Any]) -> str:
     rows = ["| Key | Binding id | Action | What it does |", "|---|---|---|---|"]
-    seen: set[str] = set()
+    seen: set[tuple[str, str]] = set()
     for _key, active in app.screen.active_bindings.items():
         b = active.binding
         ident = b.id or ""
-        if (ident, b.key) in seen:  # type: ignore[comparison-overlap]
+        if not ident or (ident, b.key) in seen:  # widget internals (menus, tab) have no id
             continue
-        seen.add((ident, b.key))  # type: ignore[arg-type]
+        seen.add((ident, b.key))
         key = app.get_key_display(b)
         rows.append(f"| `{key}` | `{ident}` | {b.description or b.action} | {b.tooltip} |")
     return "\n".join(rows)

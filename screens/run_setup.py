@@ -24,6 +24,7 @@ NUMBERS = (
     ("max_duration", "Max duration (s)", "number"),
     ("min_query_count", "Min queries", "integer"),
     ("max_query_count", "Max queries", "integer"),
+    ("offline_expected_qps", "Offline QPS", "number"),
 )
 
 
@@ -67,7 +68,8 @@ class RunSetupScreen(Screen[None]):
                     yield Label(label, classes="field-label")
                     v = getattr(cfg, name)
                     text = "" if v is None else (str(int(v)) if float(v).is_integer() else str(v))
-                    yield Input(text, placeholder="mlperf.conf", type=kind, id=f"f-{name}")
+                    hint = "user.conf" if name == "offline_expected_qps" else "mlperf.conf"
+                    yield Input(text, placeholder=hint, type=kind, id=f"f-{name}")
                 yield Label("audit_test", classes="field-label")
                 yield Select(
                     [(t, t) for t in AUDIT_TESTS],

@@ -224,6 +224,16 @@ def test_logs_check_finds_missing_files(ws, tmp_path, monkeypatch):
     assert r.evidence == "1 of 2 incomplete: build/logs/b lacks mlperf_log_accuracy.json"
     touch(b.log_dir / A.ACCURACY, 1.0)
     assert audit.check("logs").state == A.PASSED
+    touch(a.log_dir / A.SUMMARY, 1.0, b"")  # an empty summary is no summary
+    assert audit.check("logs").evidence == "1 of 2 incomplete: build/logs/a lacks mlperf_log_summary.txt"
+    touch(a.log_dir / A.SUMMARY, 1.0)
+    cancelled = rv(tmp_path, "c", 3.0, status="cancelled", complete=False)
+    set_runs(monkeypatch, [a, b, cancelled])
+    r = audit.check("logs")
+    assert (r.state, r.evidence) == (
+        A.PASSED,
+        "2 result folders complete (summary, detail, accuracy log); 1 unfinished run folder not counted",
+    )
 
 
 def test_a_crashing_check_fails_with_reason(ws, monkeypatch):

@@ -75,7 +75,10 @@ async def test_dashboard_names_missing_items_and_demo_fixes_them(tmp_path):
     async with app.run_test(size=SIZE, message_hook=msgs.append) as pilot:
         await settle(app, pilot)
         banner = str(app.screen.query_one("#banner", Static).render())
-        assert banner.startswith("Missing: dataset, preprocessed, model, calibration.")
+        assert banner.startswith(
+            "Missing: dataset (unet3d demo), preprocessed (unet3d preprocess), "
+            "model (unet3d download --model), calibration (unet3d calibrate)."
+        )
         assert "Create demo workspace (d)" in banner
         table = app.screen.query_one("#status", DataTable)
         assert cell(table, "dataset/inference/0", "detail") == "case_00400 missing (copy of case_00185)"
