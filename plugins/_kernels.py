@@ -1,3 +1,4 @@
+# ruff: noqa: N803, N806, E741  (Triton kernels: shape names in capitals, as in the CUDA sources)
 """Triton kernels for the 3D-UNet (no host logic here; plugins.ops launches them).
 
 Activations are channels-last: a tensor (N, C, D, H, W) is stored as an (N, D, H, W, C) buffer, so one
@@ -41,7 +42,9 @@ def to_fp8(v, EMU: tl.constexpr):
 
 
 @triton.jit
-def in_stats_kernel(x_ptr, pmean_ptr, pm2_ptr, S, C, T, CHUNK: tl.constexpr, BV: tl.constexpr, BC: tl.constexpr):
+def in_stats_kernel(
+    x_ptr, pmean_ptr, pm2_ptr, S, C, T, CHUNK: tl.constexpr, BV: tl.constexpr, BC: tl.constexpr
+):
     """Partial (mean, M2) of chunk t of sample n, channels block; shifted sums around the chunk's first
     voxel keep fp32 accurate when |mean| >> std. Grid (N*T, cdiv(C, BC))."""
     pid = tl.program_id(0)
@@ -95,8 +98,20 @@ def in_merge_kernel(
 
 @triton.jit
 def in_finalize_kernel(
-    pmean_ptr, pm2_ptr, gamma_ptr, beta_ptr, a_ptr, b_ptr, T, S, C, CHUNK, eps, out_mult,
-    BT: tl.constexpr, BC: tl.constexpr,
+    pmean_ptr,
+    pm2_ptr,
+    gamma_ptr,
+    beta_ptr,
+    a_ptr,
+    b_ptr,
+    T,
+    S,
+    C,
+    CHUNK,
+    eps,
+    out_mult,
+    BT: tl.constexpr,
+    BC: tl.constexpr,
 ):
     """Merge T partials per (n, c) -> a = gamma*rstd*out_mult, b = (beta - mean*gamma*rstd)*out_mult.
     out_mult (> 0) folds a following quantization (1/scale) into the affine. Grid (N, cdiv(C, BC))."""
@@ -133,8 +148,20 @@ def in_finalize_kernel(
 
 @triton.jit
 def in_apply_kernel(
-    x_ptr, out_ptr, a_ptr, b_ptr, S, C, TV, OC, OFF,
-    RELU: tl.constexpr, FP8_OUT: tl.constexpr, EMU: tl.constexpr, BV: tl.constexpr, BC: tl.constexpr,
+    x_ptr,
+    out_ptr,
+    a_ptr,
+    b_ptr,
+    S,
+    C,
+    TV,
+    OC,
+    OFF,
+    RELU: tl.constexpr,
+    FP8_OUT: tl.constexpr,
+    EMU: tl.constexpr,
+    BV: tl.constexpr,
+    BC: tl.constexpr,
 ):
     """out[n, v, OFF + c] = relu(x[n, v, c]*a[n, c] + b[n, c]) (out has OC channels per voxel, so this also
     writes a channel slice of a concat buffer). Grid (N*TV, cdiv(C, BC)), TV = cdiv(S, BV)."""
@@ -151,17 +178,23 @@ def in_apply_kernel(
     y = x * a[None, :] + b[None, :]
     if RELU:
         y = tl.maximum(y, 0.0)
-    if FP8_OUT:
-        yq = to_fp8(y, EMU)
-    else:
-        yq = y.to(out_ptr.dtype.element_ty)
+    yq = to_fp8(y, EMU) if FP8_OUT else y.to(out_ptr.dtype.element_ty)
     tl.store(out_ptr + vox[:, None] * OC + OFF + c[None, :], yq, mask=m)
 
 
 @triton.jit
 def pixel_shuffle_concat_kernel(
-    x_ptr, skip_ptr, out_ptr, d, h, w, K, CS, TV,
-    BV: tl.constexpr, BC: tl.constexpr,
+    x_ptr,
+    skip_ptr,
+    out_ptr,
+    d,
+    h,
+    w,
+    K,
+    CS,
+    TV,
+    BV: tl.constexpr,
+    BC: tl.constexpr,
 ):
     """out (N, 2d, 2h, 2w, K+CS): [:K] depth-to-space of x (N, d, h, w, 8K) with input channel
     k*8 + 4*(o%2) + 2*(p%2) + (q%2); [K:] = skip. Grid (N*TV, cdiv(K+CS, BC))."""
@@ -191,11 +224,40 @@ def pixel_shuffle_concat_kernel(
 
 @triton.jit
 def conv_igemm_kernel(
-    x_ptr, w_ptr, out_ptr, pa_ptr, pb_ptr, colscale_ptr, bias_ptr, pmean_ptr, pm2_ptr,
-    D, H, W, Do, Ho, Wo, Cin, Cout, OC, OFF,
-    KS: tl.constexpr, STRIDE: tl.constexpr, PRO: tl.constexpr, PRO_RELU: tl.constexpr,
-    HAS_BIAS: tl.constexpr, STATS: tl.constexpr, EPI: tl.constexpr, FP8_A: tl.constexpr,
-    FP8_OUT: tl.constexpr, IEEE: tl.constexpr, UPCAST: tl.constexpr, EMU: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr,
+    x_ptr,
+    w_ptr,
+    out_ptr,
+    pa_ptr,
+    pb_ptr,
+    colscale_ptr,
+    bias_ptr,
+    pmean_ptr,
+    pm2_ptr,
+    D,
+    H,
+    W,
+    Do,
+    Ho,
+    Wo,
+    Cin,
+    Cout,
+    OC,
+    OFF,
+    KS: tl.constexpr,
+    STRIDE: tl.constexpr,
+    PRO: tl.constexpr,
+    PRO_RELU: tl.constexpr,
+    HAS_BIAS: tl.constexpr,
+    STATS: tl.constexpr,
+    EPI: tl.constexpr,
+    FP8_A: tl.constexpr,
+    FP8_OUT: tl.constexpr,
+    IEEE: tl.constexpr,
+    UPCAST: tl.constexpr,
+    EMU: tl.constexpr,
+    BM: tl.constexpr,
+    BN: tl.constexpr,
+    BK: tl.constexpr,
 ):
     """Implicit-GEMM convolution, kernel KS^3 (3: pad 1; 1: pad 0), channels-last.
 
@@ -247,18 +309,12 @@ def conv_igemm_kernel(
             if PRO_RELU:
                 af = tl.maximum(af, 0.0)
             af = tl.where(valid[:, None], af, 0.0)
-            if FP8_A:
-                a = to_fp8(af, EMU)
-            else:
-                a = af.to(w_ptr.dtype.element_ty)
+            a = to_fp8(af, EMU) if FP8_A else af.to(w_ptr.dtype.element_ty)
         b = tl.load(w_ptr + rn[None, :].to(tl.int64) * KTOT + (kk + rk)[:, None])
         if UPCAST:  # the interpreter's bf16 dot is wrong; fp32 products of bf16 values are exact
             a = a.to(tl.float32)
             b = b.to(tl.float32)
-        if IEEE:
-            acc = tl.dot(a, b, acc, input_precision="ieee")
-        else:
-            acc = tl.dot(a, b, acc)
+        acc = tl.dot(a, b, acc, input_precision="ieee") if IEEE else tl.dot(a, b, acc)
     cs = tl.load(colscale_ptr + rn)
     acc = acc * cs[None, :]
     if HAS_BIAS:
@@ -268,10 +324,7 @@ def conv_igemm_kernel(
         dv = acc - tmean[None, :]
         tl.store(pmean_ptr + pid_m * Cout + rn, tmean)
         tl.store(pm2_ptr + pid_m * Cout + rn, tl.sum(dv * dv, axis=0))
-    if FP8_OUT:
-        y = to_fp8(acc, EMU)
-    else:
-        y = acc.to(out_ptr.dtype.element_ty)
+    y = to_fp8(acc, EMU) if FP8_OUT else acc.to(out_ptr.dtype.element_ty)
     if EPI == 0:
         orow = (m0 + tl.arange(0, BM)).to(tl.int64) * OC + OFF
         tl.store(out_ptr + orow[:, None] + rn[None, :], y)
@@ -289,12 +342,23 @@ def conv_igemm_kernel(
 
 @triton.jit
 def conv_c1_kernel(
-    x_ptr, w_ptr, out_ptr, pmean_ptr, pm2_ptr, D, H, W, in_scale,
-    STATS: tl.constexpr, IEEE: tl.constexpr, BM: tl.constexpr,
+    x_ptr,
+    w_ptr,
+    out_ptr,
+    pmean_ptr,
+    pm2_ptr,
+    D,
+    H,
+    W,
+    in_scale,
+    STATS: tl.constexpr,
+    IEEE: tl.constexpr,
+    COUT: tl.constexpr,
+    BM: tl.constexpr,
 ):
-    """First conv, 1 -> 32 channels, 3^3, pad 1, as a GEMM with K = 27 taps padded to 32:
-    x (N, D, H, W) int8 linear (values stay exact in fp16) or float; w (32 out, 32 taps) zero-padded,
-    in the dot dtype; out (N, D, H, W, 32) = acc*in_scale. Grid (N*D*H*W / BM,)."""
+    """First conv, 1 -> COUT channels, 3^3, pad 1, as a GEMM with K = 27 taps padded to 32:
+    x (N, D, H, W) int8 linear (values stay exact in fp16) or float; w (COUT, 32 taps) zero-padded,
+    in the dot dtype; out (N, D, H, W, COUT) = acc*in_scale. Grid (N*D*H*W / BM,)."""
     pid = tl.program_id(0)
     S = D * H * W
     m0 = pid * BM
@@ -313,26 +377,34 @@ def conv_c1_kernel(
     valid = (k < 27)[None, :] & (idd >= 0) & (idd < D) & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
     off = n.to(tl.int64) * S + (idd * H + ih) * W + iw
     a = tl.load(x_ptr + off, mask=valid, other=0).to(w_ptr.dtype.element_ty)
-    rn = tl.arange(0, 32)
+    rn = tl.arange(0, COUT)
     b = tl.load(w_ptr + rn[None, :] * 32 + k[:, None])
-    if IEEE:
-        acc = tl.dot(a, b, input_precision="ieee")
-    else:
-        acc = tl.dot(a, b)
+    acc = tl.dot(a, b, input_precision="ieee") if IEEE else tl.dot(a, b)
     acc = acc * in_scale
     if STATS:
         tmean = tl.sum(acc, axis=0) / BM
         dv = acc - tmean[None, :]
-        tl.store(pmean_ptr + pid * 32 + rn, tmean)
-        tl.store(pm2_ptr + pid * 32 + rn, tl.sum(dv * dv, axis=0))
-    orow = (m0 + tl.arange(0, BM)).to(tl.int64) * 32
+        tl.store(pmean_ptr + pid * COUT + rn, tmean)
+        tl.store(pm2_ptr + pid * COUT + rn, tl.sum(dv * dv, axis=0))
+    orow = (m0 + tl.arange(0, BM)).to(tl.int64) * COUT
     tl.store(out_ptr + orow[:, None] + rn[None, :], acc.to(out_ptr.dtype.element_ty))
 
 
 @triton.jit
 def conv1x1_out_kernel(
-    x_ptr, w_ptr, bias_ptr, pa_ptr, pb_ptr, out_ptr, S, C, TV,
-    PRO: tl.constexpr, NCLS: tl.constexpr, BV: tl.constexpr, BC: tl.constexpr,
+    x_ptr,
+    w_ptr,
+    bias_ptr,
+    pa_ptr,
+    pb_ptr,
+    out_ptr,
+    S,
+    C,
+    TV,
+    PRO: tl.constexpr,
+    NCLS: tl.constexpr,
+    BV: tl.constexpr,
+    BC: tl.constexpr,
 ):
     """Output conv: x (N, S, C) channels-last (optionally through relu(x*pa + pb)), w (NCLS, C) fp32,
     out (N, NCLS, S) fp32 planar logits (acc in fp32). Grid (N*TV,)."""
@@ -357,7 +429,18 @@ def conv1x1_out_kernel(
 
 @triton.jit
 def weight_accumulate_kernel(
-    acc_ptr, logits_ptr, patch_ptr, d0, h0, w0, D, H, W, NCLS: tl.constexpr, R: tl.constexpr, BLOCK: tl.constexpr
+    acc_ptr,
+    logits_ptr,
+    patch_ptr,
+    d0,
+    h0,
+    w0,
+    D,
+    H,
+    W,
+    NCLS: tl.constexpr,
+    R: tl.constexpr,
+    BLOCK: tl.constexpr,
 ):
     """acc[c, d0+i, h0+j, w0+k] += logits[c, i, j, k] * patch[i, j, k] for one R^3 window, fp32
     accumulate. One launch per window keeps overlapping windows in order. Grid (R^3 / BLOCK,)."""

@@ -52,7 +52,7 @@ def kernels() -> ModuleType:
     global _KMOD
     if _KMOD is None:
         _KMOD = importlib.import_module("plugins._kernels")
-    if _KMOD.INTERPRET != interpreting():
+    if interpreting() != _KMOD.INTERPRET:
         _KMOD = importlib.reload(_KMOD)
     return _KMOD
 
@@ -133,7 +133,9 @@ def in_affine(
         t2 = _cdiv(p.t, g)
         qm = torch.empty((p.n * t2, c), device=p.mean.device, dtype=torch.float32)
         q2 = torch.empty_like(qm)
-        k.in_merge_kernel[(p.n * t2, _cdiv(c, bc))](p.mean, p.m2, qm, q2, p.t, t2, p.s, c, p.chunk, G=g, BC=bc)
+        k.in_merge_kernel[(p.n * t2, _cdiv(c, bc))](
+            p.mean, p.m2, qm, q2, p.t, t2, p.s, c, p.chunk, G=g, BC=bc
+        )
         p = Partials(qm, q2, p.n, t2, p.s, p.chunk * g)
     a = torch.empty((p.n, c), device=p.mean.device, dtype=torch.float32)
     b = torch.empty_like(a)
@@ -158,7 +160,20 @@ def in_apply(
     bv = max(16, 4096 // bc)
     tv = _cdiv(s, bv)
     kernels().in_apply_kernel[(n * tv, _cdiv(c, bc))](
-        xcl, out, a, b, s, c, tv, oc, off, RELU=relu, FP8_OUT=out.dtype == FP8, EMU=interpreting(), BV=bv, BC=bc
+        xcl,
+        out,
+        a,
+        b,
+        s,
+        c,
+        tv,
+        oc,
+        off,
+        RELU=relu,
+        FP8_OUT=out.dtype == FP8,
+        EMU=interpreting(),
+        BV=bv,
+        BC=bc,
     )
     return out
 
@@ -243,7 +258,9 @@ def conv_candidates(s_out: int, p: PackedConv) -> list[list[int]]:
 
 
 def conv_default_cfg(s_out: int, p: PackedConv) -> list[int]:
-    bm = min(128, s_out & -s_out)  # largest power of two dividing S (tiles stay inside one sample)
+    # largest power of two dividing S (tiles stay inside one sample); the interpreter is fastest with
+    # few, large programs
+    bm = min(4096 if interpreting() else 128, s_out & -s_out)
     bn = 128 if p.cout % 128 == 0 else (64 if p.cout % 64 == 0 else (32 if p.cout % 32 == 0 else p.cout))
     kmin = 32 if p.dtype == FP8 else 16
     bk = next((b for b in (64, 32, 16) if p.cin % b == 0 and b >= kmin), p.cin)
@@ -303,8 +320,9 @@ def conv3d_cl(
         d, h, w, do, ho, wo, p.cin, p.cout, oc, off,
         KS=p.ks, STRIDE=stride, PRO=pro is not None, PRO_RELU=pro_relu, HAS_BIAS=p.bias is not None,
         STATS=stats, EPI=int(pixel_shuffle), FP8_A=p.dtype == FP8, FP8_OUT=out.dtype == FP8,
-        IEEE=p.dtype in (torch.float32, torch.bfloat16) and (p.dtype == torch.float32 or interpreting()),
-        UPCAST=p.dtype == torch.bfloat16 and interpreting(), EMU=interpreting(), BM=bm, BN=bn, BK=bk, num_warps=warps, num_stages=stages,
+        IEEE=p.dtype == torch.float32 or (p.dtype == torch.bfloat16 and interpreting()),
+        UPCAST=p.dtype == torch.bfloat16 and interpreting(), EMU=interpreting(),
+        BM=bm, BN=bn, BK=bk, num_warps=warps, num_stages=stages,
     )  # fmt: skip
     return out, part
 
@@ -322,23 +340,24 @@ def conv_c1_cl(
     """First conv on (N, D, H, W) (int8 linear or float) -> (N, D, H, W, 32); dot dtype = w32's."""
     n, d, h, w = x.shape
     s = d * h * w
-    bm = 128 if s % 128 == 0 else _np2(s) // 2 if s % (_np2(s) // 2) == 0 else 16
-    out = torch.empty((n, d, h, w, 32), device=x.device, dtype=out_dtype)
+    bm = min(4096 if interpreting() else 128, s & -s)
+    cout = w32.shape[0]
+    if cout & (cout - 1) or cout < 16:
+        raise ValueError(f"conv_c1_cl: {cout} output channels, need a power of two >= 16")
+    out = torch.empty((n, d, h, w, cout), device=x.device, dtype=out_dtype)
     part = None
     dummy = w32
     if stats:
-        pm = torch.empty((n * s // bm, 32), device=x.device, dtype=torch.float32)
+        pm = torch.empty((n * s // bm, cout), device=x.device, dtype=torch.float32)
         part = Partials(pm, torch.empty_like(pm), n, s // bm, s, bm)
     kernels().conv_c1_kernel[(n * s // bm,)](
         x.contiguous(), w32, out, part.mean if part else dummy, part.m2 if part else dummy,
-        d, h, w, float(in_scale), STATS=stats, IEEE=w32.dtype == torch.float32, BM=bm, num_warps=4,
+        d, h, w, float(in_scale), STATS=stats, IEEE=w32.dtype == torch.float32, COUT=cout, BM=bm, num_warps=4,
     )  # fmt: skip
     return out, part
 
 
-def conv1x1_out_cl(
-    xcl: Tensor, w: Tensor, b: Tensor, pro: tuple[Tensor, Tensor] | None = None
-) -> Tensor:
+def conv1x1_out_cl(xcl: Tensor, w: Tensor, b: Tensor, pro: tuple[Tensor, Tensor] | None = None) -> Tensor:
     """(N, D, H, W, C) -> (N, K, D, H, W) fp32 logits (optionally through relu(x*a + b) first)."""
     n, d, h, ww, c = xcl.shape
     k = w.shape[0]
@@ -386,10 +405,14 @@ def argmax3_impl(acc: Tensor) -> Tensor:
 
 
 @torch.library.custom_op("unet3d::instance_norm_relu", mutates_args=())
-def instance_norm_relu(x: Tensor, gamma: Tensor, beta: Tensor, eps: float = 1e-5, relu: bool = True) -> Tensor:
+def instance_norm_relu(
+    x: Tensor, gamma: Tensor, beta: Tensor, eps: float = 1e-5, relu: bool = True
+) -> Tensor:
     """InstanceNorm3d (affine, biased variance, fp32 statistics) + optional ReLU; channels-last out."""
     if not use_triton(x):
-        return ref.instance_norm_relu(x, gamma, beta, eps, relu).contiguous(memory_format=torch.channels_last_3d)
+        return ref.instance_norm_relu(x, gamma, beta, eps, relu).contiguous(
+            memory_format=torch.channels_last_3d
+        )
     xcl = to_cl(x)
     a, b = in_affine(in_stats(xcl), gamma, beta, eps)
     return from_cl(in_apply(xcl, a, b, relu))
@@ -463,7 +486,9 @@ def _(x: Tensor, w: Tensor, in_scale: float | None = None) -> Tensor:
 
 
 @torch.library.custom_op("unet3d::conv3x3x3", mutates_args=())
-def conv3x3x3(x: Tensor, w: Tensor, stride: int = 1, precision: str = "fp16", act_scale: float = 1.0) -> Tensor:
+def conv3x3x3(
+    x: Tensor, w: Tensor, stride: int = 1, precision: str = "fp16", act_scale: float = 1.0
+) -> Tensor:
     """3^3 conv, pad 1, no bias, channels-last in/out, implicit GEMM in ``precision`` (fp8: e4m3 with
     per-output-channel weight scales and the per-tensor activation scale act_scale); out fp16
     (bf16 for bf16, fp32 for fp32)."""
@@ -476,10 +501,7 @@ def conv3x3x3(x: Tensor, w: Tensor, stride: int = 1, precision: str = "fp16", ac
         return y.to(out_dtype).contiguous(memory_format=torch.channels_last_3d)
     p = pack_conv3(w, PRECISIONS[precision], act_scale)
     xcl = to_cl(x)
-    if precision == "fp8":
-        xcl = ref.quantize_fp8(xcl, act_scale)
-    else:
-        xcl = xcl.to(PRECISIONS[precision])
+    xcl = ref.quantize_fp8(xcl, act_scale) if precision == "fp8" else xcl.to(PRECISIONS[precision])
     out, _ = conv3d_cl(xcl, p, stride, out_dtype=out_dtype)
     return from_cl(out)
 
@@ -493,12 +515,16 @@ def _(x: Tensor, w: Tensor, stride: int = 1, precision: str = "fp16", act_scale:
 
 
 @torch.library.custom_op("unet3d::weight_accumulate", mutates_args=("acc",))
-def weight_accumulate(acc: Tensor, logits: Tensor, patches: Tensor, patch_ids: list[int], origins: list[int]) -> None:
-    """acc (C, D, H, W) [window i at origins[3i:3i+3]] += logits[i] * patches[patch_ids[i]], windows in order."""
+def weight_accumulate(
+    acc: Tensor, logits: Tensor, patches: Tensor, patch_ids: list[int], origins: list[int]
+) -> None:
+    """acc (C, D, H, W) [window i at origins[3i:3i+3]] += logits[i] * patches[patch_ids[i]], in order."""
     if not use_triton(acc):
         r = logits.shape[-1]
         for i, pid in enumerate(patch_ids):
-            ref.weight_accumulate(acc, logits[i], patches[pid].reshape(r, r, r), tuple(origins[3 * i : 3 * i + 3]))
+            ref.weight_accumulate(
+                acc, logits[i], patches[pid].reshape(r, r, r), tuple(origins[3 * i : 3 * i + 3])
+            )
         return
     weight_accumulate_impl(acc, logits, patches, patch_ids, origins)
 

@@ -9,16 +9,18 @@ values q = sat(x / scale) with per-tensor activation scales and per-output-chann
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.nn import functional as tnf
 
 FP8_MAX = 448.0
 FP8 = torch.float8_e4m3fn
 
 
-def instance_norm_relu(x: Tensor, gamma: Tensor, beta: Tensor, eps: float = 1e-5, relu: bool = True) -> Tensor:
+def instance_norm_relu(
+    x: Tensor, gamma: Tensor, beta: Tensor, eps: float = 1e-5, relu: bool = True
+) -> Tensor:
     """InstanceNorm3d(affine) over D*H*W per (n, c) in fp32 (biased variance), then ReLU; same dtype out."""
-    y = F.instance_norm(x.float(), weight=gamma.float(), bias=beta.float(), eps=eps)
+    y = tnf.instance_norm(x.float(), weight=gamma.float(), bias=beta.float(), eps=eps)
     if relu:
         y = torch.relu(y)
     return y.to(x.dtype)
@@ -40,7 +42,7 @@ def pixel_shuffle3d_concat(x8k: Tensor, skip: Tensor) -> Tensor:
 def conv1x1x1_bias(x: Tensor, w: Tensor, b: Tensor) -> Tensor:
     """Output conv (K, C) weights + bias -> fp32 logits (N, K, D, H, W)."""
     k, c = w.shape[0], w.shape[1]
-    return F.conv3d(x.float(), w.float().reshape(k, c, 1, 1, 1), b.float())
+    return tnf.conv3d(x.float(), w.float().reshape(k, c, 1, 1, 1), b.float())
 
 
 def conv3x3x3_c1(x: Tensor, w: Tensor, in_scale: float | None = None) -> Tensor:
@@ -54,12 +56,12 @@ def conv3x3x3_c1(x: Tensor, w: Tensor, in_scale: float | None = None) -> Tensor:
     else:
         xf = x.float() * (1.0 if in_scale is None else in_scale)
         out_dtype = x.dtype
-    return F.conv3d(xf, w.float().reshape(-1, 1, 3, 3, 3), padding=1).to(out_dtype)
+    return tnf.conv3d(xf, w.float().reshape(-1, 1, 3, 3, 3), padding=1).to(out_dtype)
 
 
 def conv3x3x3(x: Tensor, w: Tensor, stride: int = 1) -> Tensor:
     """Plain 3^3 conv, pad 1, no bias, fp32 compute."""
-    return F.conv3d(x.float(), w.float(), stride=stride, padding=1)
+    return tnf.conv3d(x.float(), w.float(), stride=stride, padding=1)
 
 
 def quantize_fp8(x: Tensor, scale: float | Tensor) -> Tensor:
@@ -78,7 +80,7 @@ def conv3x3x3_fp8_sim(x: Tensor, w: Tensor, stride: int, act_scale: float) -> Te
     ws = weight_scales_fp8(w)
     wq = quantize_fp8(w, ws.reshape(-1, 1, 1, 1, 1)).double() * ws.double().reshape(-1, 1, 1, 1, 1)
     xq = quantize_fp8(x, act_scale).double() * act_scale
-    return F.conv3d(xq, wq, stride=stride, padding=1).float()
+    return tnf.conv3d(xq, wq, stride=stride, padding=1).float()
 
 
 def deconv_to_conv1x1(w: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
@@ -144,7 +146,9 @@ class UNet3D(nn.Module):
     """The MLPerf KiTS19 3D-UNet (REF ``Unet3D``) with its state-dict names; ``filters`` sets the width
     (full width (32, 64, 128, 256, 320); the shared phantom model is (16, 32, 64, 128, 160))."""
 
-    def __init__(self, filters: tuple[int, ...] = (32, 64, 128, 256, 320), in_ch: int = 1, ncls: int = 3) -> None:
+    def __init__(
+        self, filters: tuple[int, ...] = (32, 64, 128, 256, 320), in_ch: int = 1, ncls: int = 3
+    ) -> None:
         super().__init__()
         f = list(filters)
         self.filters = tuple(f)

@@ -11,12 +11,13 @@ import os
 
 import pytest
 import torch
+from torch.nn import functional as tnf
 
 # Before anything imports triton: Triton fixes interpreter mode at its first import.
 os.environ["TRITON_INTERPRET"] = "1"
 
-from plugins import ops  # noqa: E402
-from plugins import reference as ref  # noqa: E402
+from plugins import ops
+from plugins import reference as ref
 
 if not ops.HAVE_TRITON:
     pytest.skip("triton is not installed", allow_module_level=True)
@@ -82,9 +83,9 @@ def test_deconv_equals_conv1x1_plus_pixel_shuffle() -> None:
     w, b = torch.randn(6, 4, 2, 2, 2), torch.randn(4)
     x = torch.randn(1, 6, 3, 2, 3)
     w2, b2 = ref.deconv_to_conv1x1(w, b)
-    y = torch.nn.functional.conv3d(x, w2.reshape(32, 6, 1, 1, 1), b2)
+    y = tnf.conv3d(x, w2.reshape(32, 6, 1, 1, 1), b2)
     torch.testing.assert_close(
-        ref.pixel_shuffle3d(y), torch.nn.functional.conv_transpose3d(x, w, b, stride=2), rtol=1e-5, atol=1e-5
+        ref.pixel_shuffle3d(y), tnf.conv_transpose3d(x, w, b, stride=2), rtol=1e-5, atol=1e-5
     )
 
 
@@ -162,7 +163,9 @@ def test_conv_prologue_and_stats_epilogue() -> None:
     a, b = torch.rand(2, 32) + 0.5, torch.randn(2, 32)
     w = torch.randn(64, 32, 3, 3, 3) * 0.05
     p = ops.pack_conv3(w, torch.float32)
-    out, part = ops.conv3d_cl(x, p, 1, pro=(a, b), stats=True, out_dtype=torch.float32, cfg=[32, 64, 32, 4, 3])
+    out, part = ops.conv3d_cl(
+        x, p, 1, pro=(a, b), stats=True, out_dtype=torch.float32, cfg=[32, 64, 32, 4, 3]
+    )
     xn = torch.relu(x * a[:, None, None, None, :] + b[:, None, None, None, :])
     want = ref.conv3x3x3(ops.from_cl(xn), w, 1)
     assert rel(ops.from_cl(out), want) < 1e-6
@@ -196,7 +199,7 @@ def test_upconv_pixel_shuffle_epilogue_into_concat() -> None:
     p = ops.pack_conv1(w2, b2, torch.float32)
     buf = torch.full((2, 4, 8, 4, k + cs), float("nan"))
     ops.conv3d_cl(x, p, 1, out=buf, off=0, pixel_shuffle=True, cfg=[16, 32, 32, 4, 3])
-    want = torch.nn.functional.conv_transpose3d(ops.from_cl(x), wt, bt, stride=2)
+    want = tnf.conv_transpose3d(ops.from_cl(x), wt, bt, stride=2)
     assert rel(ops.from_cl(buf[..., :k]), want) < 1e-6
     assert torch.isnan(buf[..., k:]).all()  # the skip half is left for the skip writer
 

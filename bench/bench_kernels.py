@@ -1,0 +1,355 @@
+# ruff: noqa: E501, N806
+"""Kernel benchmarks on CUDA: per-layer Triton (fp16 / fp8) vs cuDNN for the full-width model's layer
+shapes (widths 32..320, 128^3 .. 4^3, batch 8), the norm / shuffle / first / last / accumulate /
+argmax kernels vs their torch equivalents, and the whole fused network per window (CUDA graph) with a
+per-kernel time breakdown. Prints tables; ``--out DIR`` also writes results.json and the tuned tiles
+(tuned_configs.json, for plugins/tuned_configs.json).
+
+    python bench/bench_kernels.py --out /tmp/bench [--tune] [--budget-s 400] [--sections net,layers,misc]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.nn import functional as tnf
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from plugins import ops
+from plugins import reference as ref
+
+WIDTHS = (32, 64, 128, 256, 320)
+RESULTS: dict[str, Any] = {}
+T0 = time.time()
+
+
+def log(msg: str) -> None:
+    print(f"[{time.time() - T0:7.1f}s] {msg}", flush=True)
+
+
+def bench(fn: Any, rep: int = 60, warmup: int = 10) -> float:
+    from triton.testing import do_bench
+
+    return float(do_bench(fn, warmup=warmup, rep=rep, return_mode="median"))
+
+
+def layer_table(f: tuple[int, ...] = WIDTHS, r: int = 128) -> list[dict[str, Any]]:
+    """GEMM layers of the fused network after the first conv: name, kernel, input edge, Cin, Cout, stride,
+    prologue (norm fused on load)."""
+    out = [dict(name="in.conv2", ks=3, s=r, cin=f[0], cout=f[0], stride=1, pro=True)]
+    s = r
+    for i in range(1, 5):
+        out.append(dict(name=f"down{i}.conv1", ks=3, s=s, cin=f[i - 1], cout=f[i], stride=2, pro=True))
+        s //= 2
+        out.append(dict(name=f"down{i}.conv2", ks=3, s=s, cin=f[i], cout=f[i], stride=1, pro=True))
+    out.append(dict(name="bott.conv1", ks=3, s=s, cin=f[4], cout=f[4], stride=2, pro=True))
+    s //= 2
+    out.append(dict(name="bott.conv2", ks=3, s=s, cin=f[4], cout=f[4], stride=1, pro=True))
+    ups = [(f[4], f[4]), (f[4], f[3]), (f[3], f[2]), (f[2], f[1]), (f[1], f[0])]
+    for i, (cin, k) in enumerate(ups):
+        out.append(dict(name=f"up{i}.deconv", ks=1, s=s, cin=cin, cout=8 * k, stride=1, pro=True))
+        s *= 2
+        out.append(dict(name=f"up{i}.conv1", ks=3, s=s, cin=2 * k, cout=k, stride=1, pro=False))
+        out.append(dict(name=f"up{i}.conv2", ks=3, s=s, cin=k, cout=k, stride=1, pro=True))
+    return out
+
+
+def flops(layer: dict[str, Any], n: int) -> float:
+    so = layer["s"] // layer["stride"]
+    return 2.0 * n * so**3 * layer["cout"] * layer["cin"] * layer["ks"] ** 3
+
+
+def section_layers(n: int, tune: bool, budget_s: float) -> None:
+    log(f"== per-layer GEMMs, batch {n}: cuDNN fp16 vs Triton fp16 / fp8 (fused prologue + stats epilogue)")
+    torch.backends.cudnn.benchmark = True
+    rows = []
+    tuned: dict[str, list[int]] = {}
+    for L in layer_table():
+        if time.time() - T0 > budget_s:
+            log("budget reached, stopping the layer section")
+            break
+        s, cin, cout, st = L["s"], L["cin"], L["cout"], L["stride"]
+        so = s // st
+        x16 = torch.randn(n, s, s, s, cin, device="cuda", dtype=torch.float16)
+        a = torch.rand(n, cin, device="cuda") + 0.5
+        b = torch.randn(n, cin, device="cuda") * 0.1
+        row: dict[str, Any] = dict(L)
+        fl = flops(L, n)
+        # cuDNN fp16 equivalent (channels-last), the conv alone (no norm)
+        xc = ops.from_cl(x16)
+        if L["ks"] == 3:
+            w = torch.randn(cout, cin, 3, 3, 3, device="cuda") / (27 * cin) ** 0.5
+            wc = w.half().contiguous(memory_format=torch.channels_last_3d)
+            row["cudnn_ms"] = bench(lambda xc=xc, wc=wc, st=st: tnf.conv3d(xc, wc, None, st, 1))
+        else:
+            k = cout // 8
+            wt = torch.randn(cin, k, 2, 2, 2, device="cuda") / cin**0.5
+            bt = torch.randn(k, device="cuda")
+            row["cudnn_ms"] = bench(
+                lambda xc=xc, wt=wt, bt=bt: tnf.conv_transpose3d(xc, wt.half(), bt.half(), 2)
+            )
+            w2, b2 = ref.deconv_to_conv1x1(wt, bt)
+        for prec in ("fp16", "fp8"):
+            dt = ops.PRECISIONS[prec]
+            p = ops.pack_conv3(w, dt, 0.05) if L["ks"] == 3 else ops.pack_conv1(w2, b2, dt, 0.05)
+            xin = x16 if L["pro"] else (x16.to(ops.FP8) if prec == "fp8" else x16)
+            pro = (a, b) if L["pro"] else None
+            if L["ks"] == 3:
+
+                def run(cfg: Any, p: Any = p, xin: Any = xin, pro: Any = pro, st: int = st) -> Any:
+                    return ops.conv3d_cl(xin, p, st, pro=pro, stats=True, cfg=cfg)
+            else:
+                buf = torch.empty(n, 2 * s, 2 * s, 2 * s, 2 * (cout // 8), device="cuda", dtype=dt)
+
+                def run(cfg: Any, p: Any = p, xin: Any = xin, pro: Any = pro, buf: Any = buf) -> Any:
+                    return ops.conv3d_cl(xin, p, 1, pro=pro, out=buf, pixel_shuffle=True, cfg=cfg)
+
+            key = ops.conv_key(n * so**3, so**3, p, st, pro is not None, int(L["ks"] == 1))
+            best = (float("inf"), ops.conv_default_cfg(so**3, p))
+            cands = [best[1]]
+            if tune:
+                cands += [
+                    c
+                    for c in ops.conv_candidates(so**3, p)
+                    if c != best[1] and (L["ks"] == 3 or c[1] % 8 == 0)
+                ]
+            for cfg in cands:
+                try:
+                    run(cfg)
+                    torch.cuda.synchronize()
+                    ms = bench(lambda cfg=cfg: run(cfg), rep=30, warmup=3)
+                except Exception as exc:  # a tile that does not compile (shared memory) is skipped
+                    log(f"  {L['name']} {prec} {cfg}: {type(exc).__name__}: {str(exc)[:100]}")
+                    continue
+                if ms < best[0]:
+                    best = (ms, cfg)
+            row[f"{prec}_ms"] = best[0]
+            row[f"{prec}_cfg"] = best[1]
+            tuned[key] = best[1]
+        row["tflops_cudnn"] = fl / row["cudnn_ms"] / 1e9
+        row["tflops_fp16"] = fl / row["fp16_ms"] / 1e9
+        row["tflops_fp8"] = fl / row["fp8_ms"] / 1e9
+        rows.append(row)
+        log(
+            f"{L['name']:14s} {s:3d}^3 {cin:3d}->{cout:4d} s{st} | cuDNN {row['cudnn_ms']:7.3f} ms "
+            f"{row['tflops_cudnn']:5.0f} TF | fp16 {row['fp16_ms']:7.3f} ms {row['tflops_fp16']:5.0f} TF "
+            f"{row['fp16_cfg']} | fp8 {row['fp8_ms']:7.3f} ms {row['tflops_fp8']:5.0f} TF {row['fp8_cfg']}"
+        )
+        del x16
+    RESULTS["layers"] = rows
+    RESULTS["tuned"] = tuned
+    tot = {k: sum(r[k] for r in rows) for k in ("cudnn_ms", "fp16_ms", "fp8_ms")}
+    log(
+        f"sum over layers (batch {n}): "
+        + ", ".join(f"{k} {v:.2f} ({v / n:.3f}/window)" for k, v in tot.items())
+    )
+    ops.TUNED.update(tuned)
+
+
+def section_misc(n: int) -> None:
+    log(f"== memory-bound kernels, batch {n}")
+    res = {}
+    for c, s in ((32, 128), (64, 64), (128, 32)):
+        x = torch.randn(n, c, s, s, s, device="cuda").half().contiguous(memory_format=torch.channels_last_3d)
+        g, b = torch.rand(c, device="cuda"), torch.randn(c, device="cuda")
+        nbytes = x.numel() * 2 * 3  # read twice (stats, apply), write once
+        t_ours = bench(lambda x=x, g=g, b=b: ops.instance_norm_relu(x, g, b))
+        t_torch = bench(
+            lambda x=x, g=g, b=b: torch.relu(tnf.instance_norm(x, weight=g.half(), bias=b.half()))
+        )
+        res[f"in_relu_{c}x{s}"] = (t_ours, t_torch)
+        log(
+            f"IN+ReLU {c}ch {s}^3: ours {t_ours:.3f} ms ({nbytes / t_ours / 1e6:.0f} GB/s) | torch {t_torch:.3f} ms"
+        )
+    x8k = (
+        torch.randn(n, 8 * 32, 64, 64, 64, device="cuda")
+        .half()
+        .contiguous(memory_format=torch.channels_last_3d)
+    )
+    skip = (
+        torch.randn(n, 32, 128, 128, 128, device="cuda")
+        .half()
+        .contiguous(memory_format=torch.channels_last_3d)
+    )
+    t_ours = bench(lambda: ops.pixel_shuffle3d_concat(x8k, skip))
+    t_torch = bench(
+        lambda: ref.pixel_shuffle3d_concat(x8k, skip).contiguous(memory_format=torch.channels_last_3d)
+    )
+    nbytes = (x8k.numel() + skip.numel()) * 2 * 2
+    res["pixel_shuffle_concat_32"] = (t_ours, t_torch)
+    log(
+        f"pixel shuffle+concat 32+32 @128^3: ours {t_ours:.3f} ms ({nbytes / t_ours / 1e6:.0f} GB/s) | torch {t_torch:.3f}"
+    )
+    xi = torch.randint(-127, 128, (n, 1, 128, 128, 128), dtype=torch.int8, device="cuda")
+    w = torch.randn(32, 1, 3, 3, 3, device="cuda")
+    t_ours = bench(lambda: ops.conv3x3x3_c1(xi, w, 0.02))
+    xh = xi.half()
+    t_torch = bench(lambda: tnf.conv3d(xh, w.half(), padding=1))
+    res["c1"] = (t_ours, t_torch)
+    log(f"first conv int8 1->32 @128^3: ours {t_ours:.3f} ms | cuDNN fp16 (NCDHW) {t_torch:.3f} ms")
+    y = (
+        torch.randn(n, 32, 128, 128, 128, device="cuda")
+        .half()
+        .contiguous(memory_format=torch.channels_last_3d)
+    )
+    wo, bo = torch.randn(3, 32, device="cuda"), torch.randn(3, device="cuda")
+    t_ours = bench(lambda: ops.conv1x1x1_bias(y, wo, bo))
+    t_torch = bench(lambda: tnf.conv3d(y, wo.half().reshape(3, 32, 1, 1, 1), bo.half()))
+    res["c1x1"] = (t_ours, t_torch)
+    log(f"output conv 32->3 @128^3: ours {t_ours:.3f} ms | cuDNN fp16 {t_torch:.3f} ms")
+    from core.sliding_window import default_patches_tensor, window_grid
+
+    dims = (256, 320, 320)
+    grid = window_grid(dims)[:8]
+    patches = default_patches_tensor("cuda", torch.float16)
+    logits = torch.randn(8, 3, 128, 128, 128, device="cuda")
+    acc = torch.zeros(3, *dims, device="cuda")
+    t_ours = bench(lambda: ops.accumulate_fn(acc, logits, patches, grid))
+    from core.sliding_window import accumulate_torch, argmax_lowest_torch
+
+    t_torch = bench(lambda: accumulate_torch(acc, logits, patches, grid))
+    res["accumulate_8"] = (t_ours, t_torch)
+    log(f"accumulate 8 windows: ours {t_ours:.3f} ms | torch {t_torch:.3f} ms")
+    t_ours = bench(lambda: ops.argmax_fn(acc))
+    t_torch = bench(lambda: argmax_lowest_torch(acc))
+    res["argmax_256x320x320"] = (t_ours, t_torch)
+    log(f"argmax 256x320x320: ours {t_ours:.3f} ms | torch {t_torch:.3f} ms")
+    RESULTS["misc"] = res
+
+
+def section_net(n: int, precisions: list[str], tag: str) -> None:
+    from plugins.unet import FusedUNet3D, GraphedModel
+
+    log(f"== whole fused network, full width, random weights, batch {n}, CUDA graph ({tag})")
+    torch.manual_seed(0)
+    m = ref.UNet3D().cuda().eval()
+    x = torch.randint(-127, 128, (n, 1, 128, 128, 128), dtype=torch.int8, device="cuda")
+    with torch.no_grad():
+        want = m(x[:2].float() * (2.63979 / 127))
+    out = RESULTS.setdefault("net", {})
+    for prec in precisions:
+        f = FusedUNet3D.from_reference(m, precision=prec, device="cuda")
+        if prec == "fp8":
+            f.calibrate([x[:2]])
+        got = f(x[:2])
+        err = float((got.double() - want.double()).norm() / want.double().norm())
+        agree = float((got.argmax(1) == want.argmax(1)).float().mean())
+        t_eager = bench(lambda f=f: f(x), rep=200)
+        g = GraphedModel(f, n, dtype=torch.int8)
+        t_graph = bench(lambda g=g: g(x), rep=300)
+        out[f"{tag}_{prec}"] = dict(eager_ms=t_eager, graph_ms=t_graph, per_window_ms=t_graph / n, rel_err=err,
+                                    argmax_agree=agree)  # fmt: skip
+        log(
+            f"{prec}: eager {t_eager:.2f} ms, graph {t_graph:.2f} ms per batch -> {t_graph / n:.3f} ms/window "
+            f"({954.6 / (t_graph / n):.0f} TFLOP/s eff.); vs fp32 torch: rel err {err:.2e}, argmax agree {agree:.5f}; "
+            f"est. {1000 / (t_graph / n * 64.2):.2f} samples/s at 64.2 windows/sample (net only)"
+        )
+        # per-kernel breakdown (eager, GPU time by kernel name)
+        from torch.profiler import ProfilerActivity, profile
+
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            f(x)
+            torch.cuda.synchronize()
+        agg: dict[str, float] = defaultdict(float)
+        for e in prof.key_averages():
+            if e.device_type.name == "CUDA" or getattr(e, "self_device_time_total", 0) > 0:
+                agg[e.key] += getattr(e, "self_device_time_total", 0.0) / 1000.0
+        total = sum(agg.values()) or 1.0
+        top = sorted(agg.items(), key=lambda kv: -kv[1])[:10]
+        out[f"{tag}_{prec}_breakdown_ms"] = dict(top)
+        log(
+            "  breakdown (ms per batch): "
+            + "; ".join(f"{k[:40]} {v:.2f} ({100 * v / total:.0f}%)" for k, v in top)
+        )
+        del g, f
+        torch.cuda.empty_cache()
+
+
+def section_window(n: int, prec: str) -> None:
+    """Sliding window on one typical volume (256x320x320 = 48 windows) with the fused net."""
+    from core.sliding_window import default_patches_tensor, segment_torch
+    from plugins.unet import FusedUNet3D, GraphedModel
+
+    torch.manual_seed(0)
+    m = ref.UNet3D().cuda().eval()
+    f = FusedUNet3D.from_reference(m, precision=prec, device="cuda")
+    vol = torch.randint(-127, 128, (1, 256, 320, 320), dtype=torch.int8, device="cuda")
+    if prec == "fp8":
+        f.calibrate([vol[None, :, :128, :128, :128]])
+    g = GraphedModel(f, n, dtype=torch.int8)
+    patches = default_patches_tensor("cuda", torch.float16)
+
+    def run() -> Any:
+        return segment_torch(vol, g, n, patches, accumulate_fn=ops.accumulate_fn, argmax_fn=ops.argmax_fn)
+
+    run()
+    torch.cuda.synchronize()
+    t = bench(run, rep=2000, warmup=1)
+    RESULTS.setdefault("window", {})[prec] = dict(ms_per_volume=t, windows=48, ms_per_window=t / 48)
+    log(f"sliding window {prec}, 256x320x320 (48 windows): {t:.1f} ms -> {t / 48:.3f} ms/window, "
+        f"{1000 / (t / 48 * 64.2):.2f} samples/s at the inference set's 64.2 windows/sample")  # fmt: skip
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--tune", action="store_true")
+    ap.add_argument("--budget-s", type=float, default=420.0)
+    ap.add_argument("--sections", default="net,window,misc,layers,net2")
+    ap.add_argument("--precisions", default="fp16,fp8,bf16")
+    args = ap.parse_args()
+    import triton
+
+    RESULTS["env"] = dict(
+        torch=torch.__version__, triton=triton.__version__, cuda=torch.version.cuda,
+        device=torch.cuda.get_device_name(0), date=time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+    )  # fmt: skip
+    log(f"env: {RESULTS['env']}")
+    secs = args.sections.split(",")
+    precs = args.precisions.split(",")
+
+    def save() -> None:
+        if args.out:
+            args.out.mkdir(parents=True, exist_ok=True)
+            (args.out / "results.json").write_text(json.dumps(RESULTS, indent=1, default=str))
+            if "tuned" in RESULTS:
+                merged = {**ops.TUNED, **RESULTS["tuned"]}
+                (args.out / "tuned_configs.json").write_text(json.dumps(merged, indent=0, sort_keys=True))
+
+    for sec in secs:
+        if time.time() - T0 > args.budget_s and sec != "window":
+            log(f"budget reached, skipping {sec}")
+            continue
+        try:
+            if sec == "net":
+                section_net(args.batch, precs, "default_tiles")
+            elif sec == "misc":
+                section_misc(args.batch)
+            elif sec == "layers":
+                section_layers(args.batch, args.tune, args.budget_s)
+            elif sec == "net2":
+                section_net(args.batch, [p for p in precs if p != "bf16"], "tuned_tiles")
+            elif sec == "window":
+                section_window(args.batch, "fp8" if "fp8" in precs else precs[0])
+        except Exception as exc:
+            import traceback
+
+            traceback.print_exc()
+            log(f"section {sec} failed: {type(exc).__name__}: {exc}")
+        save()
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.pop("TRITON_INTERPRET", None)
+    sys.exit(main())

@@ -1,0 +1,158 @@
+"""plugins.ops / plugins.unet compiled Triton kernels on CUDA against plugins.reference (skipped without
+CUDA). Run on its own (not together with tests/test_plugins.py, which switches Triton to the
+interpreter): ``pytest tests/test_plugins_gpu.py``."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+pytestmark = pytest.mark.skipif(
+    not torch.cuda.is_available() or os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"),
+    reason="needs CUDA and compiled Triton (TRITON_INTERPRET unset)",
+)
+
+from plugins import ops  # noqa: E402
+from plugins import reference as ref  # noqa: E402
+
+CL = torch.channels_last_3d
+DEV = "cuda"
+
+
+@pytest.fixture(autouse=True)
+def _seed() -> None:
+    torch.manual_seed(4321)
+
+
+def rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    a64, b64 = a.double(), b.double()
+    return float((a64 - b64).norm() / b64.norm().clamp_min(1e-30))
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32])
+def test_instance_norm_relu_gpu(dtype: torch.dtype) -> None:
+    x = (torch.randn(4, 32, 64, 64, 64, device=DEV) * 2 + 30).to(dtype).contiguous(memory_format=CL)
+    g, b = torch.rand(32, device=DEV) + 0.5, torch.randn(32, device=DEV)
+    got = ops.instance_norm_relu(x, g, b)
+    want = ref.instance_norm_relu(x.double(), g.double(), b.double()).float()
+    assert got.dtype == dtype and got.is_contiguous(memory_format=CL)
+    assert rel(got, want) < {torch.float32: 1e-5, torch.float16: 1e-3, torch.bfloat16: 8e-3}[dtype]
+
+
+def test_fp8_cast_is_rne_and_saturating() -> None:
+    x = torch.randn(1, 8, 16, 16, 64, device=DEV) * 100
+    a, b = torch.ones(1, 64, device=DEV), torch.zeros(1, 64, device=DEV)
+    out = ops.in_apply(x, a, b, relu=False, out_dtype=ops.FP8)
+    assert torch.equal(out.float(), x.clamp(-448, 448).to(ops.FP8).float())
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+@pytest.mark.parametrize("cin,cout", [(32, 32), (64, 32), (64, 128), (320, 320)])
+def test_conv_fp8_matches_simulation(stride: int, cin: int, cout: int) -> None:
+    r = 16 if cin >= 256 else 32
+    x = torch.randn(2, cin, r, r, r, device=DEV).contiguous(memory_format=CL)
+    w = torch.randn(cout, cin, 3, 3, 3, device=DEV) / (27 * cin) ** 0.5
+    got = ops.conv3x3x3(x, w, stride, "fp8", 0.01)
+    assert rel(got, ref.conv3x3x3_fp8_sim(x, w, stride, 0.01)) < 2e-3
+    assert rel(got, ref.conv3x3x3(x, w, stride)) < 0.06
+
+
+@pytest.mark.parametrize("precision", ["fp16", "bf16", "fp32"])
+def test_conv_float_gpu(precision: str) -> None:
+    x = torch.randn(2, 64, 32, 32, 32, device=DEV).contiguous(memory_format=CL)
+    w = torch.randn(32, 64, 3, 3, 3, device=DEV) / (27 * 64) ** 0.5
+    got = ops.conv3x3x3(x, w, 1, precision)
+    want = ref.conv3x3x3(x.double(), w.double(), 1)
+    assert rel(got, want) < {"fp16": 2e-3, "bf16": 1e-2, "fp32": 1e-5}[precision]
+
+
+def test_every_candidate_tile_is_correct() -> None:
+    x = torch.randn(2, 16, 16, 16, 64, device=DEV, dtype=torch.float16)
+    w = torch.randn(128, 64, 3, 3, 3, device=DEV) / (27 * 64) ** 0.5
+    p = ops.pack_conv3(w, torch.float16)
+    want = ref.conv3x3x3(ops.from_cl(x), w, 1)
+    for cfg in ops.conv_candidates(16**3, p):
+        out, _ = ops.conv3d_cl(x, p, 1, cfg=cfg)
+        assert rel(ops.from_cl(out), want) < 2e-3, cfg
+
+
+def test_prologue_stats_and_fp8_chain() -> None:
+    x = (torch.randn(2, 32, 32, 32, 64, device=DEV) * 3 + 1).half()
+    a, b = torch.rand(2, 64, device=DEV) + 0.5, torch.randn(2, 64, device=DEV)
+    w = torch.randn(64, 64, 3, 3, 3, device=DEV) / (27 * 64) ** 0.5
+    s = 0.05
+    p = ops.pack_conv3(w, ops.FP8, act_scale=s)
+    out, part = ops.conv3d_cl(x, p, 1, pro=(a / s, b / s), stats=True)
+    xn = torch.relu(x.float() * a[:, None, None, None, :] + b[:, None, None, None, :])
+    want = ref.conv3x3x3_fp8_sim(ops.from_cl(xn), w, 1, s)
+    assert rel(ops.from_cl(out), want) < 2e-3
+    g, bt = torch.rand(64, device=DEV) + 0.5, torch.randn(64, device=DEV)
+    aa, bb = ops.in_affine(part, g, bt)
+    got = ops.in_apply(out, aa, bb)
+    assert rel(ops.from_cl(got), ref.instance_norm_relu(want, g, bt)) < 2e-3
+
+
+def test_first_and_last_conv_gpu() -> None:
+    x = torch.randint(-127, 128, (2, 1, 64, 64, 64), dtype=torch.int8, device=DEV)
+    w = torch.randn(32, 1, 3, 3, 3, device=DEV)
+    got = ops.conv3x3x3_c1(x, w, 2.63979 / 127)
+    assert rel(got, ref.conv3x3x3_c1(x, w, 2.63979 / 127)) < 1e-3
+    y = torch.randn(2, 32, 64, 64, 64, device=DEV).half().contiguous(memory_format=CL)
+    wo, bo = torch.randn(3, 32, device=DEV), torch.randn(3, device=DEV)
+    assert rel(ops.conv1x1x1_bias(y, wo, bo), ref.conv1x1x1_bias(y, wo, bo)) < 1e-6
+
+
+def test_pixel_shuffle_concat_and_upconv_gpu() -> None:
+    x8k = torch.randn(2, 8 * 64, 16, 16, 16, device=DEV).half().contiguous(memory_format=CL)
+    skip = torch.randn(2, 64, 32, 32, 32, device=DEV).half().contiguous(memory_format=CL)
+    assert torch.equal(ops.pixel_shuffle3d_concat(x8k, skip), ref.pixel_shuffle3d_concat(x8k, skip))
+    x = torch.randn(2, 16, 16, 16, 128, device=DEV).half()
+    wt, bt = torch.randn(128, 64, 2, 2, 2, device=DEV) / 128**0.5, torch.randn(64, device=DEV)
+    w2, b2 = ref.deconv_to_conv1x1(wt, bt)
+    buf = torch.full((2, 32, 32, 32, 128), float("nan"), device=DEV, dtype=torch.float16)
+    ops.conv3d_cl(x, ops.pack_conv1(w2, b2, torch.float16), 1, out=buf, pixel_shuffle=True)
+    want = torch.nn.functional.conv_transpose3d(ops.from_cl(x).float(), wt, bt, stride=2)
+    assert rel(ops.from_cl(buf[..., :64]), want) < 2e-3
+
+
+def test_accumulate_and_argmax_gpu() -> None:
+    from core.sliding_window import Window, default_patches_tensor, window_grid
+
+    dims = (128, 192, 256)
+    grid = window_grid(dims)
+    patches = default_patches_tensor(DEV, torch.float16)
+    logits = torch.randn(len(grid), 3, 128, 128, 128, device=DEV, dtype=torch.float16)
+    acc = torch.zeros(3, *dims, device=DEV)
+    want = acc.clone()
+    for i in range(0, len(grid), 8):
+        ws: list[Window] = grid[i : i + 8]
+        ops.accumulate_fn(acc, logits[i : i + 8], patches, ws)
+        for j, w in enumerate(ws):
+            view = want[(slice(None), *w.slices)]
+            view += logits[i + j].float() * patches[w.patch_id].float().reshape(128, 128, 128)
+    torch.testing.assert_close(acc, want, rtol=1e-5, atol=1e-5)
+    assert torch.equal(ops.argmax_fn(acc), ref.argmax(acc))
+
+
+@pytest.mark.parametrize("precision", ["fp16", "bf16", "fp8"])
+def test_fused_unet_full_width(precision: str) -> None:
+    from plugins.unet import FusedUNet3D, GraphedModel
+
+    m = ref.UNet3D().to(DEV).eval()
+    x = torch.randint(-127, 128, (2, 1, 128, 128, 128), dtype=torch.int8, device=DEV)
+    with torch.no_grad():
+        want = m(x.float() * (2.63979 / 127))
+    f = FusedUNet3D.from_reference(m, precision=precision, device=DEV)
+    if precision == "fp8":
+        f.calibrate([x])
+    got = f(x)
+    assert got.shape == want.shape and got.dtype == torch.float32
+    agree = float((got.argmax(1) == want.argmax(1)).float().mean())
+    err = rel(got, want)
+    print(f"fused {precision}: rel err {err:.2e}, argmax agreement {agree:.5f}")
+    assert err < {"fp16": 2e-2, "bf16": 6e-2, "fp8": 0.25}[precision]
+    assert agree > {"fp16": 0.99, "bf16": 0.97, "fp8": 0.9}[precision]
+    g = GraphedModel(f, 2, dtype=torch.int8)
+    assert torch.equal(g(x), got)
