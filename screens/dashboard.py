@@ -66,6 +66,7 @@ class DashboardScreen(Screen[None]):
                 yield Static("", id="ws-line", markup=False)
                 yield Static("", id="banner")
                 yield StatusTable(id="status", cursor_type="row", zebra_stripes=True)
+                yield Static("", id="item-detail", markup=False)
             with Vertical(id="actions"):
                 yield Label("Actions", classes="section-title")
                 yield Button("Create demo workspace (d)", id="act-demo")
@@ -99,8 +100,11 @@ class DashboardScreen(Screen[None]):
             banner.update("Probing the workspace…")
             return
         missing: list[str] = []
+        self._rows: dict[str, tuple[str, str, str, str, str, Any]] = {}
         for sec in report.sections:
+            by_name = {i.name: i for i in sec.items}
             for n, (_sec, name, state, detail, fix) in enumerate(section_rows(sec)):
+                self._rows[f"{sec.name}/{name}/{n}"] = (sec.name, name, state, detail, fix, by_name.get(name))
                 style = STATE_STYLE.get(state, "red")
                 t.add_row(
                     Text(sec.name if n == 0 else "", style="bold"),
@@ -120,6 +124,25 @@ class DashboardScreen(Screen[None]):
         else:
             banner.update(Text("Workspace ready: start a run from the Run screen (2).", style="green"))
         self.show_buttons(self.app.job)  # type: ignore[attr-defined]
+
+    def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        """The whole of the highlighted item (the table truncates): e.g. the model's full sha256,
+        opset, parameters, I/O and surgery state."""
+        key = str(event.row_key.value) if event.row_key is not None else ""
+        row = getattr(self, "_rows", {}).get(key)
+        box = self.query_one("#item-detail", Static)
+        if row is None:
+            box.update("")
+            return
+        sec, name, state, detail, fix, item = row
+        lines = [f"{sec} / {name}: {state}", detail]
+        if fix and state != "ok":
+            lines.append(f"fix: {fix}")
+        data = dict(getattr(item, "data", {}) or {})
+        if sec == "model" and state == "ok" and "surgery" not in detail:
+            lines.append("surgery: none (an original export; core.surgery runs when an engine is built)")
+        lines += [f"{k}: {v}" for k, v in data.items() if v not in (None, "", [], {})]
+        box.update("\n".join(lines))
 
     def show_runs(self, runs: list[Any]) -> None:
         box = self.query_one("#last-result", Static)
