@@ -353,7 +353,22 @@ def run_preprocess(
     cancel: CancelToken = NEVER,
     amax: float = INT8_INPUT_AMAX_DEFAULT,
 ) -> PreprocessResult:
-    """Preprocess the listed cases of ``sets`` (resumable: verified outputs are kept)."""
+    """Preprocess the listed cases of ``sets`` (resumable: verified outputs are kept). Holds the
+    workspace lock (core.lock): a second writing job on the workspace is refused meanwhile."""
+    from core.lock import workspace_lock
+
+    with workspace_lock(ws, "preprocess"):
+        return _run_preprocess(ws, sets, jobs, report, cancel, amax)
+
+
+def _run_preprocess(
+    ws: Workspace,
+    sets: Sequence[str],
+    jobs: int | None,
+    report: Reporter,
+    cancel: CancelToken,
+    amax: float,
+) -> PreprocessResult:
     t0 = time.monotonic()
     sets = tuple(sets)
     for s in sets:
@@ -419,6 +434,43 @@ def _size(p: Path) -> int:
         return 0
 
 
+def _exit_with_parent(parent_pid: int) -> None:
+    """Worker initializer: end this worker when the process that started the pool is gone.
+
+    Workers are children of the forkserver, not of the job's process, so a SIGKILLed job (or one
+    killed by the OOM killer) would otherwise leave them running: still using cores and memory on a
+    shared machine, and still writing into the folder a restarted job is working on."""
+    import select
+    import threading
+
+    try:
+        pidfd = os.pidfd_open(parent_pid)
+    except (AttributeError, OSError):  # no pidfd (old kernel) or the parent is already gone
+        pidfd = None
+        try:
+            os.kill(parent_pid, 0)
+        except ProcessLookupError:
+            os._exit(1)
+        except OSError:
+            pass
+
+    def watch() -> None:
+        while True:
+            if pidfd is not None:
+                if select.select([pidfd], [], [], None)[0]:  # readable: the parent has exited
+                    os._exit(1)
+            else:
+                time.sleep(0.5)
+                try:
+                    os.kill(parent_pid, 0)
+                except ProcessLookupError:
+                    os._exit(1)
+                except OSError:
+                    pass
+
+    threading.Thread(target=watch, name="unet3d-parent-watch", daemon=True).start()
+
+
 def _run_pool(
     work: list[tuple[str, str]],
     args: list[tuple[str, str, str, str, float]],
@@ -428,7 +480,9 @@ def _run_pool(
 ) -> None:
     """At most ``jobs`` cases in flight; on cancel or error the workers are stopped at once
     (their outputs are atomic, so nothing half-written remains)."""
-    pool = ProcessPoolExecutor(max_workers=jobs, mp_context=_mp_context())
+    pool = ProcessPoolExecutor(
+        max_workers=jobs, mp_context=_mp_context(), initializer=_exit_with_parent, initargs=(os.getpid(),)
+    )
     pending: dict[Future, tuple[str, str]] = {}
     todo = list(zip(work, args, strict=True))
     ok = False
