@@ -22,6 +22,7 @@ class SampleDone:
     issued: float  # clock() seconds
     completed: float
     windows: int
+    device: str | None = None  # the worker's device label ("cuda:1"); None when not recorded
 
     @property
     def latency(self) -> float:
@@ -40,6 +41,16 @@ class CaseDice:
 
 
 @dataclass(frozen=True)
+class DeviceStat:
+    """One device's share of a run (multi-GPU runs: one sample stream per device)."""
+
+    device: str
+    completed: int
+    qps: float  # samples/s over the same sliding window as RunSnapshot.qps
+    windows_per_s: float
+
+
+@dataclass(frozen=True)
 class RunSnapshot:
     t: float
     started: float | None
@@ -53,6 +64,7 @@ class RunSnapshot:
     dice: tuple[CaseDice, ...]
     log_tail: tuple[str, ...]
     phase: str
+    devices: tuple[DeviceStat, ...] = ()  # per device, in first-completion order; () if none recorded
 
 
 @dataclass
@@ -73,6 +85,7 @@ class RunEvents:
     _windows: int = field(init=False, default=0)
     _started: float | None = field(init=False, default=None)
     _phase: str = field(init=False, default="idle")
+    _per_device: dict[str, int] = field(init=False, default_factory=dict)  # completed per device
 
     def __post_init__(self) -> None:
         self._samples = deque(maxlen=self.maxlen)
@@ -87,9 +100,13 @@ class RunEvents:
             if name == "running" and self._started is None:
                 self._started = self.clock()
 
-    def sample_done(self, index: int, case: str, issued: float, windows: int) -> SampleDone:
-        done = SampleDone(index, case, issued, self.clock(), windows)
+    def sample_done(
+        self, index: int, case: str, issued: float, windows: int, device: str | None = None
+    ) -> SampleDone:
+        done = SampleDone(index, case, issued, self.clock(), windows, device)
         with self._lock:
+            if device is not None:
+                self._per_device[device] = self._per_device.get(device, 0) + 1
             if self._started is None:
                 self._started = issued
             self._samples.append(done)
@@ -133,6 +150,15 @@ class RunEvents:
                 if lat.size
                 else {}
             )
+            devices = tuple(
+                DeviceStat(
+                    dev,
+                    n,
+                    sum(1 for s in recent if s.device == dev) / span if span > 0 else 0.0,
+                    sum(s.windows for s in recent if s.device == dev) / span if span > 0 else 0.0,
+                )
+                for dev, n in self._per_device.items()
+            )
             return RunSnapshot(
                 t=now,
                 started=self._started,
@@ -146,4 +172,5 @@ class RunEvents:
                 dice=tuple(self._dice.values()),
                 log_tail=tuple(self._log),
                 phase=self._phase,
+                devices=devices,
             )

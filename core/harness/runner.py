@@ -51,8 +51,9 @@ from core.harness.logs import (
 )
 from core.harness.qsl import DataSource, KitsQSL, PreprocessedData
 from core.harness.settings import build_settings, check_config, expected_samples, loadgen
-from core.harness.sut import KitsSUT
+from core.harness.sut import KitsSUT, device_label
 from core.jobs import CancelToken, LogLine, Phase, Progress, Reporter
+from core.lock import WorkspaceBusyError, workspace_lock
 from core.workspace import Workspace
 
 RUN_JSON = "run.json"
@@ -83,6 +84,7 @@ class RunResult:
     detail: LoadgenDetail | None = field(default=None, repr=False)
     error: str | None = None
     fresh_process: bool = True  # False: not submittable (see core.harness.settings)
+    per_device: dict[str, int] = field(default_factory=dict)  # samples completed per device (worker)
 
     @property
     def summary_text(self) -> str:
@@ -119,6 +121,7 @@ class RunResult:
             "loadgen_errors": list(self.loadgen_errors),
             "error": self.error,
             "fresh_process": self.fresh_process,
+            "per_device": dict(self.per_device),
         }
 
     @classmethod
@@ -148,6 +151,7 @@ class RunResult:
             detail=parse_detail(log_dir),
             error=d.get("error"),
             fresh_process=bool(d.get("fresh_process", True)),
+            per_device={str(k): int(v) for k, v in (d.get("per_device") or {}).items()},
         )
 
 
@@ -215,6 +219,38 @@ class _RunRecord:
         atomic_write_text(self.path, json.dumps(self.data, indent=1, default=str) + "\n")
 
 
+def check_devices(backend: Any, name: str, gpus: int) -> tuple[str, ...]:
+    """The backend's devices, or UsageError when ``--gpus`` asks for more than it sees."""
+    if gpus <= 1:
+        return ()
+    avail = backend.availability()
+    if not avail.ok:
+        raise BackendUnavailableError(f"backend {name} is unavailable: {avail.reason}")
+    devices = tuple(avail.devices)
+    if len(devices) < gpus:
+        seen = f": {', '.join(devices)}" if devices else ""
+        raise UsageError(f"--gpus={gpus} but backend {name} sees {len(devices)} device(s){seen}")
+    return devices
+
+
+def load_engines(backend: Any, ws: Workspace, cfg: RunConfig, engines: list[Any]) -> list[Any]:
+    """One engine per device (``device=0..gpus-1``), appended to ``engines`` as they load, so the
+    caller can close those that loaded when a later one fails. Each owns its buffers (and CUDA
+    graph); the sample data stays one shared host copy."""
+    cache = ws.calibration_cache_path if cfg.precision == "int8" else None
+    for i in range(max(1, cfg.gpus)):
+        engines.append(
+            backend.load(
+                ws.model_path,
+                precision=cfg.precision,
+                batch_size=cfg.gpu_batch_size,
+                device=i,
+                calibration_cache=cache if cache is not None and cache.is_file() else None,
+            )
+        )
+    return engines
+
+
 def run_benchmark(
     ws: Workspace,
     cfg: RunConfig,
@@ -229,7 +265,24 @@ def run_benchmark(
     """Run LoadGen once for ``cfg``. Returns the result of a finished run (VALID or INVALID);
     raises :class:`RunCancelled` (a ``Cancelled``) after a cancel and the run's error after a failure,
     with run.json saying so in both cases. ``engine`` and ``data`` default to the configured backend
-    and the preprocessed inference set."""
+    (``cfg.gpus`` engines, one per device, one SUT worker each) and the preprocessed inference set;
+    ``engine`` may also be a list of engines (one worker each). Holds the workspace lock (core.lock)
+    for the whole run: a second run, preprocessing or calibration on the workspace is refused."""
+    with workspace_lock(ws, "run"):
+        return _run_benchmark(ws, cfg, report, cancel, events, engine, data=data, lg=lg)
+
+
+def _run_benchmark(
+    ws: Workspace,
+    cfg: RunConfig,
+    report: Reporter,
+    cancel: CancelToken,
+    events: RunEvents | None,
+    engine: Any | None,
+    *,
+    data: DataSource | None,
+    lg: Any | None,
+) -> RunResult:
     lg = loadgen(lg)
     check_config(cfg)
     cancel.check()
@@ -237,6 +290,12 @@ def run_benchmark(
     own_engine = engine is None
     if own_engine and not ws.model_path.is_file():
         raise MissingInputError("model not found (run `unet3d download` or set MODEL_DIR)", ws.model_path)
+    backend = None
+    if own_engine:
+        from core.backends import get_backend
+
+        backend = get_backend(cfg.backend)
+        check_devices(backend, cfg.backend, cfg.gpus)  # before a run folder exists
     if data is None:
         data = PreprocessedData(ws, "inference")
     cases = data.cases()
@@ -259,6 +318,7 @@ def run_benchmark(
             "audit_test": cfg.audit_test,
             "backend": cfg.backend,
             "precision": cfg.precision,
+            "gpus": cfg.gpus,
             "run_args": cfg.run_args(),
             "config": cfg.to_dict(),
             "model": str(model_path) if model_path else None,
@@ -273,19 +333,16 @@ def run_benchmark(
     events.log(f"run folder {run_dir}")
     qsl: KitsQSL | None = None
     sut: KitsSUT | None = None
+    engines: list[Any] = [] if own_engine else list(engine) if isinstance(engine, (list, tuple)) else [engine]
     try:
         events.phase("loading")
-        report(Phase("loading", cfg.backend if own_engine else str(getattr(engine, "name", "engine"))))
+        first = engines[0] if engines else None
+        report(Phase("loading", cfg.backend if own_engine else str(getattr(first, "name", "engine"))))
         if own_engine:
-            from core.backends import get_backend
-
-            cache = ws.calibration_cache_path if cfg.precision == "int8" else None
-            engine = get_backend(cfg.backend).load(
-                ws.model_path,
-                precision=cfg.precision,
-                batch_size=cfg.gpu_batch_size,
-                calibration_cache=cache if cache is not None and cache.is_file() else None,
-            )
+            load_engines(backend, ws, cfg, engines)
+            if len(engines) > 1:
+                events.log(f"{len(engines)} engines loaded, one sample stream per device")
+        engine = engines[0]
         sha = getattr(engine, "model_sha256", None) or (file_sha256(model_path) if model_path else None)
         record.update(
             model_sha256=sha,
@@ -294,6 +351,7 @@ def run_benchmark(
                 "precision": getattr(engine, "precision", cfg.precision),
                 "batch_size": getattr(engine, "batch_size", cfg.gpu_batch_size),
                 "volume_engine": isinstance(engine, VolumeEngine),
+                "devices": [device_label(e, i) for i, e in enumerate(engines)],
             },
         )
         if isinstance(data, PreprocessedData):
@@ -316,7 +374,7 @@ def run_benchmark(
         qsl = KitsQSL(data, lg, cancel=cancel, events=events, report=report)
         sut = KitsSUT(
             qsl,
-            engine,
+            engines,
             batch_size=cfg.gpu_batch_size if own_engine else getattr(engine, "batch_size", None),
             patches=patches,
             events=events,
@@ -340,6 +398,7 @@ def run_benchmark(
         failure = qsl.error or sut.error  # a QSL load error explains the SUT's 'not loaded'
         cancelled = sut.cancelled or cancel.cancelled
         completed = sut.completed
+        per_device = sut.per_device
         sut = qsl = None
 
         summary = parse_summary(run_dir)
@@ -361,6 +420,7 @@ def run_benchmark(
             "samples_completed": completed,
             "loadgen_errors": detail.errors,
             "fresh_process": built.fresh_process,
+            "per_device": per_device,
             "summary": summary,
             "detail": detail,
         }
@@ -398,6 +458,10 @@ def run_benchmark(
             events.log(summary.result_line)
         for err in detail.errors:
             report(LogLine("warning", f"loadgen: {err}"))
+        if len(per_device) > 1:
+            line = "samples per device: " + ", ".join(f"{d} {n}" for d, n in per_device.items())
+            report(LogLine("info", line))
+            events.log(line)
         if accuracy is not None:
             events.log(accuracy.line)
         events.phase("done")
@@ -419,11 +483,12 @@ def run_benchmark(
             sut.close()
         if qsl is not None:
             qsl.destroy()
-        if own_engine and engine is not None:
-            try:
-                engine.close()
-            except Exception as exc:
-                report(LogLine("warning", f"closing engine: {exc}"))
+        if own_engine:
+            for eng in engines:
+                try:
+                    eng.close()
+                except Exception as exc:
+                    report(LogLine("warning", f"closing engine: {exc}"))
 
 
 def _start_test(lg: Any, sut: KitsSUT, qsl: KitsQSL, settings: Any, log_settings: Any, audit: Path) -> None:
@@ -495,6 +560,7 @@ _ERRORS: dict[str, type[UnetError]] = {
         RunInvalidError,
         BackendUnavailableError,
         Cancelled,
+        WorkspaceBusyError,
     )
 }
 
@@ -518,8 +584,10 @@ class _RelayEvents(RunEvents):
         super().phase(name)
         self._send({"t": "phase", "name": name, "total": self.total})
 
-    def sample_done(self, index: int, case: str, issued: float, windows: int) -> Any:
-        done = super().sample_done(index, case, issued, windows)
+    def sample_done(
+        self, index: int, case: str, issued: float, windows: int, device: str | None = None
+    ) -> Any:
+        done = super().sample_done(index, case, issued, windows, device)
         self._send(
             {
                 "t": "sample",
@@ -527,6 +595,7 @@ class _RelayEvents(RunEvents):
                 "case": case,
                 "issued": issued,
                 "windows": windows,
+                "device": device,
                 "total": self.total,
             }
         )
@@ -707,8 +776,13 @@ def run_benchmark_isolated(
             if t == "phase":
                 events.phase(msg["name"])
             elif t == "sample":
+                dev = msg.get("device")
                 events.sample_done(
-                    int(msg["index"]), str(msg["case"]), float(msg["issued"]), int(msg["windows"])
+                    int(msg["index"]),
+                    str(msg["case"]),
+                    float(msg["issued"]),
+                    int(msg["windows"]),
+                    device=None if dev is None else str(dev),
                 )
             elif t == "dice":
                 events.dice(str(msg["case"]), float(msg["kidney"]), float(msg["tumor"]))

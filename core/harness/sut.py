@@ -1,11 +1,15 @@
 """The system under test: runs each issued sample through the backend on a worker thread and
 completes it with the uint8 label volume (REF ``base_SUT.py``).
 
-LoadGen calls ``issue_queries`` on its own thread; we only enqueue there. The worker runs
-``engine.segment(volume)`` for a :class:`VolumeEngine`, else ``core.sliding_window.segment``, then
-calls ``QuerySamplesComplete`` with the label bytes (the buffer stays referenced until the call
-returns: LoadGen copies it in accuracy mode). After a cancel or a failure every outstanding and
-later sample is completed with an empty response, so LoadGen always returns.
+LoadGen calls ``issue_queries`` on its own thread; we only enqueue there, one item per sample. One
+worker thread per engine (one engine per device, as NVIDIA's one batcher thread per GPU) pulls
+samples from that one shared queue, so every device runs its own stream of whole samples and a fast
+device simply takes more of them. A worker runs ``engine.segment(volume)`` for a
+:class:`VolumeEngine`, else ``core.sliding_window.segment``, then calls ``QuerySamplesComplete``
+with the label bytes (the buffer stays referenced until the call returns: LoadGen copies it in
+accuracy mode). After a cancel or a failure (on any device) every outstanding and later sample is
+completed with an empty response, so LoadGen always returns. Each engine owns its device buffers;
+the QSL's host volumes are shared read-only.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import inspect
 import queue
 import threading
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -72,6 +77,39 @@ def check_labels(out: Any, shape: tuple[int, int, int], engine_name: str) -> np.
     return np.ascontiguousarray(arr, dtype=np.uint8)
 
 
+def device_label(engine: Any, index: int) -> str:
+    """The engine's device as shown per device ("cuda:1"); its position when it names none."""
+    dev = getattr(engine, "device", None)
+    return str(dev) if dev is not None and str(dev) else str(index)
+
+
+def _bind_device(engine: Any) -> None:
+    """Make the engine's CUDA device current on this worker thread (NVIDIA's batcher threads call
+    cudaSetDevice): Triton launches and default streams follow the thread's current device, not the
+    tensors'. Engines without a CUDA ``device`` (CPU, fakes) need nothing."""
+    bind = getattr(engine, "bind_thread", None)
+    if callable(bind):
+        bind()
+        return
+    dev = getattr(engine, "device", None)
+    if getattr(dev, "type", None) == "cuda":
+        import torch  # only reached with a torch device, so torch is installed
+
+        torch.cuda.set_device(dev)
+
+
+class _Worker:
+    """One engine (device) and its thread."""
+
+    def __init__(self, engine: Any, label: str) -> None:
+        self.engine = engine
+        self.label = label
+        self.name = str(getattr(engine, "name", type(engine).__name__))
+        self.segment_takes_cancel = _accepts(getattr(engine, "segment", None), "cancel")
+        self.completed = 0
+        self.thread: threading.Thread | None = None
+
+
 class KitsSUT:
     def __init__(
         self,
@@ -85,13 +123,23 @@ class KitsSUT:
         report: Reporter = null_reporter,
         accuracy: bool = False,
         lg: Any | None = None,
+        devices: Sequence[str] | None = None,
     ) -> None:
+        """``engine``: one engine, or a list of engines (one per device, one worker each).
+        ``devices``: their labels for events and errors (default: each engine's ``device``)."""
         lg = loadgen(lg)
         self._lg = lg
         self.qsl = qsl
-        self.engine = engine
-        self.engine_name = str(getattr(engine, "name", type(engine).__name__))
-        self.batch_size = int(batch_size or getattr(engine, "batch_size", 1) or 1)
+        engines = list(engine) if isinstance(engine, (list, tuple)) else [engine]
+        if not engines:
+            raise BadInputError("no engine to run the samples on")
+        labels = list(devices) if devices is not None else [device_label(e, i) for i, e in enumerate(engines)]
+        if len(labels) != len(engines) or len(set(labels)) != len(labels):
+            labels = [str(i) for i in range(len(engines))]  # names must tell the workers apart
+        self.engines = engines
+        self.engine = engines[0]
+        self.engine_name = str(getattr(self.engine, "name", type(self.engine).__name__))
+        self.batch_size = int(batch_size or getattr(self.engine, "batch_size", 1) or 1)
         self.patches = patches
         self.events = events
         self.cancel = cancel
@@ -103,14 +151,25 @@ class KitsSUT:
         self.completed = 0  # samples answered with a real result
         self.emptied = 0  # samples answered with an empty response (cancel/failure)
         self.dice: dict[str, tuple[float, float]] = {}
-        self._answered = False  # the current sample was completed (worker thread only)
-        self._segment_takes_cancel = _accepts(getattr(engine, "segment", None), "cancel")
+        self._lock = threading.Lock()  # counters, the first error, and the reporter (not thread-safe)
         self._clock = events.clock if events is not None else time.monotonic
-        # (LoadGen's issue time, [(query id, sample index), ...]); None stops the worker
-        self._queue: queue.Queue[tuple[float, list[tuple[int, int]]] | None] = queue.Queue()
-        self._thread = threading.Thread(target=self._work, name="unet3d-sut", daemon=True)
-        self._thread.start()
+        # (LoadGen's issue time, query id, sample index); None stops one worker
+        self._queue: queue.Queue[tuple[float, int, int] | None] = queue.Queue()
+        self.workers = [_Worker(e, lab) for e, lab in zip(engines, labels, strict=True)]
+        for i, w in enumerate(self.workers):
+            suffix = "" if len(self.workers) == 1 else f"-{i}"
+            w.thread = threading.Thread(target=self._work, args=(w,), name=f"unet3d-sut{suffix}", daemon=True)
+            w.thread.start()
         self.handle = lg.ConstructSUT(self.issue_queries, self.flush_queries)
+
+    @property
+    def devices(self) -> list[str]:
+        return [w.label for w in self.workers]
+
+    @property
+    def per_device(self) -> dict[str, int]:
+        """Samples answered with a real result, per device."""
+        return {w.label: w.completed for w in self.workers}
 
     # --- LoadGen callbacks (LoadGen's thread): enqueue only, never raise ---
     def issue_queries(self, samples: Any) -> None:
@@ -123,12 +182,13 @@ class KitsSUT:
             if self.events is not None and self.events.total < self.issued:
                 self.events.total = self.issued  # Offline: the query size; SingleStream: past the estimate
         finally:
-            self._queue.put((t, batch))
+            for qid, idx in batch:
+                self._queue.put((t, qid, idx))
 
     def flush_queries(self) -> None:
         pass
 
-    # --- worker ---
+    # --- workers ---
     @property
     def stopping(self) -> bool:
         return self.error is not None or self.cancelled or self.cancel.cancelled
@@ -136,29 +196,33 @@ class KitsSUT:
     def _complete_empty(self, ids: list[int]) -> None:
         if ids:
             self._lg.QuerySamplesComplete([self._lg.QuerySampleResponse(i, 0, 0) for i in ids])
-            self.emptied += len(ids)
+            with self._lock:
+                self.emptied += len(ids)
 
-    def _work(self) -> None:
+    def _work(self, worker: _Worker) -> None:
+        try:
+            _bind_device(worker.engine)
+        except BaseException as exc:  # answer its samples anyway: the error stops the run
+            self._fail(exc, -1, worker)
         while True:
             got = self._queue.get()
             if got is None:
                 return
-            issued, item = got
-            for pos, (qid, idx) in enumerate(item):
-                if self.stopping:
-                    if self.cancel.cancelled and not self.cancelled:
-                        self._mark_cancelled()
-                    self._complete_empty([q for q, _ in item[pos:]])
-                    break
-                self._answered = False
+            issued, qid, idx = got
+            if self.stopping:
+                if self.cancel.cancelled and not self.cancelled:
+                    self._mark_cancelled()
+                self._complete_empty([qid])
+                continue
+            answered = [False]  # set once QuerySamplesComplete has taken this query id
+            try:
+                self._one(worker, qid, idx, issued, answered)
+            except BaseException as exc:
                 try:
-                    self._one(qid, idx, issued)
-                except BaseException as exc:
-                    try:
-                        self._fail(exc, idx)
-                    finally:
-                        if not self._answered:  # never complete a query id twice; never leave one out
-                            self._complete_empty([qid])
+                    self._fail(exc, idx, worker)
+                finally:
+                    if not answered[0]:  # never complete a query id twice; never leave one out
+                        self._complete_empty([qid])
 
     def stop(self, why: str = "stop requested") -> None:
         """Stop from another thread (a signal, Ctrl-C): like a cancel, without touching the caller's token."""
@@ -167,52 +231,62 @@ class KitsSUT:
         self.cancelled = True
 
     def _mark_cancelled(self) -> None:
-        self.cancelled = True
+        with self._lock:
+            if self.cancelled:
+                return
+            self.cancelled = True
         if self.events is not None:
             self.events.log("cancel requested: completing outstanding samples with empty responses")
 
-    def _fail(self, exc: BaseException, idx: int) -> None:
+    def _fail(self, exc: BaseException, idx: int, worker: _Worker) -> None:
         if isinstance(exc, Cancelled):
             self._mark_cancelled()
             return
         case = self.qsl.cases[idx] if 0 <= idx < self.qsl.count else "?"
-        what = f"sample {idx} ({case})"
+        what = f"sample {idx} ({case})" if idx >= 0 else "setup"
+        if len(self.workers) > 1:
+            what += f" on device {worker.label}"
         if isinstance(exc, UnetError):
             err: BaseException = type(exc)(f"{what}: {exc}")
         else:
-            err = BadInputError(f"{what}: engine {self.engine_name} failed: {type(exc).__name__}: {exc}")
-        if self.error is None:
-            self.error = err
-        self.report(LogLine("error", str(err)))
+            err = BadInputError(f"{what}: engine {worker.name} failed: {type(exc).__name__}: {exc}")
+        with self._lock:
+            first = self.error is None
+            if first:
+                self.error = err
+            self.report(LogLine("error", str(err)))
         if self.events is not None:
             self.events.log(f"error: {err}")
 
-    def _segment(self, volume: np.ndarray) -> np.ndarray:
-        if isinstance(self.engine, VolumeEngine) and callable(getattr(self.engine, "segment", None)):
-            if self._segment_takes_cancel:  # the GPU backends stop between window batches
-                return self.engine.segment(volume, cancel=self.cancel)  # type: ignore[call-arg]
-            return self.engine.segment(volume)
+    def _segment(self, worker: _Worker, volume: np.ndarray) -> np.ndarray:
+        engine = worker.engine
+        if isinstance(engine, VolumeEngine) and callable(getattr(engine, "segment", None)):
+            if worker.segment_takes_cancel:  # the GPU backends stop between window batches
+                return engine.segment(volume, cancel=self.cancel)  # type: ignore[call-arg]
+            return engine.segment(volume)
         from core import sliding_window
 
         return sliding_window.segment(
-            volume, _FiniteEngine(self.engine), self.batch_size, self.patches, cancel=self.cancel
+            volume, _FiniteEngine(engine), self.batch_size, self.patches, cancel=self.cancel
         )
 
-    def _one(self, qid: int, idx: int, issued: float) -> None:
+    def _one(self, worker: _Worker, qid: int, idx: int, issued: float, answered: list[bool]) -> None:
         """``issued``: when LoadGen issued the query (Offline: all samples at once), as LoadGen
         measures latency."""
         case = self.qsl.cases[idx]
-        volume = self.qsl.get(idx)
+        volume = self.qsl.get(idx)  # shared, read-only: each engine uploads it to its own buffers
         shape = tuple(int(x) for x in volume.shape[-3:])
-        labels = check_labels(self._segment(volume), shape, self.engine_name)  # type: ignore[arg-type]
+        labels = check_labels(self._segment(worker, volume), shape, worker.name)  # type: ignore[arg-type]
         response = self._lg.QuerySampleResponse(qid, labels.ctypes.data, labels.nbytes)
         self._lg.QuerySamplesComplete([response])  # `labels` is alive until this returns
-        self._answered = True
-        self.completed += 1
+        answered[0] = True
+        with self._lock:
+            self.completed += 1
+            worker.completed += 1
         if self.events is not None:
             from core.sliding_window import window_count
 
-            self.events.sample_done(idx, case, issued, window_count(shape))
+            self.events.sample_done(idx, case, issued, window_count(shape), device=worker.label)
         if self.accuracy:
             truth = np.asarray(self.qsl.data.load_label(case))
             if truth.size != labels.size:
@@ -222,11 +296,15 @@ class KitsSUT:
             if self.events is not None:
                 self.events.dice(case, kidney, tumor)
         total = self.events.total if self.events is not None else 0
-        self.report(Progress("run", self.completed, total, "sample", case))
+        with self._lock:
+            self.report(Progress("run", self.completed, total, "sample", case))
 
     def close(self) -> None:
-        self._queue.put(None)
-        self._thread.join()
+        for _ in self.workers:
+            self._queue.put(None)
+        for w in self.workers:
+            if w.thread is not None:
+                w.thread.join()
         if self.handle is not None:
             self._lg.DestroySUT(self.handle)
             self.handle = None
