@@ -784,8 +784,12 @@ class Audit:
                 return s
         raise UsageError(f"unknown audit step {step_id!r}")
 
-    def context(self) -> Context:
-        return Context(self.ws, self.scenario, self.baseline, fp32_reference(self.ws))
+    def context(self, status: Any = None, runs: list[RunView] | None = None) -> Context:
+        """A check context; a caller that already holds a fresh status report or run list (the console
+        polls both) passes them so the checks do not probe the workspace again."""
+        ctx = Context(self.ws, self.scenario, self.baseline, fp32_reference(self.ws))
+        ctx._status, ctx._runs = status, runs
+        return ctx
 
     def check(self, step_id: str, ctx: Context | None = None, save: bool = True) -> StepResult:
         step = self.step(step_id)
@@ -801,11 +805,15 @@ class Audit:
         return res
 
     def check_all(
-        self, ids: Iterable[str] | None = None, report: Reporter = null_reporter, cancel: CancelToken = NEVER
+        self,
+        ids: Iterable[str] | None = None,
+        report: Reporter = null_reporter,
+        cancel: CancelToken = NEVER,
+        ctx: Context | None = None,
     ) -> dict[str, StepResult]:
         """Check steps (all by default) sharing one context; a job: reports progress, honours cancel."""
         todo = list(ids) if ids is not None else [s.id for s in self.steps]
-        ctx = self.context()
+        ctx = ctx or self.context()
         for n, sid in enumerate(todo, 1):
             cancel.check()
             self.check(sid, ctx, save=False)

@@ -177,7 +177,10 @@ class AuditScreen(Screen[None]):
     @work(thread=True, exclusive=True, group="audit-check", exit_on_error=False, description="audit checks")
     def _check(self, ids: list[str] | None, quiet: bool = False) -> None:
         assert self.audit is not None
-        self.audit.check_all(ids)
+        app: Any = self.app
+        runs = app.runs if quiet and app.runs else None  # a status poll just brought these
+        ctx = self.audit.context(status=app.status_report if quiet else None, runs=runs)
+        self.audit.check_all(ids, ctx=ctx)
         self.app.call_from_thread(self.show_results)
         if not quiet:
             self.app.call_from_thread(self.notify, f"Checked {len(ids) if ids else 'all'} step(s)")

@@ -183,7 +183,10 @@ class MonitorScreen(Screen[None]):
 
     def show_snapshot(self, s: RunSnapshot) -> None:
         self.query_one("#qps", Digits).update(f"{s.qps:.3f}")
-        rate = f"{s.windows_per_s:.1f} windows/s   {s.windows_done} windows   phase: {s.phase}"
+        avg = ""
+        if s.started is not None and s.t > s.started and s.completed:
+            avg = f"   avg {s.completed / (s.t - s.started):.4f} samples/s"
+        rate = f"{s.windows_per_s:.1f} windows/s   {s.windows_done} windows{avg}   phase: {s.phase}"
         self.query_one("#rates", Static).update(rate)
         bar = self.query_one("#samples", ProgressBar)
         if s.total:

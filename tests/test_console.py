@@ -337,3 +337,66 @@ async def test_auditor_screen_checks_acts_and_exports(tmp_path, monkeypatch):
         report = tmp_path / "ws" / "build" / "audit" / "audit_report.md"
         assert report.is_file() and "run.default.PerformanceOnly" in report.read_text()
         assert (tmp_path / "ws" / "build" / "audit" / "audit_state.json").is_file()
+
+
+async def test_palette_runs_a_job_and_question_mark_opens_keys(tmp_path):
+    jobs = FakeJobs()
+    app = make_app(tmp_path, jobs)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        await pilot.press("question_mark")
+        await pilot.pause()
+        assert app.screen.__class__.__name__ == "HelpScreen"
+        await pilot.press("escape")
+        await pilot.pause()
+        await pilot.press("ctrl+p")
+        await pilot.pause()
+        await pilot.press(*"Calibrate")
+        await pilot.pause(0.3)
+        await pilot.press("enter")
+        await settle(app, pilot)
+        assert jobs.calls == ["calibrate"]
+        assert app.job is not None and app.job.outcome == "finished"
+
+
+async def test_quit_asks_while_a_job_runs(tmp_path):
+    jobs = FakeJobs(hold=True)
+    app = make_app(tmp_path, jobs)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        app.start_job("preprocess")
+        await until(pilot, lambda: app.job is not None and app.job.done == 1)
+        await pilot.press("q")
+        await pilot.pause()
+        assert app.screen.__class__.__name__ == "ConfirmModal"
+        await pilot.press("n")
+        await pilot.pause()
+        assert app.is_running and app.job.running
+        await pilot.press("q")
+        await pilot.pause()
+        await pilot.press("y")
+        await pilot.pause()
+        await settle(app, pilot)
+    assert app.return_code == 0
+    assert app.job is not None and app.job.outcome != "finished"  # cancelled, never finished
+
+
+async def test_export_and_log_filter_after_a_run(tmp_path):
+    jobs = FakeJobs()
+    app = make_app(tmp_path, jobs)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        assert app.start_run(RunConfig())
+        await settle(app, pilot)
+        await pilot.pause(0.7)
+        await pilot.press("ctrl+e")
+        await pilot.pause()
+        out = tmp_path / "ws" / "build" / "logs" / "console_summary.json"
+        import json
+
+        assert json.loads(out.read_text())["samples_per_s"] == 1.7342
+        await pilot.press("slash")
+        await pilot.press(*"case_00041")
+        await pilot.pause(0.3)
+        shown = [str(x.text) for x in app.screen.query_one("#log").lines]
+        assert shown == ["sample 6/7 case_00041 done"]
