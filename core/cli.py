@@ -538,7 +538,8 @@ def _fp32_reference(ws: Workspace) -> float | None:
 
 def _workspace(args: argparse.Namespace, default_root: str | None = None) -> Workspace:
     root = getattr(args, "workspace", None) or default_root
-    env = {} if default_root is not None and getattr(args, "workspace", None) is None else None
+    # the demo is self-contained: DATA_DIR & co. of a real set-up must not leak into it
+    env = {} if default_root is not None else None
     return Workspace.resolve(
         root,
         data_dir=getattr(args, "data_dir", None),
