@@ -53,6 +53,28 @@ def reporter(event: cj.Event) -> None:
         emit({"type": "log", "level": event.level, "text": event.text})
 
 
+def run_in_thread(fn: Any) -> Any:
+    """Run ``fn`` in a thread while the main thread waits in Python.
+
+    Python runs signal handlers only in the main thread, between bytecodes; if the main thread sat in
+    LoadGen's StartTest (C++) the SIGINT handler, and so the cancel, would wait until the run ended."""
+    out: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            out["value"] = fn()
+        except BaseException as exc:  # re-raised in the main thread
+            out["error"] = exc
+
+    t = threading.Thread(target=target, name="benchmark", daemon=True)
+    t.start()
+    while t.is_alive():
+        t.join(0.1)
+    if "error" in out:
+        raise out["error"]
+    return out.get("value")
+
+
 def main(argv: list[str] | None = None) -> int:
     from console.workers import snapshot_to_dict
 
@@ -62,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--interval", type=float, default=0.5, help="seconds between snapshots")
     args = ap.parse_args(argv)
     cancel = cj.CancelToken()
-    signal.signal(signal.SIGINT, lambda *_: cancel.cancel())
+    previous = signal.signal(signal.SIGINT, lambda *_: cancel.cancel())
     events = RunEvents()
     stop = threading.Event()
 
@@ -78,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
 
         t = threading.Thread(target=sampler, daemon=True)
         t.start()
-        result = run_benchmark(ws, cfg, reporter, cancel, events)
+        result = run_in_thread(lambda: run_benchmark(ws, cfg, reporter, cancel, events))
         stop.set()
         emit({"type": "snapshot", "data": snapshot_to_dict(events.snapshot())})
         from console.workers import jsonable
@@ -97,6 +119,7 @@ def main(argv: list[str] | None = None) -> int:
         return int(ExitCode.INTERRUPTED)
     finally:
         stop.set()
+        signal.signal(signal.SIGINT, previous)
 
 
 if __name__ == "__main__":

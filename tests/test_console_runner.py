@@ -8,6 +8,7 @@ import os
 import sys
 import textwrap
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -183,3 +184,28 @@ def test_runner_reports_errors_and_cancel(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(hr, "run_benchmark", cancelled)
     assert runner.main(["--workspace", str(tmp_path), "--config", "{}"]) == 130
     assert runner.main(["--workspace", str(tmp_path), "--config", '{"scenario": "Server"}']) == 2
+
+
+def test_runner_sigint_reaches_the_job_while_it_runs(tmp_path, monkeypatch, capsys):
+    """SIGINT sets the cancel token at once although the run itself blocks (in a thread)."""
+    import signal as sig
+
+    import core.harness.runner as hr
+
+    seen: list[float] = []
+
+    def blocking_run(ws, cfg, report, cancel, events):
+        t0 = time.monotonic()
+        threading.Timer(0.2, os.kill, (os.getpid(), sig.SIGINT)).start()
+        while not cancel.wait(0.01):
+            if time.monotonic() - t0 > 10:
+                raise AssertionError("SIGINT never reached the cancel token")
+        seen.append(time.monotonic() - t0)
+        raise Cancelled("run cancelled")
+
+    monkeypatch.setattr(hr, "run_benchmark", blocking_run)
+    before = sig.getsignal(sig.SIGINT)
+    assert runner.main(["--workspace", str(tmp_path), "--config", "{}"]) == 130
+    assert seen and seen[0] < 5
+    assert sig.getsignal(sig.SIGINT) is before  # the handler is restored
+    assert json.loads(capsys.readouterr().out.splitlines()[-1])["name"] == "cancelled"
