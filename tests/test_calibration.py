@@ -48,6 +48,19 @@ def test_histogram_merge_is_exact() -> None:
     assert small.range == 2.0 and small.counts.tolist() == ref.tolist()
 
 
+def test_entropy_threshold_clips_outliers() -> None:
+    rng = np.random.default_rng(1)
+    obs = cal.HistogramObserver()
+    x = np.concatenate([rng.standard_normal(200_000), [40.0, -35.0]]).astype(np.float32)
+    obs.update(torch.from_numpy(x))
+    t = cal.entropy_amax(obs.counts, obs.range)
+    assert 2.5 < t < 10.0  # well inside the outliers, beyond the bulk of a unit Gaussian
+    few = cal.HistogramObserver(bins=64)  # fewer bins than levels: nothing to clip
+    few.update(torch.tensor([0.5, 1.0]))
+    assert cal.entropy_amax(few.counts, few.range, levels=128) == pytest.approx(1.0 + few.range / 64)
+    assert cal.entropy_amax(np.zeros(16, np.int64), 1.0) == 0.0
+
+
 def test_select_windows_even_and_deterministic() -> None:
     shapes = [("a", (1, 128, 192, 192)), ("b", (1, 192, 192, 128))]  # 4 + 4 windows
     every = cal.select_windows(shapes, None)
@@ -179,6 +192,7 @@ def test_percentile_not_above_minmax_and_roundtrip(calib_ws: Workspace) -> None:
     assert sum(cache.amax[n] < mm[n] for n in cache.amax) > len(cache.amax) // 2  # clips outliers
     again = cc.from_json(cc.to_json(cache))
     assert again.amax == cache.amax and again.weight_amax == cache.weight_amax
+    assert cc.load(path.with_name(cal.TRT_CACHE_NAME)).method == "minmax"  # TensorRT header
 
 
 def test_cancel_then_resume_gives_the_same_cache(calib_ws: Workspace, tmp_path) -> None:
