@@ -205,7 +205,7 @@ class UnetConsole(App[None], inherit_bindings=False):
     def case_list(self) -> list[str]:
         """Inference cases in QSL order (the DICE table's rows, created up front)."""
         if hasattr(self.jobs, "case_list"):
-            return list(self.jobs.case_list(self.ws))  # type: ignore[attr-defined]
+            return list(self.jobs.case_list(self.ws))
         try:
             from core.cases import case_lists
 

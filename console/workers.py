@@ -29,7 +29,7 @@ from core.errors import Cancelled, ExitCode, UnetError
 from core.harness.events import CaseDice, RunSnapshot
 from core.workspace import Workspace
 
-Post = Callable[[Any], None]
+Post = Callable[[Any], object]
 
 
 # ---------------------------------------------------------------------------------- live feed

@@ -420,7 +420,9 @@ def _check_new_model(ctx: Context) -> StepResult:
     return StepResult(PASSED, f"model replaced: sha256 {base[:12]} -> {sha[:12]}", (str(path),))
 
 
-def _check_calibrated_after(source: Callable[[Context], tuple[Path, float | None]], what: str):
+def _check_calibrated_after(
+    source: Callable[[Context], tuple[Path, float | None]], what: str
+) -> Callable[[Context], StepResult]:
     def check(ctx: Context) -> StepResult:
         src, t_src = source(ctx)
         cache = ctx.ws.calibration_cache_path
@@ -478,13 +480,14 @@ def _check_new_data(ctx: Context) -> StepResult:
 
 def _check_preprocessed_after_data(ctx: Context) -> StepResult:
     lists = [_mtime(ctx.ws.data_dir / n) for n in ("inference_cases.json", "calibration_cases.json")]
-    if any(t is None for t in lists):
+    list_times = [t for t in lists if t is not None]
+    if len(list_times) < len(lists):
         return StepResult(PENDING, "place the new dataset and case lists first")
     idx = [ctx.ws.preprocessed_dir / s / "preprocessed_files.json" for s in ("inference", "calibration")]
-    times = [_mtime(p) for p in idx]
-    if any(t is None for t in times):
+    times = [t for t in (_mtime(p) for p in idx) if t is not None]
+    if len(times) < len(idx):
         return StepResult(PENDING, "preprocessed data not found: run the preprocessing")
-    if min(times) < max(lists):  # type: ignore[type-var]
+    if min(times) < max(list_times):
         return StepResult(PENDING, "preprocessed data is older than the case lists: preprocess again")
     sec = ctx.section("preprocessed")
     if sec.state != "ok":

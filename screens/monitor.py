@@ -153,7 +153,7 @@ class MonitorScreen(Screen[None]):
     def _reset(self) -> None:
         self._official = False
         self._log_seen = 0
-        self._tail: tuple[str, ...] = ()
+        self._tail = ()
         self.query_one("#log", RichLog).clear()
         self.query_one("#verdict", Static).update("")
         self.query_one("#qps-label", Label).update("samples/s (live)")

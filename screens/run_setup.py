@@ -3,7 +3,7 @@ audit test) with the equivalent `unet3d run ...` and `make run RUN_ARGS=...` to 
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from rich.text import Text
 from textual import on
@@ -18,7 +18,7 @@ from core.benchmark import AUDIT_TESTS, CONFIG_VERS, PRECISIONS, SCENARIOS, TEST
 from core.errors import UnetError
 
 BACKENDS = ("ort", "torch", "tensorrt")
-NUMBERS = (
+NUMBERS: tuple[tuple[str, str, Literal["integer", "number"]], ...] = (
     ("gpu_batch_size", "Batch (windows)", "integer"),
     ("min_duration", "Min duration (s)", "number"),
     ("max_duration", "Max duration (s)", "number"),
