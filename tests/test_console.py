@@ -400,3 +400,46 @@ async def test_export_and_log_filter_after_a_run(tmp_path):
         await pilot.pause(0.3)
         shown = [str(x.text) for x in app.screen.query_one("#log").lines]
         assert shown == ["sample 6/7 case_00041 done"]
+
+
+async def test_esc_stops_a_real_child_process_group(tmp_path):
+    """The app's benchmark path with a real child (a stand-in for console.runner that ignores SIGINT):
+    Esc -> SIGINT -> SIGTERM, the process is gone and the job ends Cancelled."""
+    import sys
+    import textwrap
+
+    from console.workers import BenchmarkProcess, wait_until
+
+    body = textwrap.dedent("""
+        import json, os, signal, time
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        def out(**kw): print(json.dumps(kw), flush=True)
+        out(type="log", text=f"pid {os.getpid()}")
+        out(type="phase", name="running")
+        out(type="snapshot", data={"completed": 1, "total": 7, "qps": 0.5})
+        out(type="progress", task="run", done=1, total=7, unit="sample")
+        time.sleep(60)
+    """)
+    procs: list[BenchmarkProcess] = []
+
+    class ChildJobs(FakeJobs):
+        def benchmark(self, ws, cfg, report, cancel, live):
+            procs.append(BenchmarkProcess(ws, cfg, grace_s=(0.3, 2.0), argv=[sys.executable, "-c", body]))
+            return procs[-1].run(report, cancel, live)
+
+    app = make_app(tmp_path, ChildJobs())
+    msgs: list[Any] = []
+    async with app.run_test(size=SIZE, message_hook=msgs.append) as pilot:
+        await settle(app, pilot)
+        app.start_run(RunConfig())
+        await until(pilot, lambda: app.job is not None and app.job.done == 1)
+        pid = procs[0].proc.pid
+        await pilot.press("escape")
+        await until(pilot, lambda: app.job is not None and not app.job.running, timeout=10)
+        assert flow(msgs, "benchmark")[-1] == "Cancelled"
+        assert procs[0].signals_sent == ["SIGINT", "SIGTERM"]
+        assert wait_until(lambda: procs[0].proc.poll() is not None, timeout=5)
+        import os
+
+        with pytest.raises(ProcessLookupError):
+            os.killpg(pid, 0)
