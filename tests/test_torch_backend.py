@@ -155,13 +155,24 @@ def test_instance_norm_ref_matches_torch() -> None:
     assert y.is_contiguous(memory_format=torch.channels_last_3d)
 
 
-@pytest.mark.parametrize("which", ["bench", pytest.param("tiny", marks=pytest.mark.slow)])
+@pytest.mark.parametrize(
+    "which",
+    [
+        "bench",
+        pytest.param("tiny", marks=pytest.mark.slow),
+        pytest.param("bench-plugins", marks=pytest.mark.slow),  # plugins.ops hooks (CPU references)
+    ],
+)
 def test_segment_matches_ort_sliding_window(which: str, bench_model_path, tiny_model_path) -> None:
-    path = bench_model_path if which == "bench" else tiny_model_path
+    path = tiny_model_path if which == "tiny" else bench_model_path
     rng = np.random.default_rng(4)
     vol = (rng.standard_normal((1, 128, 192, 128)) * 0.5).astype(np.float32)
     vol[:, 40:90, 60:150, 30:100] += 1.5  # some structure so more than one class appears
-    eng = tc.BACKEND.load(path, device="cpu", batch_size=2)
+    plugins = which == "bench-plugins"
+    if plugins:
+        pytest.importorskip("plugins.ops")
+    eng = tc.BACKEND.load(path, device="cpu", batch_size=2, use_plugins=plugins)
+    assert (eng.kernels.accumulate_fn is not None) == plugins
     try:
         assert not eng.uses_cuda_graph
         got = eng.segment(vol)
@@ -172,7 +183,7 @@ def test_segment_matches_ort_sliding_window(which: str, bench_model_path, tiny_m
     assert got.dtype == np.uint8 and got.shape == vol.shape[1:]
     assert np.array_equal(got, same_engine)
     assert (got != ref).mean() < 1e-4
-    if which == "bench":
+    if which != "tiny":
         assert len(np.unique(ref)) >= 2
 
 
