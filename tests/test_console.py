@@ -443,3 +443,27 @@ async def test_esc_stops_a_real_child_process_group(tmp_path):
 
         with pytest.raises(ProcessLookupError):
             os.killpg(pid, 0)
+
+
+def test_build_app_opens_the_demo_workspace_unless_configured(tmp_path, monkeypatch, capsys):
+    from console.app import DEMO_WORKSPACE, build_app, main
+    from console.workers import RealJobs
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("UNET3D_WORKSPACE", raising=False)
+    for var in ("DATA_DIR", "PREPROCESSED_DATA_DIR", "MODEL_DIR", "LOG_DIR"):
+        monkeypatch.delenv(var, raising=False)
+    cfg_dir = tmp_path / "no-config"
+    monkeypatch.setattr(core_config, "SEARCH_DIRS_OVERRIDE", [cfg_dir])
+    app = build_app([])
+    assert app.ws.root == tmp_path / DEMO_WORKSPACE and app.demo_default
+    assert isinstance(app.jobs, RealJobs)
+    cfg_dir.mkdir()
+    (cfg_dir / "unet3d.toml").write_text('[workspace]\nroot = "ws2"\n[run]\nbackend = "torch"\n')
+    app = build_app(["--fake"])
+    assert app.ws.root == cfg_dir / "ws2" and not app.demo_default
+    assert app.run_config.backend == "torch" and isinstance(app.jobs, FakeJobs)
+    assert build_app(["--workspace", str(tmp_path / "w3")]).ws.root == tmp_path / "w3"
+    (cfg_dir / "unet3d.toml").write_text("[run]\nscenario = 'Server'\n")
+    assert main([]) == 2
+    assert "error: --scenarios=Server is not one of Offline, SingleStream" in capsys.readouterr().err
