@@ -180,8 +180,12 @@ class UnetConsole(App[None], inherit_bindings=False):
 
     @work(thread=True, exclusive=True, group="status", exit_on_error=False, description="status probe")
     def _status_worker(self) -> None:
-        report = self.jobs.status(self.ws)
-        runs = self.jobs.history(self.ws)
+        report = self.jobs.status(self.ws)  # never raises (core.status)
+        try:
+            runs = self.jobs.history(self.ws)
+        except Exception as exc:  # a broken log folder must not blank the dashboard
+            runs = []
+            self.call_from_thread(self.notify, f"run history unreadable: {exc}", severity="error")
         if not get_current_worker().is_cancelled:
             self.post_message(m.StatusRefreshed(report, runs))
 

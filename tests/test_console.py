@@ -467,3 +467,15 @@ def test_build_app_opens_the_demo_workspace_unless_configured(tmp_path, monkeypa
     (cfg_dir / "unet3d.toml").write_text("[run]\nscenario = 'Server'\n")
     assert main([]) == 2
     assert "error: --scenarios=Server is not one of Offline, SingleStream" in capsys.readouterr().err
+
+
+async def test_unreadable_history_still_shows_status(tmp_path):
+    class BadHistory(FakeJobs):
+        def history(self, ws):
+            raise OSError("build/logs/x/run.json: permission denied")
+
+    app = make_app(tmp_path, BadHistory())
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        assert app.status_report is not None and app.runs == []
+        assert str(app.screen.query_one("#banner", Static).render()).startswith("Workspace ready")
