@@ -401,3 +401,34 @@ def test_bench_generator_and_workload_match_the_spec() -> None:
     assert round(np.mean([d * h * w for d, h, w in INFERENCE_SHAPES])) == 32_944_795
     names = [n.name for n in make_unet3d_onnx(TINY_WIDTHS).graph.node if n.op_type == "ConvTranspose"]
     assert names == [f"ConvTranspose_{i}" for i in (36, 44, 52, 60, 68)]  # NVIDIA's node numbering
+
+
+def test_fused_executor_scale_mapping(bench_model_32) -> None:
+    """Cache ranges -> plugins.unet GEMM indices: first conv, 11 encoder convs, then per decoder block
+    (deconv, conv on the concat buffer, conv)."""
+    names = tc.gemm_inputs(bench_model_32)
+    assert len(names) == 27
+    assert names[:2] == ["input", "Relu_2__output"]
+    assert names[12:15] == ["Relu_35__output", "Concat_37__output", "Relu_40__output"]
+    scales = tc.fused_act_scales(bench_model_32, {"input": 2.0, "Concat_37__output": 44.8})
+    assert scales == pytest.approx({0: 2.0 / 448, 13: 0.1})
+    with pytest.raises(UsageError):
+        tc.make_engine(bench_model_32, device="cpu", executor="warp")
+
+
+@pytest.mark.gpu
+@cuda
+@pytest.mark.parametrize("precision", ["fp16", "fp8"])
+def test_cuda_fused_executor_matches_graph(bench_model_path, precision: str) -> None:
+    model = onnx.load(str(bench_model_path))
+    x = torch.randn((2, 1, 128, 128, 128)).clamp_(-2.2, 2.64)
+    amax = _amax_of(model, x.numpy()) if precision == "fp8" else None
+    outs = []
+    for executor in ("graph", "fused"):
+        eng = tc.make_engine(
+            model, precision=precision, batch_size=2, device="cuda", amax=amax, executor=executor
+        )
+        assert eng.executor == executor and eng.uses_cuda_graph
+        outs.append(eng.run(x.cuda()).float().cpu().numpy())
+        eng.close()
+    assert np.corrcoef(outs[0].ravel(), outs[1].ravel())[0, 1] > (0.999 if precision == "fp16" else 0.9)

@@ -51,6 +51,8 @@ QUANT_PRECISIONS = ("int8", "fp8")
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 ENV_DEVICE = "UNET3D_TORCH_DEVICE"  # "cpu" lets tests and tiny benches load on a CPU machine
 ENV_PLUGINS = "UNET3D_TORCH_PLUGINS"  # "0" forces plain torch ops
+ENV_EXECUTOR = "UNET3D_TORCH_EXECUTOR"  # "graph" (default) | "fused" (plugins.unet)
+EXECUTORS = ("graph", "fused")
 FP8_MAX = 448.0  # float8_e4m3fn
 INT8_MAX = 127.0
 CL3D = torch.channels_last_3d
@@ -709,7 +711,9 @@ class TorchEngine:
         compile_mode: str | None = None,
         input_amax: float = INT8_INPUT_AMAX_DEFAULT,
         model_sha256: str = "",
+        fn: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ) -> None:
+        """``fn`` replaces ``net`` as the window function (the fused executor, plugins.unet)."""
         self.precision = precision
         self.batch_size = int(batch_size)
         self.device = device
@@ -719,12 +723,15 @@ class TorchEngine:
         self.input_amax = float(input_amax)
         # int8 / fp8 take NVIDIA's int8 linear input (one byte per voxel); the rest the compute dtype
         self.in_dtype = torch.int8 if precision in QUANT_PRECISIONS else self.dtype
-        self.simulated = precision == "int8" or (precision == "fp8" and kernels.conv3x3x3 is None)
+        self.simulated = fn is None and (
+            precision == "int8" or (precision == "fp8" and kernels.conv3x3x3 is None)
+        )
+        self.executor = "graph" if fn is None else "fused"
         self.model_sha256 = model_sha256
         self.net = net
-        self._fn: Callable[[torch.Tensor], torch.Tensor] = net
+        self._fn: Callable[[torch.Tensor], torch.Tensor] = net if fn is None else fn
         if compile_mode:
-            self._fn = torch.compile(net, mode=compile_mode, dynamic=False)
+            self._fn = torch.compile(self._fn, mode=compile_mode, dynamic=False)
             if compile_mode in ("reduce-overhead", "max-autotune"):
                 cuda_graphs = False  # inductor captures its own CUDA graphs in these modes
         self._graph: torch.cuda.CUDAGraph | None = None
@@ -921,6 +928,7 @@ class TorchBackend:
         channels_last: bool = True,
         compile_mode: str | None = None,
         use_surgery: bool = True,
+        executor: str | None = None,
     ) -> TorchEngine:
         if precision not in self.precisions:
             raise UsageError(f"--precision={precision} is not one of {', '.join(self.precisions)} (torch)")
@@ -956,7 +964,20 @@ class TorchBackend:
             compile_mode=compile_mode,
             use_surgery=use_surgery,
             model_sha256=file_sha256(model_path) if model_path.is_file() else "",
+            executor=executor,
         )
+
+
+def gemm_inputs(model: onnx.ModelProto) -> list[str]:
+    """Input tensor names of the Conv / ConvTranspose nodes of an original-form graph in graph order,
+    the output conv excluded: index i is plugins.unet's GEMM layer i (first conv, 11 encoder convs,
+    then per decoder block the deconv and its two convs)."""
+    return [n.input[0] for n in model.graph.node if n.op_type in ("Conv", "ConvTranspose")][:-1]
+
+
+def fused_act_scales(model: onnx.ModelProto, amax: dict[str, float]) -> dict[int, float]:
+    """Calibration-cache ranges -> plugins.unet's per-layer fp8 input scales (amax / 448)."""
+    return {i: max(float(amax[t]), 1e-6) / FP8_MAX for i, t in enumerate(gemm_inputs(model)) if t in amax}
 
 
 def make_engine(
@@ -972,10 +993,20 @@ def make_engine(
     compile_mode: str | None = None,
     use_surgery: bool = True,
     model_sha256: str = "",
+    executor: str | None = None,
 ) -> TorchEngine:
     """An engine from a model file or proto and (for int8/fp8) a tensor -> amax dict; what ``load``
-    does after its checks, and what the benches call with in-memory random models."""
+    does after its checks, and what the benches call with in-memory random models.
+
+    ``executor``: "graph" (default; the converted graph, per-op kernels from plugins.ops where present)
+    or "fused" (plugins.unet.FusedUNet3D: the whole network as fused Triton kernels, CUDA only,
+    fp32/fp16/bf16/fp8, original-form models of the MLPerf topology). Env UNET3D_TORCH_EXECUTOR."""
     dev = torch.device(device)
+    executor = executor or os.environ.get(ENV_EXECUTOR, "") or "graph"
+    if executor not in EXECUTORS:
+        raise UsageError(f"torch executor {executor!r} is not one of {', '.join(EXECUTORS)}")
+    if executor == "fused":
+        return _fused_engine(model, precision, batch_size, dev, amax, cuda_graphs, compile_mode, model_sha256)
     if precision == "fp32" and dev.type == "cuda":
         # fp32 means fp32 (NVIDIA's builder clears TF32 too); process-wide torch setting
         torch.backends.cudnn.allow_tf32 = False
@@ -1005,6 +1036,49 @@ def make_engine(
         compile_mode=compile_mode,
         input_amax=input_amax,
         model_sha256=model_sha256,
+    )
+
+
+def _fused_engine(
+    model: str | Path | onnx.ModelProto,
+    precision: str,
+    batch_size: int,
+    dev: torch.device,
+    amax: dict[str, float] | None,
+    cuda_graphs: bool,
+    compile_mode: str | None,
+    model_sha256: str,
+) -> TorchEngine:
+    if precision not in ("fp32", "fp16", "bf16", "fp8"):
+        raise UsageError(f"the fused torch executor runs fp32, fp16, bf16 and fp8, not {precision}")
+    try:
+        from plugins.unet import FusedUNet3D
+    except Exception as exc:
+        raise BackendUnavailableError(f"the fused torch executor is unavailable: {exc}") from None
+    m = load_onnx(model)
+    if any(n.op_type.endswith("_TRT") for n in m.graph.node):
+        raise BadInputError("the fused torch executor reads original-form models, not surgered ones")
+    input_amax = (
+        INT8_INPUT_AMAX_DEFAULT if amax is None else float(amax.get("input", INT8_INPUT_AMAX_DEFAULT))
+    )
+    scales = fused_act_scales(m, amax) if (precision == "fp8" and amax is not None) else None
+    try:
+        fused = FusedUNet3D.from_onnx(
+            m, precision=precision, device=dev, act_scales=scales, input_amax=input_amax
+        )
+    except ValueError as exc:  # not the MLPerf topology
+        raise BadInputError(f"the fused torch executor cannot take this model: {exc}") from None
+    return TorchEngine(
+        convert(m),  # kept for introspection (tensor names); the fused network runs
+        precision=precision,
+        batch_size=batch_size,
+        device=dev,
+        kernels=Kernels(True),
+        cuda_graphs=cuda_graphs,
+        compile_mode=compile_mode,
+        input_amax=input_amax,
+        model_sha256=model_sha256,
+        fn=fused,
     )
 
 
