@@ -57,6 +57,7 @@ def _engine(model, precision: str, args: argparse.Namespace, amax: dict | None) 
         use_plugins={"on": True, "off": False, "auto": None}[args.plugins],
         cuda_graphs=not args.no_graphs,
         compile_mode=args.compile,
+        executor=args.executor,
     )
 
 
@@ -172,6 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--plugins", choices=("auto", "on", "off"), default="auto")
     ap.add_argument("--no-graphs", action="store_true")
+    ap.add_argument("--executor", choices=("graph", "fused"), default=None, help="fused: plugins.unet")
     ap.add_argument("--compile", default=None, metavar="MODE", help="e.g. max-autotune-no-cudagraphs")
     ap.add_argument("--cases", type=int, default=0, help="only the first N cases (0 = all)")
     ap.add_argument("--order", choices=("listed", "smallest"), default="listed")

@@ -68,6 +68,7 @@ def main(argv: list[str] | None = None) -> int:
         "--plugins", choices=("on", "off", "both"), default="both" if torch.cuda.is_available() else "off"
     )
     ap.add_argument("--no-graphs", action="store_true", help="no CUDA graph (eager launches)")
+    ap.add_argument("--executors", default="graph", help="comma list of graph,fused (fused: plugins.unet)")
     ap.add_argument("--compile", default=None, metavar="MODE", help="torch.compile mode, e.g. max-autotune")
     ap.add_argument("--iters", type=int, default=20)
     ap.add_argument("--warmup", type=int, default=3)
@@ -83,39 +84,53 @@ def main(argv: list[str] | None = None) -> int:
     precisions = [p.strip() for p in args.precisions.split(",") if p.strip()]
     amax = synthetic_amax(model, device) if any(p in tc.QUANT_PRECISIONS for p in precisions) else None
     plugin_modes = {"on": [True], "off": [False], "both": [False, True]}[args.plugins]
-    rows = []
-    for precision in precisions:
-        for plugins in plugin_modes:
-            for bs in (int(b) for b in args.batches.split(",")):
-                try:
-                    eng = tc.make_engine(
-                        model,
-                        precision=precision,
-                        batch_size=bs,
-                        device=device,
-                        amax=amax if precision in tc.QUANT_PRECISIONS else None,
-                        use_plugins=plugins,
-                        cuda_graphs=not args.no_graphs,
-                        compile_mode=args.compile,
-                    )
-                    if device.type == "cuda":
-                        torch.cuda.reset_peak_memory_stats(device)
-                    sec = time_engine(eng, args.iters, args.warmup)
-                except Exception as exc:  # one failing configuration must not hide the others
-                    rows.append(
-                        [precision, bs, plugins, "-", "-", "-", "-", f"{type(exc).__name__}: {exc}"[:60]]
-                    )
-                    continue
-                ms = sec * 1000 / bs
-                peak = (
-                    torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else float("nan")
+    rows: list[list[object]] = []
+    combos = [
+        (precision, executor, plugins)
+        for precision in precisions
+        for executor in args.executors.split(",")
+        for plugins in (plugin_modes if executor == "graph" else [True])
+    ]
+    for precision, executor, plugins in combos:
+        for bs in (int(b) for b in args.batches.split(",")):
+            try:
+                eng = tc.make_engine(
+                    model,
+                    precision=precision,
+                    batch_size=bs,
+                    device=device,
+                    amax=amax if precision in tc.QUANT_PRECISIONS else None,
+                    use_plugins=plugins,
+                    cuda_graphs=not args.no_graphs,
+                    compile_mode=args.compile,
+                    executor=executor,
                 )
-                note = ("sim " if eng.simulated else "") + ("graph" if eng.uses_cuda_graph else "eager")
-                rows.append([precision, bs, plugins, ms, 1000 / ms, gflop / ms, peak, note])
-                eng.close()
-                del eng
+                if device.type == "cuda":
+                    torch.cuda.reset_peak_memory_stats(device)
+                sec = time_engine(eng, args.iters, args.warmup)
+            except Exception as exc:  # one failing configuration must not hide the others
+                err = f"{type(exc).__name__}: {exc}"[:60]
+                rows.append([precision, executor, bs, plugins, "-", "-", "-", "-", err])
+                continue
+            ms = sec * 1000 / bs
+            peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else float("nan")
+            note = ("sim " if eng.simulated else "") + ("graph" if eng.uses_cuda_graph else "eager")
+            rows.append([precision, executor, bs, plugins, ms, 1000 / ms, gflop / ms, peak, note])
+            eng.close()
+            del eng
     print_table(
-        ["precision", "batch", "plugins", "ms/window", "windows/s", "TFLOP/s", "peak GiB", "notes"], rows
+        [
+            "precision",
+            "executor",
+            "batch",
+            "plugins",
+            "ms/window",
+            "windows/s",
+            "TFLOP/s",
+            "peak GiB",
+            "notes",
+        ],
+        rows,
     )
     return 0
 
