@@ -72,6 +72,8 @@ class AuditScreen(Screen[None]):
         t.add_column("State", key="state", width=8)
         t.add_column("Evidence", key="evidence")
         self.load("Offline")
+        t.focus()
+        self.action_check_all(quiet=True)  # the saved state may be stale: look at the evidence now
         self.watch(self.app, "runs", lambda _r: self.action_check_all(quiet=True), init=False)
 
     def load(self, scenario: str) -> None:
