@@ -226,7 +226,7 @@ def section_misc(n: int) -> None:
     RESULTS["misc"] = res
 
 
-def section_net(n: int, precisions: list[str], tag: str) -> None:
+def section_net(n: int, precisions: list[str], tag: str, modes: tuple[str, ...] = ("fused", "apply")) -> None:
     from plugins.unet import FusedUNet3D, GraphedModel
 
     log(f"== whole fused network, full width, random weights, batch {n}, CUDA graph ({tag})")
@@ -236,8 +236,8 @@ def section_net(n: int, precisions: list[str], tag: str) -> None:
     with torch.no_grad():
         want = m(x[:2].float() * (2.63979 / 127))
     out = RESULTS.setdefault("net", {})
-    for prec in precisions:
-        f = FusedUNet3D.from_reference(m, precision=prec, device="cuda")
+    for prec, mode in [(p, md) for p in precisions for md in modes]:
+        f = FusedUNet3D.from_reference(m, precision=prec, device="cuda", prologue=mode)
         if prec == "fp8":
             f.calibrate([x[:2]])
         got = f(x[:2])
@@ -246,10 +246,11 @@ def section_net(n: int, precisions: list[str], tag: str) -> None:
         t_eager = bench(lambda f=f: f(x), rep=200)
         g = GraphedModel(f, n, dtype=torch.int8)
         t_graph = bench(lambda g=g: g(x), rep=300)
-        out[f"{tag}_{prec}"] = dict(eager_ms=t_eager, graph_ms=t_graph, per_window_ms=t_graph / n, rel_err=err,
+        prec_tag = f"{prec}/{mode}"
+        out[f"{tag}_{prec_tag}"] = dict(eager_ms=t_eager, graph_ms=t_graph, per_window_ms=t_graph / n, rel_err=err,
                                     argmax_agree=agree)  # fmt: skip
         log(
-            f"{prec}: eager {t_eager:.2f} ms, graph {t_graph:.2f} ms per batch -> {t_graph / n:.3f} ms/window "
+            f"{prec_tag}: eager {t_eager:.2f} ms, graph {t_graph:.2f} ms per batch -> {t_graph / n:.3f} ms/window "
             f"({954.6 / (t_graph / n):.0f} TFLOP/s eff.); vs fp32 torch: rel err {err:.2e}, argmax agree {agree:.5f}; "
             f"est. {1000 / (t_graph / n * 64.2):.2f} samples/s at 64.2 windows/sample (net only)"
         )
@@ -265,7 +266,7 @@ def section_net(n: int, precisions: list[str], tag: str) -> None:
                 agg[e.key] += getattr(e, "self_device_time_total", 0.0) / 1000.0
         total = sum(agg.values()) or 1.0
         top = sorted(agg.items(), key=lambda kv: -kv[1])[:10]
-        out[f"{tag}_{prec}_breakdown_ms"] = dict(top)
+        out[f"{tag}_{prec_tag}_breakdown_ms"] = dict(top)
         log(
             "  breakdown (ms per batch): "
             + "; ".join(f"{k[:40]} {v:.2f} ({100 * v / total:.0f}%)" for k, v in top)
@@ -274,14 +275,14 @@ def section_net(n: int, precisions: list[str], tag: str) -> None:
         torch.cuda.empty_cache()
 
 
-def section_window(n: int, prec: str) -> None:
+def section_window(n: int, prec: str, mode: str = "fused") -> None:
     """Sliding window on one typical volume (256x320x320 = 48 windows) with the fused net."""
     from core.sliding_window import default_patches_tensor, segment_torch
     from plugins.unet import FusedUNet3D, GraphedModel
 
     torch.manual_seed(0)
     m = ref.UNet3D().cuda().eval()
-    f = FusedUNet3D.from_reference(m, precision=prec, device="cuda")
+    f = FusedUNet3D.from_reference(m, precision=prec, device="cuda", prologue=mode)
     vol = torch.randint(-127, 128, (1, 256, 320, 320), dtype=torch.int8, device="cuda")
     if prec == "fp8":
         f.calibrate([vol[None, :, :128, :128, :128]])
@@ -294,8 +295,10 @@ def section_window(n: int, prec: str) -> None:
     run()
     torch.cuda.synchronize()
     t = bench(run, rep=2000, warmup=1)
-    RESULTS.setdefault("window", {})[prec] = dict(ms_per_volume=t, windows=48, ms_per_window=t / 48)
-    log(f"sliding window {prec}, 256x320x320 (48 windows): {t:.1f} ms -> {t / 48:.3f} ms/window, "
+    RESULTS.setdefault("window", {})[f"{prec}/{mode}"] = dict(
+        ms_per_volume=t, windows=48, ms_per_window=t / 48
+    )
+    log(f"sliding window {prec}/{mode}, 256x320x320 (48 windows): {t:.1f} ms -> {t / 48:.3f} ms/window, "
         f"{1000 / (t / 48 * 64.2):.2f} samples/s at the inference set's 64.2 windows/sample")  # fmt: skip
 
 
@@ -340,7 +343,13 @@ def main() -> int:
             elif sec == "net2":
                 section_net(args.batch, [p for p in precs if p != "bf16"], "tuned_tiles")
             elif sec == "window":
-                section_window(args.batch, "fp8" if "fp8" in precs else precs[0])
+                prec = "fp8" if "fp8" in precs else precs[0]
+                nets = RESULTS.get("net", {})
+                best = min(
+                    ("fused", "apply"),
+                    key=lambda md: nets.get(f"default_tiles_{prec}/{md}", {}).get("graph_ms", float("inf")),
+                )
+                section_window(args.batch, prec, best)
         except Exception as exc:
             import traceback
 

@@ -293,7 +293,8 @@ def conv3d_cl(
         do, ho, wo = (d - 1) // stride + 1, (h - 1) // stride + 1, (w - 1) // stride + 1
     s_out = do * ho * wo
     key = conv_key(n * s_out, s_out, p, stride, pro is not None, int(pixel_shuffle))
-    bm, bn, bk, warps, stages = cfg or TUNED.get(key) or conv_default_cfg(s_out, p)
+    alt = key[:-3] + ("0" if pro is not None else "1") + key[-2:]  # same shape, other prologue mode
+    bm, bn, bk, warps, stages = cfg or TUNED.get(key) or TUNED.get(alt) or conv_default_cfg(s_out, p)
     if s_out % bm or p.cout % bn or p.cin % bk:
         raise ValueError(f"conv3d_cl: tile {bm}x{bn}x{bk} does not fit S={s_out} Cin={p.cin} Cout={p.cout}")
     if pixel_shuffle:

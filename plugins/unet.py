@@ -64,6 +64,12 @@ class Layers:
     widths: list[int] = field(default_factory=list)
 
 
+def _f32(a: Any) -> Tensor:
+    if isinstance(a, Tensor):
+        return a.detach().float().cpu()
+    return torch.from_numpy(np.asarray(a, dtype=np.float32).copy())
+
+
 def layers_from_sequence(seq: list[tuple[str, dict[str, Any]]]) -> Layers:
     """Parse the MLPerf topology from its parameter-bearing ops in graph order: ("conv", {weight,
     stride, bias}), ("in", {gamma, beta, eps}), ("deconv", {weight, bias})."""
@@ -97,9 +103,8 @@ def layers_from_sequence(seq: list[tuple[str, dict[str, Any]]]) -> Layers:
         d, n = c
         assert n is not None
         return ConvSpec(
-            len(specs), kind, torch.as_tensor(np.asarray(d["weight"]), dtype=torch.float32),
-            int(d.get("stride", 1)), torch.as_tensor(np.asarray(n["gamma"]), dtype=torch.float32),
-            torch.as_tensor(np.asarray(n["beta"]), dtype=torch.float32), float(n.get("eps", 1e-5)),
+            len(specs), kind, _f32(d["weight"]), int(d.get("stride", 1)), _f32(n["gamma"]), _f32(n["beta"]),
+            float(n.get("eps", 1e-5)),
         )  # fmt: skip
 
     first = conv_spec(normed[0], "first")
@@ -112,8 +117,7 @@ def layers_from_sequence(seq: list[tuple[str, dict[str, Any]]]) -> Layers:
     decoder = []
     for b in range(5):
         _, d = ups[b]
-        w = torch.as_tensor(np.asarray(d["weight"]), dtype=torch.float32)
-        bias = torch.as_tensor(np.asarray(d["bias"]), dtype=torch.float32)
+        w, bias = _f32(d["weight"]), _f32(d["bias"])
         w2, b2 = ref.deconv_to_conv1x1(w, bias)
         up = ConvSpec(len(specs), "up", w2.contiguous(), bias=b2)
         specs.append(up)
@@ -122,8 +126,7 @@ def layers_from_sequence(seq: list[tuple[str, dict[str, Any]]]) -> Layers:
         c2 = conv_spec(normed[13 + 2 * b], "conv")
         specs.append(c2)
         decoder.append((up, c1, c2))
-    ow = torch.as_tensor(np.asarray(last[0]["weight"]), dtype=torch.float32)
-    ob = torch.as_tensor(np.asarray(last[0]["bias"]), dtype=torch.float32)
+    ow, ob = _f32(last[0]["weight"]), _f32(last[0]["bias"])
     widths = [int(first.weight.shape[0])] + [int(encoder[j].weight.shape[0]) for j in (2, 4, 6, 8)]
     return Layers(first, encoder, skip_after, decoder, ow.reshape(ow.shape[0], -1), ob, widths)
 
@@ -194,7 +197,14 @@ class FusedUNet3D:
         device: str | torch.device = "cuda",
         act_scales: dict[int, float] | None = None,
         input_amax: float = INT8_INPUT_AMAX,
+        prologue: str = "fused",
     ) -> None:
+        """``prologue``: "fused" applies the previous InstanceNorm (+ReLU, +fp8 quantization) while a
+        convolution loads its input; "apply" runs it as a separate pass writing the GEMM input (fp8 or
+        fp16) once, so the convolution's loads are plain (faster for thin layers on Hopper)."""
+        if prologue not in ("fused", "apply"):
+            raise ValueError(f"FusedUNet3D: prologue must be 'fused' or 'apply', not {prologue!r}")
+        self.prologue = prologue
         if precision not in ("fp32", "fp16", "bf16", "fp8"):
             raise ValueError(f"FusedUNet3D: unknown precision {precision!r}")
         self.layers = layers
@@ -257,6 +267,13 @@ class FusedUNet3D:
 
     # --- forward --------------------------------------------------------------------------------
 
+    def _input(self, s: ConvSpec, cur: _Act) -> tuple[Tensor, tuple[Tensor, Tensor] | None]:
+        """The GEMM input for ``s``: the pre-norm tensor plus its affine (fused prologue), or the
+        normalized (and quantized) tensor written by a separate apply pass."""
+        if self.prologue == "fused":
+            return cur.y, (cur.a, cur.b)
+        return ops.in_apply(cur.y, cur.a, cur.b, True, out_dtype=s.dtype), None
+
     def _conv(self, s: ConvSpec, x: Tensor, pro: tuple[Tensor, Tensor] | None) -> tuple[Tensor, ops.Partials]:
         y, part = ops.conv3d_cl(
             x,
@@ -295,7 +312,7 @@ class FusedUNet3D:
         for j, s in enumerate(enc):
             if record is not None:
                 self._record(record, s.index, cur)
-            y, part = self._conv(s, cur.y, (cur.a, cur.b))
+            y, part = self._conv(s, *self._input(s, cur))
             nxt = enc[j + 1].in_scale if j + 1 < len(enc) else lay.decoder[0][0].in_scale
             cur = self._norm(s, y, part, nxt)
             if j in lay.skip_after:
@@ -307,7 +324,8 @@ class FusedUNet3D:
             if record is not None:
                 self._record(record, up.index, cur)
                 buf = torch.empty((n, d, h, w, 2 * k), device=skip.y.device, dtype=torch.float32)
-            ops.conv3d_cl(cur.y, up.packed, 1, pro=(cur.a, cur.b), out=buf, off=0, pixel_shuffle=True)
+            xin, pro = self._input(up, cur)
+            ops.conv3d_cl(xin, up.packed, 1, pro=pro, out=buf, off=0, pixel_shuffle=True)
             r = skip.scale / c1.in_scale
             ops.in_apply(skip.y, skip.a * r, skip.b * r, True, out=buf, off=k)
             if record is not None:
@@ -317,7 +335,7 @@ class FusedUNet3D:
             cur = self._norm(c1, y, part, c2.in_scale)
             if record is not None:
                 self._record(record, c2.index, cur)
-            y, part = self._conv(c2, cur.y, (cur.a, cur.b))
+            y, part = self._conv(c2, *self._input(c2, cur))
             nxt = lay.decoder[bi + 1][0].in_scale if bi + 1 < len(lay.decoder) else 1.0
             cur = self._norm(c2, y, part, nxt)
         return ops.conv1x1_out_cl(cur.y, lay.out_w, lay.out_b, pro=(cur.a, cur.b))
