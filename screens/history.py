@@ -42,8 +42,9 @@ def describe(r: RunView) -> str:
             from core.harness.logs import parse_summary
 
             s = parse_summary(summary)
-            for k, v in s.latency_ms().items():
-                lines.append(f"{k:<8} {v:,.1f} ms")
+            lat = s.latency_ms()
+            order = ("p50", "p90", "p99", "p99.9", "mean", "max")
+            lines += [f"{k:<8} {lat[k]:,.1f} ms" for k in order if k in lat]
         except Exception as exc:
             lines.append(f"(summary unreadable: {exc})")
     return "\n".join(lines)
