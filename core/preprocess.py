@@ -185,8 +185,10 @@ def save_npy_atomic(path: Path, array: np.ndarray) -> tuple[str, int]:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(err, OSError) and err.filename is None:  # a failed write names no file
+            raise OSError(err.errno, err.strerror, str(path)) from err
         raise
     return hf.h.hexdigest(), hf.n
 
@@ -229,8 +231,12 @@ def _read_meta(path: Path) -> dict[str, Any] | None:
     return meta if isinstance(meta, dict) and meta.get("version") == VERSION else None
 
 
-def _verify(set_dir: Path, meta: dict[str, Any], deep: bool) -> str | None:
-    """None when every file of the case is there with its recorded size (and sha256 if ``deep``)."""
+def _verify(set_dir: Path, meta: dict[str, Any], deep: bool, written_ns: int | None = None) -> str | None:
+    """None when every file of the case is there with its recorded size (and sha256 if ``deep``).
+
+    ``written_ns``: the meta file's mtime. The data files are renamed into place before their meta is
+    written, so one modified later than that was changed after the fact: its sha256 is checked even
+    when not ``deep`` (a same-size corruption is then named by status, not only by the run)."""
     files = meta.get("files")
     if not isinstance(files, dict):
         return "meta has no file list"
@@ -241,10 +247,12 @@ def _verify(set_dir: Path, meta: dict[str, Any], deep: bool) -> str | None:
         p = set_dir / rec.get("path", "")
         if not p.is_file():
             return f"{rec.get('path')} missing"
-        if p.stat().st_size != rec.get("bytes"):
-            return f"{rec.get('path')} has the wrong size"
-        if deep and sha256_file(p) != rec.get("sha256"):
-            return f"{rec.get('path')} fails its sha256 check"
+        st = p.stat()
+        if st.st_size != rec.get("bytes"):
+            return f"{rec.get('path')} has the wrong size ({st.st_size} bytes, {rec.get('bytes')} recorded)"
+        changed = written_ns is not None and st.st_mtime_ns > written_ns
+        if (deep or changed) and sha256_file(p) != rec.get("sha256"):
+            return f"{rec.get('path')} fails its sha256 check (corrupted or changed)"
     return None
 
 
@@ -409,12 +417,16 @@ def _run_preprocess(
         report(Progress("preprocess", len(metas), len(work), unit="case", item=key[1]))
 
     args = [(str(ws.data_dir), str(_set_dir(ws, s)), s, c, amax) for s, c in work]
-    if jobs == 1:
-        for key, a in zip(work, args, strict=True):
-            cancel.check()
-            finished(key, _work_case(*a))
-    else:
-        _run_pool(work, args, jobs, cancel, finished)
+    try:
+        if jobs == 1:
+            for key, a in zip(work, args, strict=True):
+                cancel.check()
+                finished(key, _work_case(*a))
+        else:
+            _run_pool(work, args, jobs, cancel, finished)
+    finally:  # workers stopped mid-write leave temp files; we hold the lock, so no one else writes
+        for s in sets:
+            _clean_temps(_set_dir(ws, s))
 
     cancel.check()
     for s in sets:
@@ -604,6 +616,32 @@ def load_label(ws: Workspace, set_name: str, case: str, verify: bool = True) -> 
     return _load(ws, set_name, case, "labels", verify)
 
 
+def load_patches(ws: Workspace) -> np.ndarray:
+    """etc/gaussian_patches.npy (27 x 128^3), checked against the sha256 recorded beside it: a damaged
+    file would otherwise weigh every window wrongly without any error."""
+    path = ws.gaussian_patches_path
+    rec_path = path.with_suffix(".json")
+    if not path.is_file():
+        raise MissingInputError(f"Gaussian patches not found (run `{FIX}`)", path)
+    try:
+        rec = json.loads(rec_path.read_text())
+        want = rec["sha256"]
+    except (OSError, ValueError, KeyError, TypeError):
+        raise BadInputError(f"no readable checksum record {rec_path.name}; run `{FIX}`", path) from None
+    data = path.read_bytes()
+    if hashlib.sha256(data).hexdigest() != want:
+        raise BadInputError(f"sha256 mismatch: file corrupted or changed; run `{FIX}`", path)
+    try:
+        arr = np.load(io.BytesIO(data), allow_pickle=False)
+    except Exception as err:
+        raise BadInputError(
+            f"not a valid .npy file ({type(err).__name__}: {err}); run `{FIX}`", path
+        ) from err
+    if arr.ndim != 4 or arr.shape[1:] != tuple(ROI_SHAPE):
+        raise BadInputError(f"expected shape (27, 128, 128, 128), got {arr.shape}", path)
+    return arr
+
+
 def load_meta(ws: Workspace, set_name: str, case: str) -> dict[str, Any]:
     path = _set_dir(ws, set_name) / "meta" / f"{case}.json"
     meta = _read_meta(path)
@@ -650,9 +688,22 @@ def preprocessed_status(ws: Workspace) -> list[ItemStatus]:
         items.append(ItemStatus(patches.name, "missing", "27 Gaussian patches not written", FIX, "etc"))
     elif patches.stat().st_size != recorded:
         items.append(ItemStatus(patches.name, "broken", "size differs from its record", FIX, "etc"))
+    elif patches.stat().st_mtime_ns > patches.with_suffix(".json").stat().st_mtime_ns and sha256_file(
+        patches
+    ) != _patches_sha(patches):  # changed after its record was written: check the checksum
+        items.append(
+            ItemStatus(patches.name, "broken", "fails its sha256 check (corrupted or changed)", FIX, "etc")
+        )
     else:
         items.append(ItemStatus(patches.name, "ok", "27x128x128x128 float16", "", "etc"))
     return items
+
+
+def _patches_sha(path: Path) -> str | None:
+    try:
+        return json.loads(path.with_suffix(".json").read_text()).get("sha256")
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def _case_item(ws: Workspace, set_dir: Path, set_name: str, case: str) -> ItemStatus:
@@ -662,7 +713,7 @@ def _case_item(ws: Workspace, set_dir: Path, set_name: str, case: str) -> ItemSt
     meta = _read_meta(meta_path)
     if meta is None:
         return ItemStatus(case, "broken", "meta unreadable or from an older version", FIX, set_name)
-    problem = _verify(set_dir, meta, deep=False)
+    problem = _verify(set_dir, meta, deep=False, written_ns=meta_path.stat().st_mtime_ns)
     if problem:
         return ItemStatus(case, "broken", problem, FIX, set_name)
     inputs = _raw_inputs(ws.data_dir / case)

@@ -27,6 +27,10 @@ def atomic_write_text(path: str | Path, text: str) -> None:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
+    except OSError as err:
+        if err.filename is None:  # a failed write (disk full) names no file
+            raise OSError(err.errno, err.strerror, str(path)) from err
+        raise
     finally:
         if tmp.exists():
             tmp.unlink()
@@ -82,6 +86,39 @@ class LoadgenSummary:
 
     def latency_ms(self) -> dict[str, float]:
         return {k: v / 1e6 for k, v in self.latency_ns.items()}
+
+
+def incomplete_logs(run_dir: str | Path) -> str | None:
+    """Why LoadGen's summary or detail log in ``run_dir`` is cut short, or None when both are whole
+    (or absent). LoadGen ignores its own write errors: on a full disk it finishes the run and leaves
+    truncated logs, whose first lines (``Result is : VALID``) would still read as a result.
+    A whole summary ends with its "... encountered during test." line; a whole detail log ends with
+    a complete ``:::MLLOG`` JSON line."""
+    run_dir = Path(run_dir)
+    problems = []
+    summary, detail = run_dir / SUMMARY_NAME, run_dir / DETAIL_NAME
+    try:
+        if summary.exists():
+            lines = summary.read_text(encoding="utf-8", errors="replace").rstrip().splitlines()
+            if not lines or "encountered" not in lines[-1]:
+                problems.append(f"{SUMMARY_NAME} is cut short")
+        if detail.exists():
+            with detail.open("rb") as fh:
+                fh.seek(max(0, detail.stat().st_size - 65536))
+                tail = fh.read()
+            last = tail.rstrip(b"\n").rsplit(b"\n", 1)[-1]
+            ok = tail.endswith(b"\n") and last.startswith(b":::MLLOG ")
+            try:
+                ok = ok and isinstance(json.loads(last[len(b":::MLLOG ") :]), dict)
+            except ValueError:
+                ok = False
+            if not ok:
+                problems.append(f"{DETAIL_NAME} is cut short")
+    except OSError as exc:
+        problems.append(f"cannot read LoadGen's logs ({exc.strerror or exc})")
+    if not problems:
+        return None
+    return "; ".join(problems) + " (disk full or a write error while LoadGen wrote it): the run is not valid"
 
 
 def parse_summary(path: str | Path) -> LoadgenSummary:
