@@ -46,6 +46,7 @@ from core.harness.logs import (
     LoadgenDetail,
     LoadgenSummary,
     atomic_write_text,
+    incomplete_logs,
     parse_detail,
     parse_summary,
 )
@@ -358,7 +359,9 @@ def _run_benchmark(
             data.dtype = _input_dtype(engine)
         patches = None
         if not isinstance(engine, VolumeEngine) and ws.gaussian_patches_path.is_file():
-            patches = np.load(ws.gaussian_patches_path)
+            from core.preprocess import load_patches
+
+            patches = load_patches(ws)  # checksum-verified: damaged weights must not skew every window
         built = build_settings(cfg, run_dir, lg)
         record.update(fresh_process=built.fresh_process)
         if not built.fresh_process:
@@ -426,6 +429,8 @@ def _run_benchmark(
         }
         if failure is not None:
             raise failure if isinstance(failure, UnetError) else BadInputError(f"{failure}")
+        if not cancelled and (cut := incomplete_logs(run_dir)):
+            raise RunInvalidError(cut, run_dir)
         if cancelled:
             result = RunResult(status="cancelled", accuracy=None, **result_kwargs)
             record.update(status="cancelled", ended=_now(), result=result.to_dict())
