@@ -28,13 +28,16 @@ class FusedEngine:
         batch_size: int = 8,
         device: str = "cuda",
         calibration_windows: Iterable[torch.Tensor] | None = None,
-        prologue: str = "fused",
+        prologue: str = "apply",
         input_amax: float = INT8_INPUT_AMAX,
         cuda_graph: bool = True,
     ) -> None:
         self.precision = precision
         self.batch_size = int(batch_size)
-        self.device = torch.device(device)
+        dev = torch.device(device)
+        if dev.type == "cuda" and dev.index is None:  # the harness binds worker threads by index
+            dev = torch.device("cuda", torch.cuda.current_device())
+        self.device = dev
         self.input_amax = float(input_amax)
         self.net = FusedUNet3D.from_onnx(
             model, precision=precision, device=self.device, prologue=prologue, input_amax=input_amax
@@ -63,6 +66,11 @@ class FusedEngine:
         x = self._upload(windows)
         outs = [self.fn(x[i : i + self.batch_size]).clone() for i in range(0, x.shape[0], self.batch_size)]
         return torch.cat(outs).float().cpu().numpy()
+
+    def bind_thread(self) -> None:
+        """Called by the harness on its worker thread: Triton launches follow the current device."""
+        if self.device.type == "cuda":
+            torch.cuda.set_device(self.device)
 
     def segment_device(self, vol: torch.Tensor, cancel: Any = None, on_batch: Any = None) -> torch.Tensor:
         from core.jobs import NEVER
