@@ -130,6 +130,11 @@ class KitsSUT:
         lg = loadgen(lg)
         self._lg = lg
         self.qsl = qsl
+        # imported here, not at the first completed sample: core.sliding_window pulls in scipy.signal
+        # (seconds on a busy host), which must not land inside LoadGen's timed run
+        from core.sliding_window import window_count
+
+        self._window_count = window_count
         engines = list(engine) if isinstance(engine, (list, tuple)) else [engine]
         if not engines:
             raise BadInputError("no engine to run the samples on")
@@ -254,7 +259,10 @@ class KitsSUT:
             first = self.error is None
             if first:
                 self.error = err
-            self.report(LogLine("error", str(err)))
+            # the first error becomes the run's error, which the runner raises and every caller shows
+            # once; errors caused by a QSL load failure are consequences of that one
+            if not first and self.qsl.error is None:
+                self.report(LogLine("warning", f"also: {err}"))
         if self.events is not None:
             self.events.log(f"error: {err}")
 
@@ -284,9 +292,7 @@ class KitsSUT:
             self.completed += 1
             worker.completed += 1
         if self.events is not None:
-            from core.sliding_window import window_count
-
-            self.events.sample_done(idx, case, issued, window_count(shape), device=worker.label)
+            self.events.sample_done(idx, case, issued, self._window_count(shape), device=worker.label)
         if self.accuracy:
             truth = np.asarray(self.qsl.data.load_label(case))
             if truth.size != labels.size:
