@@ -691,7 +691,9 @@ def checklist(scenario: str = "Offline", base: RunConfig | None = None) -> list[
                 "compliance",
                 f"Compliance {test}",
                 f"{test} {what} (`--audit_test={test} --action=run_audit_harness`; NVIDIA retries "
-                "with a 20 s cool-down).",
+                "with a 20 s cool-down). Evidence here: a finished VALID run with this audit test's "
+                "audit.config. The submission's verification scripts (compliance/<TEST>/run_verification.py) "
+                "are not run by this tool.",
                 _compliance_check(test),
                 Action(
                     "run",

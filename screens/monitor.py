@@ -148,7 +148,9 @@ class MonitorScreen(Screen[None]):
             chip = job.outcome
         else:
             chip = "last run"
-        self.query_one("#run-title", Static).update(f"[{chip}] {cfg.cli_command()}")
+        audit = f" {cfg.audit_test}" if cfg.audit_test else ""
+        short = f"{cfg.scenario} {cfg.config_ver} {cfg.test_mode}{audit} {cfg.backend}/{cfg.precision}"
+        self.query_one("#run-title", Static).update(f"[{chip}] {short} | {cfg.cli_command()}")
 
     def _reset(self) -> None:
         self._official = False
