@@ -28,6 +28,7 @@ from plugins import ops
 from plugins import reference as ref
 
 WIDTHS = (32, 64, 128, 256, 320)
+MAX_CANDS = 14
 RESULTS: dict[str, Any] = {}
 T0 = time.time()
 
@@ -68,12 +69,26 @@ def flops(layer: dict[str, Any], n: int) -> float:
     return 2.0 * n * so**3 * layer["cout"] * layer["cin"] * layer["ks"] ** 3
 
 
-def section_layers(n: int, tune: bool, budget_s: float) -> None:
-    log(f"== per-layer GEMMs, batch {n}: cuDNN fp16 vs Triton fp16 / fp8 (fused prologue + stats epilogue)")
+def section_layers(
+    n: int,
+    tune: bool,
+    budget_s: float,
+    names: set[str] | None = None,
+    precs: tuple[str, ...] = ("fp16", "fp8"),
+    mode: str = "fused",
+) -> None:
+    """``mode`` "fused": the norm applied in the conv's prologue (pre-norm fp16 input); "apply": the input
+    is already normalized (fp8 / fp16), as plugins.unet's apply mode feeds it."""
+    log(f"== per-layer GEMMs, batch {n}: cuDNN fp16 vs Triton {precs} ({mode} prologue, stats epilogue)")
     torch.backends.cudnn.benchmark = True
     rows = []
     tuned: dict[str, list[int]] = {}
-    for L in layer_table():
+    table = layer_table()
+    if names:  # in the order given (most important first, in case the budget runs out)
+        table = [next(t for t in table if t["name"] == nm) for nm in names]
+    for L in table:
+        if mode == "apply":
+            L = {**L, "pro": False}
         if time.time() - T0 > budget_s:
             log("budget reached, stopping the layer section")
             break
@@ -98,7 +113,7 @@ def section_layers(n: int, tune: bool, budget_s: float) -> None:
                 lambda xc=xc, wt=wt, bt=bt: tnf.conv_transpose3d(xc, wt.half(), bt.half(), 2)
             )
             w2, b2 = ref.deconv_to_conv1x1(wt, bt)
-        for prec in ("fp16", "fp8"):
+        for prec in precs:
             dt = ops.PRECISIONS[prec]
             p = ops.pack_conv3(w, dt, 0.05) if L["ks"] == 3 else ops.pack_conv1(w2, b2, dt, 0.05)
             xin = x16 if L["pro"] else (x16.to(ops.FP8) if prec == "fp8" else x16)
@@ -136,18 +151,20 @@ def section_layers(n: int, tune: bool, budget_s: float) -> None:
             row[f"{prec}_cfg"] = best[1]
             tuned[key] = best[1]
         row["tflops_cudnn"] = fl / row["cudnn_ms"] / 1e9
-        row["tflops_fp16"] = fl / row["fp16_ms"] / 1e9
-        row["tflops_fp8"] = fl / row["fp8_ms"] / 1e9
+        for prec in precs:
+            row[f"tflops_{prec}"] = fl / row[f"{prec}_ms"] / 1e9
         rows.append(row)
         log(
             f"{L['name']:14s} {s:3d}^3 {cin:3d}->{cout:4d} s{st} | cuDNN {row['cudnn_ms']:7.3f} ms "
-            f"{row['tflops_cudnn']:5.0f} TF | fp16 {row['fp16_ms']:7.3f} ms {row['tflops_fp16']:5.0f} TF "
-            f"{row['fp16_cfg']} | fp8 {row['fp8_ms']:7.3f} ms {row['tflops_fp8']:5.0f} TF {row['fp8_cfg']}"
+            f"{row['tflops_cudnn']:5.0f} TF | "
+            + " | ".join(
+                f"{p} {row[p + '_ms']:7.3f} ms {row['tflops_' + p]:5.0f} TF {row[p + '_cfg']}" for p in precs
+            )
         )
         del x16
-    RESULTS["layers"] = rows
-    RESULTS["tuned"] = tuned
-    tot = {k: sum(r[k] for r in rows) for k in ("cudnn_ms", "fp16_ms", "fp8_ms")}
+    RESULTS.setdefault("layers", []).extend(rows)
+    RESULTS.setdefault("tuned", {}).update(tuned)
+    tot = {k: sum(r[k] for r in rows) for k in ("cudnn_ms", *(p + "_ms" for p in precs))}
     log(
         f"sum over layers (batch {n}): "
         + ", ".join(f"{k} {v:.2f} ({v / n:.3f}/window)" for k, v in tot.items())
@@ -310,7 +327,14 @@ def main() -> int:
     ap.add_argument("--budget-s", type=float, default=420.0)
     ap.add_argument("--sections", default="net,window,misc,layers,net2")
     ap.add_argument("--precisions", default="fp16,fp8,bf16")
+    ap.add_argument("--layers", default="", help="comma list of layer names for the layer section")
+    ap.add_argument("--layer-mode", default="fused", choices=["fused", "apply"])
+    ap.add_argument("--max-cands", type=int, default=14)
+    ap.add_argument("--net-modes", default="fused,apply")
+    ap.add_argument("--tuned-out", type=Path, default=None, help="also write the merged tuned tiles here")
     args = ap.parse_args()
+    global MAX_CANDS
+    MAX_CANDS = args.max_cands
     import triton
 
     RESULTS["env"] = dict(
@@ -328,6 +352,8 @@ def main() -> int:
             if "tuned" in RESULTS:
                 merged = {**ops.TUNED, **RESULTS["tuned"]}
                 (args.out / "tuned_configs.json").write_text(json.dumps(merged, indent=0, sort_keys=True))
+                if args.tuned_out:
+                    args.tuned_out.write_text(json.dumps(merged, indent=0, sort_keys=True))
 
     for sec in secs:
         if time.time() - T0 > args.budget_s and sec != "window":
@@ -335,13 +361,20 @@ def main() -> int:
             continue
         try:
             if sec == "net":
-                section_net(args.batch, precs, "default_tiles")
+                section_net(args.batch, precs, "default_tiles", tuple(args.net_modes.split(",")))
             elif sec == "misc":
                 section_misc(args.batch)
             elif sec == "layers":
-                section_layers(args.batch, args.tune, args.budget_s)
+                names = args.layers.split(",") if args.layers else None
+                lp = tuple(p for p in precs if p in ("fp16", "fp8"))
+                section_layers(args.batch, args.tune, args.budget_s, names, lp, args.layer_mode)
             elif sec == "net2":
-                section_net(args.batch, [p for p in precs if p != "bf16"], "tuned_tiles")
+                section_net(
+                    args.batch,
+                    [p for p in precs if p != "bf16"],
+                    "tuned_tiles",
+                    tuple(args.net_modes.split(",")),
+                )
             elif sec == "window":
                 prec = "fp8" if "fp8" in precs else precs[0]
                 nets = RESULTS.get("net", {})

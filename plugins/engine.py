@@ -31,7 +31,9 @@ class FusedEngine:
         prologue: str = "apply",
         input_amax: float = INT8_INPUT_AMAX,
         cuda_graph: bool = True,
+        net: FusedUNet3D | None = None,
     ) -> None:
+        """``model``: an ONNX file or ModelProto of the MLPerf topology (or None with a prebuilt ``net``)."""
         self.precision = precision
         self.batch_size = int(batch_size)
         dev = torch.device(device)
@@ -39,7 +41,7 @@ class FusedEngine:
             dev = torch.device("cuda", torch.cuda.current_device())
         self.device = dev
         self.input_amax = float(input_amax)
-        self.net = FusedUNet3D.from_onnx(
+        self.net = net or FusedUNet3D.from_onnx(
             model, precision=precision, device=self.device, prologue=prologue, input_amax=input_amax
         )
         self.scales: dict[int, float] = {}

@@ -241,7 +241,7 @@ def conv_key(m: int, s_out: int, p: PackedConv, stride: int, pro: bool, epi: int
 def conv_candidates(s_out: int, p: PackedConv) -> list[list[int]]:
     """Valid (BM, BN, BK, warps, stages) tiles: every M tile inside one sample, no N/K tails."""
     kmin = 32 if p.dtype == FP8 else 16
-    bms = [b for b in (64, 128, 256) if s_out % b == 0] or [s_out]
+    bms = [b for b in (64, 128, 256, 512) if s_out % b == 0] or [s_out]
     bns = [b for b in (32, 64, 128, 256) if p.cout % b == 0 and b <= max(32, p.cout)]
     bks = [b for b in (32, 64, 128) if p.cin % b == 0 and b >= kmin] or [p.cin]
     out = []
@@ -250,10 +250,12 @@ def conv_candidates(s_out: int, p: PackedConv) -> list[list[int]]:
             for bk in bks:
                 if bm * bn > 256 * 128 or bm * bk > 256 * 128 or bk * bn > 128 * 256:
                     continue
+                small = bk * (bm + bn) <= 64 * (128 + 64)
                 for warps in (4, 8):
                     if warps == 8 and bm * bn < 128 * 64:
                         continue
-                    out.append([bm, bn, bk, warps, 3 if bk * (bm + bn) > 128 * 256 else 4])
+                    for stages in (3, 4, 5) if small else (3,) if bk * (bm + bn) > 128 * 256 else (3, 4):
+                        out.append([bm, bn, bk, warps, stages])
     return out
 
 
