@@ -12,6 +12,7 @@ Device counts beyond ``torch.cuda.device_count()`` are listed as not run.
 
     python bench/bench_multigpu.py --precision fp16 --batch 8 --gpus 1          # one H200: path vs plain
     python bench/bench_multigpu.py --precision fp16 --batch 8 --gpus 1,2,4,8    # an 8-GPU host
+    python bench/bench_multigpu.py --precision fp16 --batch 8 --gpus 1 --per-device 2   # 2 streams, 1 GPU
     python bench/bench_multigpu.py --simulate --gpus 1,2,4,8 --sample-ms 20     # CPU: simulated devices
 
 Simulated mode (default without CUDA): N fake devices that each take ``--sample-ms`` per sample
@@ -154,6 +155,13 @@ def harness_run(
     return float(result.samples_per_s or 0.0), result.per_device, result.valid
 
 
+def row(
+    name: str, k: int, sps: float, plain: float, base: float | None, per_device: dict[str, int], valid: Any
+) -> list[object]:
+    spread = " ".join(f"{d}={c}" for d, c in per_device.items()) + ("" if valid else " (INVALID)")
+    return [name, k, sps, f"{sps / (plain * k):.3f}", f"{sps / base:.2f}" if base else "-", spread]
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--gpus", default="1", help="comma list of device counts, e.g. 1,2,4,8")
@@ -167,6 +175,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-graphs", action="store_true")
     ap.add_argument("--cases", type=int, default=0, help="only the first N samples (0 = all 43; sim: 8)")
     ap.add_argument("--passes", type=int, default=1, help="passes over the samples (plain loop; min queries)")
+    ap.add_argument(
+        "--per-device",
+        type=int,
+        default=1,
+        help="also run K engines (K workers) per device, to see if a second sample stream per GPU helps",
+    )
     ap.add_argument("--min-duration", type=float, default=10.0, help="LoadGen min_duration, seconds")
     args = ap.parse_args(argv)
     counts = sorted({1} | {int(x) for x in args.gpus.split(",") if x})  # 1 device: the scaling base
@@ -210,16 +224,15 @@ def main(argv: list[str] | None = None) -> int:
                 engines.append(build(len(engines)))
             sps, per_device, valid = harness_run(ws, engines[:k], data, plain * k, args)
             base = sps if k == 1 else base
-            rows.append(
-                [
-                    f"harness, {k} device(s)",
-                    k,
-                    sps,
-                    f"{sps / (plain * k):.3f}",
-                    f"{sps / base:.2f}" if base else "-",
-                    " ".join(f"{d}={c}" for d, c in per_device.items()) + ("" if valid else " (INVALID)"),
-                ]
-            )
+            rows.append(row(f"harness, {k} device(s)", k, sps, plain, base, per_device, valid))
+        if args.per_device > 1:
+            k = min(max(counts), available)
+            extra = [build(i) for i in range(k) for _ in range(args.per_device - 1)]
+            engines.extend(extra)
+            many = engines[:k] + extra
+            sps, per_device, valid = harness_run(ws, many, data, plain * k * args.per_device, args)
+            name = f"harness, {k} device(s) x {args.per_device} engines"
+            rows.append(row(name, k, sps, plain, base, per_device, valid))
     print_table(["path", "devices", "samples/s", "vs plain x N", "scaling vs 1", "samples per device"], rows)
     print(
         "# vs plain x N: samples/s / (N x the plain loop's samples/s on one device); 1.000 = linear, no loss"

@@ -410,3 +410,30 @@ def test_isolated_run_relays_devices(ws: Workspace) -> None:
     assert result.status == "complete" and sum(result.per_device.values()) == N
     snap = events.snapshot()
     assert {d.device: d.completed for d in snap.devices} == result.per_device
+
+
+def test_engines_on_one_device_get_distinct_labels() -> None:
+    from core.harness.sut import unique_labels
+
+    assert unique_labels(["cuda:0", "cuda:1", "cuda:0", "cuda:0"]) == [
+        "cuda:0",
+        "cuda:1",
+        "cuda:0/1",
+        "cuda:0/2",
+    ]
+    engines = sim_devices(2, 0.005, barrier=True)
+    engines[1].device = "sim:0"  # two sample streams on one device
+    sut, lg, _ = sut_run(engines, 16)
+    assert sut.devices == ["sim:0", "sim:0/1"] and len(lg.completed) == 16
+    assert all(n > 0 for n in sut.per_device.values())
+
+
+@pytest.mark.slow  # three short LoadGen runs (~3 s)
+def test_bench_multigpu_simulated(capsys: pytest.CaptureFixture[str]) -> None:
+    from bench import bench_multigpu
+
+    assert bench_multigpu.main(["--simulate", "--gpus", "2", "--sample-ms", "5", "--cases", "4"]) == 0
+    out = capsys.readouterr().out
+    rows = {line.split("|")[1].strip(): line for line in out.splitlines() if line.startswith("|")}
+    assert {"plain loop (no LoadGen)", "harness, 1 device(s)", "harness, 2 device(s)"} <= set(rows)
+    assert "sim:0=" in rows["harness, 2 device(s)"] and "sim:1=" in rows["harness, 2 device(s)"]

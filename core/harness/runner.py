@@ -52,7 +52,7 @@ from core.harness.logs import (
 )
 from core.harness.qsl import DataSource, KitsQSL, PreprocessedData
 from core.harness.settings import build_settings, check_config, expected_samples, loadgen
-from core.harness.sut import KitsSUT, device_label
+from core.harness.sut import KitsSUT, device_label, unique_labels
 from core.jobs import CancelToken, LogLine, Phase, Progress, Reporter
 from core.lock import WorkspaceBusyError, workspace_lock
 from core.workspace import Workspace
@@ -352,7 +352,7 @@ def _run_benchmark(
                 "precision": getattr(engine, "precision", cfg.precision),
                 "batch_size": getattr(engine, "batch_size", cfg.gpu_batch_size),
                 "volume_engine": isinstance(engine, VolumeEngine),
-                "devices": [device_label(e, i) for i, e in enumerate(engines)],
+                "devices": unique_labels([device_label(e, i) for i, e in enumerate(engines)]),
             },
         )
         if isinstance(data, PreprocessedData):

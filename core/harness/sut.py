@@ -83,6 +83,17 @@ def device_label(engine: Any, index: int) -> str:
     return str(dev) if dev is not None and str(dev) else str(index)
 
 
+def unique_labels(labels: Sequence[str]) -> list[str]:
+    """Tell workers on one device apart: two engines on cuda:0 -> 'cuda:0', 'cuda:0/1'."""
+    seen: dict[str, int] = {}
+    out = []
+    for lab in labels:
+        n = seen.get(lab, 0)
+        seen[lab] = n + 1
+        out.append(lab if n == 0 else f"{lab}/{n}")
+    return out
+
+
 def _bind_device(engine: Any) -> None:
     """Make the engine's CUDA device current on this worker thread (NVIDIA's batcher threads call
     cudaSetDevice): Triton launches and default streams follow the thread's current device, not the
@@ -139,8 +150,9 @@ class KitsSUT:
         if not engines:
             raise BadInputError("no engine to run the samples on")
         labels = list(devices) if devices is not None else [device_label(e, i) for i, e in enumerate(engines)]
-        if len(labels) != len(engines) or len(set(labels)) != len(labels):
-            labels = [str(i) for i in range(len(engines))]  # names must tell the workers apart
+        if len(labels) != len(engines):
+            labels = [str(i) for i in range(len(engines))]
+        labels = unique_labels(labels)
         self.engines = engines
         self.engine = engines[0]
         self.engine_name = str(getattr(self.engine, "name", type(self.engine).__name__))
