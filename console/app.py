@@ -108,6 +108,14 @@ class UnetConsole(App[None], inherit_bindings=False):
             show=False,
             tooltip="Every action, by name",
         ),
+        Binding(
+            "ctrl+s",
+            "save_screen",
+            "Screenshot",
+            id="app.screenshot",
+            show=False,
+            tooltip="Save an SVG screenshot under build/screenshots",
+        ),
         Binding("q", "quit_console", "Quit", id="app.quit", tooltip="Quit (asks while a job runs)"),
         Binding(
             "ctrl+q",
@@ -145,7 +153,7 @@ class UnetConsole(App[None], inherit_bindings=False):
         self.clock = clock or Clock()
         self.status_interval = status_interval
         self.demo_default = demo_default
-        self.run_config: RunConfig = self._initial_config()
+        self._run_config: RunConfig = self._initial_config()
         self.last_config: RunConfig | None = None
         self.running_config: RunConfig | None = None
         self.live = LiveFeed()
@@ -157,6 +165,18 @@ class UnetConsole(App[None], inherit_bindings=False):
         if self.settings.keymap:
             self.set_keymap(self.settings.keymap)
 
+    @property
+    def run_config(self) -> RunConfig:
+        """The run setup's configuration (the form, the palette's run commands and audit actions use it);
+        the header shows it next to the workspace name."""
+        return self._run_config
+
+    @run_config.setter
+    def run_config(self, cfg: RunConfig) -> None:
+        self._run_config = cfg
+        if self.is_running:
+            self._show_config()
+
     def _initial_config(self) -> RunConfig:
         try:
             return self.settings.run_config()
@@ -165,6 +185,7 @@ class UnetConsole(App[None], inherit_bindings=False):
 
     # ------------------------------------------------------------------------------ lifecycle
     def on_mount(self) -> None:
+        self._show_config()
         self.refresh_status()
 
     @property
@@ -420,6 +441,22 @@ class UnetConsole(App[None], inherit_bindings=False):
             return
         self.notify(f"Summary written to {target}")
 
+    def action_save_screen(self) -> None:
+        folder = self.ws.root / "build" / "screenshots"
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            path = self.save_screenshot(path=str(folder))
+        except OSError as exc:
+            self.notify(f"{folder}: {exc.strerror}", severity="error")
+            return
+        self.notify(f"Screenshot saved to {path}")
+
+    def _show_config(self) -> None:
+        cfg = self.run_config
+        self.sub_title = (
+            f"{self.ws.root.name} | {cfg.scenario} {cfg.config_ver} {cfg.backend}/{cfg.precision}"
+        )
+
     def open_last_logs(self) -> None:
         from screens.history import LogViewer
 
@@ -462,6 +499,7 @@ class UnetConsole(App[None], inherit_bindings=False):
         yield SystemCommand("Quit", "Quit the console", self.action_quit_console)
         yield SystemCommand("Keys", "Show every key binding", lambda: self.action_help("keys"))
         yield SystemCommand("Theme", "Change the colour theme", self.action_change_theme)
+        yield SystemCommand("Screenshot", "Save an SVG of this screen (ctrl+s)", self.action_save_screen)
 
 
 def _config_of(run: Any) -> RunConfig | None:

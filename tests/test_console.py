@@ -479,3 +479,19 @@ async def test_unreadable_history_still_shows_status(tmp_path):
         await settle(app, pilot)
         assert app.status_report is not None and app.runs == []
         assert str(app.screen.query_one("#banner", Static).render()).startswith("Workspace ready")
+
+
+async def test_header_shows_config_and_ctrl_s_saves_a_screenshot(tmp_path):
+    app = make_app(tmp_path, FakeJobs())
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        assert app.sub_title == "ws | Offline default ort/fp32"
+        await pilot.press("2")
+        await pilot.pause()
+        app.screen.query_one("#f-scenario").value = "SingleStream"
+        await pilot.pause()
+        assert app.sub_title == "ws | SingleStream default ort/fp32"
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        shots = list((tmp_path / "ws" / "build" / "screenshots").glob("*.svg"))
+        assert len(shots) == 1 and "SingleStream" in shots[0].read_text()
