@@ -437,3 +437,129 @@ def test_bench_multigpu_simulated(capsys: pytest.CaptureFixture[str]) -> None:
     rows = {line.split("|")[1].strip(): line for line in out.splitlines() if line.startswith("|")}
     assert {"plain loop (no LoadGen)", "harness, 1 device(s)", "harness, 2 device(s)"} <= set(rows)
     assert "sim:0=" in rows["harness, 2 device(s)"] and "sim:1=" in rows["harness, 2 device(s)"]
+
+
+# --- on real GPUs (skipped without CUDA): the torch backend through the N-device path ---------------
+
+
+def _cuda_count() -> int:
+    try:
+        import torch
+
+        return torch.cuda.device_count() if torch.cuda.is_available() else 0
+    except ImportError:
+        return 0
+
+
+gpu = pytest.mark.skipif(_cuda_count() < 1, reason="needs a CUDA device")
+two_gpus = pytest.mark.skipif(_cuda_count() < 2, reason="needs 2 CUDA devices")
+
+
+class ResponseLG(RecordingLG):
+    """Also keeps each response's bytes (copied while LoadGen's call would hold the buffer)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.data: dict[int, bytes] = {}
+
+    @staticmethod
+    def QuerySampleResponse(qid: int, ptr: int, size: int):  # noqa: N802
+        return SimpleNamespace(id=qid, ptr=ptr, size=size)
+
+    def QuerySamplesComplete(self, responses) -> None:  # noqa: N802
+        import ctypes
+
+        super().QuerySamplesComplete(responses)
+        with self._lock:
+            for r in responses:
+                self.data[r.id] = ctypes.string_at(r.ptr, r.size) if r.size else b""
+
+
+@pytest.fixture
+def tiny_onnx(tmp_path: Path) -> Path:
+    import onnx
+
+    from bench.common import TINY_WIDTHS, make_unet3d_onnx
+
+    path = tmp_path / "tiny.onnx"
+    onnx.save(make_unet3d_onnx(TINY_WIDTHS, seed=3), str(path))
+    return path
+
+
+def _labels_through_sut(engines: list, n_samples: int) -> tuple[KitsSUT, dict[int, np.ndarray]]:
+    lg = ResponseLG()
+    data = make_data(CASES)
+    qsl = KitsQSL(data, lg)
+    qsl.load_samples(list(range(N)))
+    sut = KitsSUT(qsl, engines, lg=lg)
+    sut.issue_queries([SimpleNamespace(id=k, index=k % N) for k in range(n_samples)])
+    deadline = time.monotonic() + 300
+    while len(lg.completed) < n_samples and time.monotonic() < deadline:
+        time.sleep(0.01)
+    sut.close()
+    qsl.destroy()
+    assert sut.error is None, sut.error
+    return sut, {k: np.frombuffer(v, np.uint8) for k, v in lg.data.items()}
+
+
+def _reference_labels(engine) -> list[np.ndarray]:
+    data = make_data(CASES)
+    return [np.ascontiguousarray(engine.segment(data.load_image(c))).ravel() for c in data.cases()]
+
+
+@gpu
+def test_gpu_two_engines_on_one_device_match_the_plain_path(tiny_onnx: Path) -> None:
+    """Two sample streams on cuda:0 (the N-device path on one GPU) give the plain path's labels."""
+    from core.backends import torch_cuda as tc
+
+    engines = [tc.BACKEND.load(tiny_onnx, precision="fp16", batch_size=2, device=0) for _ in range(2)]
+    try:
+        ref = _reference_labels(engines[0])
+        sut, got = _labels_through_sut(engines, 2 * N)
+        assert sut.devices == ["cuda:0", "cuda:0/1"] and all(n > 0 for n in sut.per_device.values())
+        for k, labels in got.items():
+            assert np.array_equal(labels, ref[k % N]), f"sample {k}"
+    finally:
+        for e in engines:
+            e.close()
+
+
+@two_gpus
+def test_gpu_one_engine_per_device_matches_device_zero(tiny_onnx: Path) -> None:
+    """load(device=i) builds on cuda:i (own buffers, patches, CUDA graph); every device's labels
+    match cuda:0's (bitwise, up to argmax ties from a different autotuned kernel: < 1e-4 of voxels)."""
+    import torch
+
+    from core.backends import torch_cuda as tc
+
+    n_dev = torch.cuda.device_count()
+    engines = [tc.BACKEND.load(tiny_onnx, precision="fp16", batch_size=2, device=i) for i in range(n_dev)]
+    try:
+        assert [str(e.device) for e in engines] == [f"cuda:{i}" for i in range(n_dev)]
+        for i, e in enumerate(engines):
+            assert all(p.device.index == i for p in e.net.parameters())
+            assert e.patches().device.index == i
+        ref = _reference_labels(engines[0])
+        sut, got = _labels_through_sut(engines, 4 * N)
+        assert all(n > 0 for n in sut.per_device.values()), sut.per_device
+        for k, labels in got.items():
+            assert np.mean(labels != ref[k % N]) < 1e-4, f"sample {k}"
+    finally:
+        for e in engines:
+            e.close()
+
+
+@gpu
+def test_gpu_runner_accuracy_with_all_devices_equals_one(ws: Workspace, tiny_onnx: Path) -> None:
+    """`--gpus N` through the runner (the backend loads device=0..N-1): same DICE as `--gpus 1`."""
+    import shutil
+
+    ws.model_path.parent.mkdir(parents=True)
+    shutil.copy(tiny_onnx, ws.model_path)
+    cfg = RunConfig(test_mode="AccuracyOnly", backend="torch", precision="fp16", gpu_batch_size=2)
+    data = make_data(CASES)
+    one = run_benchmark(ws, cfg, lambda e: None, CancelToken(), data=data)
+    every = run_benchmark(ws, cfg.with_(gpus=_cuda_count()), lambda e: None, CancelToken(), data=data)
+    assert one.accuracy is not None and every.accuracy is not None
+    assert every.accuracy.mean == pytest.approx(one.accuracy.mean, abs=1e-4)
+    assert len(every.per_device) == _cuda_count() and sum(every.per_device.values()) == N
