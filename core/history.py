@@ -2,8 +2,9 @@
 
 A folder's ``run.json`` (written by the runner) is the primary source; folders without it (runs
 made by other tools, e.g. NVIDIA's harness) fall back to the LoadGen summary. A run.json left at
-``running`` by a process that is gone is reported as ``incomplete``. Broken folders are listed
-with status ``broken`` rather than raising.
+``running`` by a process that is gone is reported as ``incomplete``. Only a ``complete`` run is
+VALID or INVALID: a killed, cancelled or failed one has ``valid`` None whatever its partial logs
+say. Broken folders are listed with status ``broken`` rather than raising.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from core.harness.logs import ACCURACY_NAME, SUMMARY_NAME, parse_summary
+from core.harness.logs import ACCURACY_NAME, SUMMARY_NAME, incomplete_logs, parse_summary
 from core.workspace import Workspace
 
 RUN_JSON = "run.json"
@@ -88,6 +89,8 @@ def _from_run_json(folder: Path, data: dict[str, Any]) -> RunRecord:
     if status == "incomplete" and (folder / SUMMARY_NAME).is_file():
         s = parse_summary(folder / SUMMARY_NAME)  # the process died after LoadGen finished
         valid, sps, p90 = s.valid, s.samples_per_s, s.latency_ms().get("p90")
+    if status != "complete":
+        valid = None  # only a run that finished is VALID or INVALID; a killed or cancelled one is neither
     mean = acc.get("mean") if acc else None
     passed = acc.get("passed") if acc else None
     return RunRecord(
@@ -121,6 +124,7 @@ def _from_summary(folder: Path) -> RunRecord:
         except (OSError, IndexError, ValueError):
             mean = None
     complete = s.exists and (s.result is not None or (folder / ACCURACY_NAME).is_file())
+    complete = complete and incomplete_logs(folder) is None
     return RunRecord(
         run_id=folder.name,
         path=folder,
@@ -131,7 +135,7 @@ def _from_summary(folder: Path) -> RunRecord:
         backend=None,
         precision=None,
         status="complete" if complete else "incomplete",
-        valid=s.valid,
+        valid=s.valid if complete else None,
         samples_per_s=s.samples_per_s,
         mean_dice=mean,
         latency_p90_ms=s.latency_ms().get("p90"),
