@@ -326,6 +326,9 @@ def test_runner_loads_one_engine_per_device(ws: Workspace, sim_backend: SimBacke
     assert [c["device"] for c in sim_backend.load_calls] == [0, 1, 2]
     assert all(c["batch_size"] == 4 for c in sim_backend.load_calls)
     assert all(e.closed for e in sim_backend.loaded)  # the runner closes what it loaded
+    for e in sim_backend.loaded:  # one warm-up window on each device before LoadGen's run
+        assert e.segmented == result.per_device[e.device] + 1
+        assert e.cases_seen[0] not in e.cases_seen[1:]  # not a QSL volume
     assert result.accuracy is not None and result.accuracy.mean == 1.0
     assert set(result.per_device) == {"sim:0", "sim:1", "sim:2"}
     rj = json.loads((result.log_dir / "run.json").read_text())
@@ -344,6 +347,26 @@ def test_runner_refuses_gpus_on_the_cpu_backend(ws: Workspace) -> None:
     ws.model_path.write_bytes(b"x")
     with pytest.raises(UsageError, match=r"--gpus=2 but backend ort sees 1 device\(s\)"):
         run_benchmark(ws, RunConfig(gpus=2), lambda e: None, CancelToken(), data=make_data(CASES))
+
+
+def test_a_failed_warmup_fails_the_run_before_loadgen(ws: Workspace, sim_backend: SimBackend) -> None:
+    real_load = sim_backend.load
+
+    def load(model_path, **kw):
+        eng = real_load(model_path, **kw)
+        if kw["device"] == 1:
+            eng.fail_at = 1
+        return eng
+
+    sim_backend.load = load  # type: ignore[method-assign]
+    with pytest.raises(
+        BadInputError, match=r"^warm-up on device sim:1: engine fake failed: RuntimeError: boom"
+    ):
+        run_benchmark(ws, RunConfig(gpus=3), lambda e: None, CancelToken(), data=make_data(CASES))
+    assert [e.segmented for e in sim_backend.loaded] == [1, 1, 1]  # warm-ups only, no sample issued
+    assert all(e.closed for e in sim_backend.loaded)
+    (folder,) = ws.log_dir.iterdir()
+    assert json.loads((folder / "run.json").read_text())["status"] == "failed"
 
 
 def test_a_failed_load_closes_the_engines_already_loaded(ws: Workspace, sim_backend: SimBackend) -> None:

@@ -385,6 +385,9 @@ def _run_benchmark(
             report=report,
             accuracy=accuracy_mode,
             lg=lg,
+            # engines the runner loaded run the sliding window on their device: warm them up (one
+            # window each) before LoadGen's clock starts; a CPU window engine (ort) would take minutes
+            warmup=own_engine and all(isinstance(e, VolumeEngine) for e in engines),
         )
         out = lg.LogOutputSettings()
         out.outdir = str(run_dir)
@@ -394,7 +397,7 @@ def _run_benchmark(
         cancel_before = cancel.cancelled
         # phases from here: "loading samples" (QSL), then "running" at LoadGen's first issue (SUT)
         report(Phase("running", f"{cfg.scenario} {cfg.test_mode}"))
-        if not cancel_before:
+        if not cancel_before and sut.error is None:  # a failed warm-up: no LoadGen run
             _start_test(lg, sut, qsl, built.settings, log_settings, built.audit_config)
         sut.close()
         qsl.destroy()

@@ -25,6 +25,7 @@ import numpy as np
 
 from core.accuracy import dice
 from core.backends.base import VolumeEngine
+from core.benchmark import ROI
 from core.errors import BadInputError, Cancelled, UnetError
 from core.harness.events import RunEvents
 from core.harness.qsl import KitsQSL
@@ -135,9 +136,13 @@ class KitsSUT:
         accuracy: bool = False,
         lg: Any | None = None,
         devices: Sequence[str] | None = None,
+        warmup: bool = False,
     ) -> None:
         """``engine``: one engine, or a list of engines (one per device, one worker each).
-        ``devices``: their labels for events and errors (default: each engine's ``device``)."""
+        ``devices``: their labels for events and errors (default: each engine's ``device``).
+        ``warmup``: each worker first segments one all-zero 128^3 window on its device (patches
+        upload, first-use allocations and compilation) and the constructor returns when all have,
+        so that none of it falls inside LoadGen's timed run (NVIDIA's harness warms up too)."""
         lg = loadgen(lg)
         self._lg = lg
         self.qsl = qsl
@@ -173,10 +178,20 @@ class KitsSUT:
         # (LoadGen's issue time, query id, sample index); None stops one worker
         self._queue: queue.Queue[tuple[float, int, int] | None] = queue.Queue()
         self.workers = [_Worker(e, lab) for e, lab in zip(engines, labels, strict=True)]
+        self._warmup = warmup
+        self._ready = threading.Barrier(len(self.workers) + 1) if warmup else None
+        t0 = time.monotonic()
         for i, w in enumerate(self.workers):
             suffix = "" if len(self.workers) == 1 else f"-{i}"
             w.thread = threading.Thread(target=self._work, args=(w,), name=f"unet3d-sut{suffix}", daemon=True)
             w.thread.start()
+        if self._ready is not None:
+            self._ready.wait()
+            if events is not None:
+                n = len(self.workers)
+                events.log(
+                    f"warm-up: {n} engine{'s' if n > 1 else ''} ready in {time.monotonic() - t0:.1f} s"
+                )
         self.handle = lg.ConstructSUT(self.issue_queries, self.flush_queries)
 
     @property
@@ -219,8 +234,14 @@ class KitsSUT:
     def _work(self, worker: _Worker) -> None:
         try:
             _bind_device(worker.engine)
+            if self._warmup:
+                zeros = np.zeros((1, ROI, ROI, ROI), np.float32)
+                check_labels(self._segment(worker, zeros), (ROI, ROI, ROI), worker.name)
         except BaseException as exc:  # answer its samples anyway: the error stops the run
             self._fail(exc, -1, worker)
+        finally:
+            if self._ready is not None:
+                self._ready.wait()
         while True:
             got = self._queue.get()
             if got is None:
@@ -260,7 +281,7 @@ class KitsSUT:
             self._mark_cancelled()
             return
         case = self.qsl.cases[idx] if 0 <= idx < self.qsl.count else "?"
-        what = f"sample {idx} ({case})" if idx >= 0 else "setup"
+        what = f"sample {idx} ({case})" if idx >= 0 else "warm-up"
         if len(self.workers) > 1:
             what += f" on device {worker.label}"
         if isinstance(exc, UnetError):
