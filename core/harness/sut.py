@@ -32,6 +32,11 @@ from core.harness.qsl import KitsQSL
 from core.harness.settings import loadgen
 from core.jobs import NEVER, CancelToken, LogLine, Progress, Reporter, null_reporter
 
+# imported with the harness, not at the first completed sample: core.sliding_window pulls in
+# scipy.signal (seconds on a busy host), which must land neither inside LoadGen's timed run nor in
+# the run's setup (a Ctrl-C there is not yet a cancel)
+from core.sliding_window import window_count
+
 
 class _FiniteEngine:
     """Wraps an Engine so NaN/Inf logits stop the run instead of turning into silent labels."""
@@ -146,11 +151,6 @@ class KitsSUT:
         lg = loadgen(lg)
         self._lg = lg
         self.qsl = qsl
-        # imported here, not at the first completed sample: core.sliding_window pulls in scipy.signal
-        # (seconds on a busy host), which must not land inside LoadGen's timed run
-        from core.sliding_window import window_count
-
-        self._window_count = window_count
         engines = list(engine) if isinstance(engine, (list, tuple)) else [engine]
         if not engines:
             raise BadInputError("no engine to run the samples on")
@@ -325,7 +325,7 @@ class KitsSUT:
             self.completed += 1
             worker.completed += 1
         if self.events is not None:
-            self.events.sample_done(idx, case, issued, self._window_count(shape), device=worker.label)
+            self.events.sample_done(idx, case, issued, window_count(shape), device=worker.label)
         if self.accuracy:
             truth = np.asarray(self.qsl.data.load_label(case))
             if truth.size != labels.size:
