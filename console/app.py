@@ -367,7 +367,7 @@ class UnetConsole(App[None], inherit_bindings=False):
         self._end(msg, "finished", result=msg.result)
         if msg.job == "benchmark":
             self.last_result = msg.result if isinstance(msg.result, dict) else {"result": msg.result}
-            self.add_log("info", "run finished: LoadGen's own figures replace the live ones where it reports them")
+            self.add_log("info", "run finished: LoadGen's figures replace the live ones where it has them")
         self.notify(f"{JOB_TITLES.get(msg.job, msg.job)} finished")
 
     @on(m.Cancelled)
