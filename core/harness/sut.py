@@ -14,6 +14,7 @@ the QSL's host volumes are shared read-only.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import queue
 import threading
@@ -186,7 +187,14 @@ class KitsSUT:
             w.thread = threading.Thread(target=self._work, args=(w,), name=f"unet3d-sut{suffix}", daemon=True)
             w.thread.start()
         if self._ready is not None:
-            self._ready.wait()
+            try:
+                self._ready.wait()
+            except BaseException:  # Ctrl-C during the warm-up: release and stop the workers
+                self.cancelled = True
+                self._ready.abort()
+                for _ in self.workers:
+                    self._queue.put(None)
+                raise
             if events is not None:
                 n = len(self.workers)
                 events.log(
@@ -241,7 +249,8 @@ class KitsSUT:
             self._fail(exc, -1, worker)
         finally:
             if self._ready is not None:
-                self._ready.wait()
+                with contextlib.suppress(threading.BrokenBarrierError):
+                    self._ready.wait()
         while True:
             got = self._queue.get()
             if got is None:
