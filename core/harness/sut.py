@@ -110,7 +110,7 @@ def _bind_device(engine: Any) -> None:
         bind()
         return
     dev = getattr(engine, "device", None)
-    if getattr(dev, "type", None) == "cuda":
+    if getattr(dev, "type", None) == "cuda" and getattr(dev, "index", None) is not None:  # "cuda": current
         import torch  # only reached with a torch device, so torch is installed
 
         torch.cuda.set_device(dev)
