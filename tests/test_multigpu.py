@@ -260,6 +260,15 @@ def test_accuracy_on_three_devices_equals_one_device(ws: Workspace) -> None:
     assert len(r3.per_device) == 3 and sum(r3.per_device.values()) == N
 
 
+def test_single_stream_on_two_devices_warns(ws: Workspace) -> None:
+    cfg = RunConfig(
+        scenario="SingleStream", single_stream_expected_latency_ms=5, min_duration=0.05, min_query_count=2 * N
+    )
+    result, lines = run(ws, cfg, sim_devices(2, 0.002))
+    assert result.status == "complete" and sum(result.per_device.values()) == result.samples_completed
+    assert any(line.startswith("SingleStream keeps one sample in flight: 2 devices") for line in lines)
+
+
 def test_failing_device_fails_the_run_cleanly(ws: Workspace) -> None:
     engines = [SimDevice(0, 0.01), SimDevice(1, 0.01), SimDevice(2, 0.01, fail_at=1)]
     with pytest.raises(

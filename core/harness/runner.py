@@ -343,6 +343,12 @@ def _run_benchmark(
             load_engines(backend, ws, cfg, engines)
             if len(engines) > 1:
                 events.log(f"{len(engines)} engines loaded, one sample stream per device")
+        if len(engines) > 1 and cfg.scenario == "SingleStream":
+            msg = (
+                f"SingleStream keeps one sample in flight: {len(engines)} devices take turns, none is faster"
+            )
+            report(LogLine("warning", msg))
+            events.log(f"warning: {msg}")
         engine = engines[0]
         sha = getattr(engine, "model_sha256", None) or (file_sha256(model_path) if model_path else None)
         record.update(
