@@ -96,6 +96,9 @@ def gpu_setup(args: argparse.Namespace) -> tuple[InMemoryData, Callable[[int], A
     def build(i: int) -> Any:
         dev = torch.device("cuda", i)
         with torch.cuda.device(dev):  # warm-up, autotuning and graph capture on that device
+            # torch.cuda.graph's default capture stream is made once, on the device current then;
+            # a capture for another device must not reuse it
+            torch.cuda.graph.default_capture_stream = None
             return tc.make_engine(
                 model,
                 precision=args.precision,
@@ -144,6 +147,8 @@ def harness_run(
         scenario="Offline",
         test_mode="PerformanceOnly",
         backend="torch" if not args.simulate else "ort",
+        precision="fp32" if args.simulate else args.precision,
+        gpu_batch_size=1 if args.simulate else args.batch,
         offline_expected_qps=expected_qps,
         min_duration=args.min_duration,
         min_query_count=n * args.passes,
