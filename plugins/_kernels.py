@@ -266,8 +266,8 @@ def conv_igemm_kernel(
     cast to the weights' dtype, e.g. float8 e4m3 with the activation scale folded into pa/pb).
     w (Cout, KS^3*Cin), K-contiguous, k = tap*Cin + c. acc*colscale[co] (+ bias) is the output.
     EPI 0: out[m, OFF + co] with OC channels per voxel; STATS writes per-tile (mean, M2) partials.
-    EPI 1 (KS 1 only): pixel shuffle, column co = k*8 + 4td + 2th + tw goes to voxel
-    (2d+td, 2h+th, 2w+tw), channel OFF + k of an (N, 2D, 2H, 2W, OC) buffer (fused concat).
+    EPI 1 / 2 (KS 1 only): pixel shuffle, column co = k*8 + t (1) or t*K + k (2), t = 4td + 2th + tw,
+    goes to voxel (2d+td, 2h+th, 2w+tw), channel OFF + k of an (N, 2D, 2H, 2W, OC) buffer (fused concat).
     Every M tile lies inside one sample (S_out % BM == 0), so per-sample vectors are one row."""
     pid_m = tl.program_id(0)
     pid_n = tl.program_id(1)
@@ -329,10 +329,16 @@ def conv_igemm_kernel(
         orow = (m0 + tl.arange(0, BM)).to(tl.int64) * OC + OFF
         tl.store(out_ptr + orow[:, None] + rn[None, :], y)
     else:
-        k = rn // 8
-        td = (rn // 4) % 2
-        th = (rn // 2) % 2
-        tw = rn % 2
+        if EPI == 1:  # NVIDIA's column order k*8 + t
+            k = rn // 8
+            t = rn % 8
+        else:  # t-major, t*K + k: a tile's columns are contiguous channels of one voxel (coalesced)
+            KK = Cout // 8
+            t = rn // KK
+            k = rn % KK
+        td = t // 4
+        th = (t // 2) % 2
+        tw = t % 2
         vd = 2 * od[:, None] + td[None, :]
         vh = 2 * oh[:, None] + th[None, :]
         vw = 2 * ow[:, None] + tw[None, :]

@@ -212,6 +212,14 @@ def pack_conv3(w: Tensor, dtype: torch.dtype, act_scale: float = 1.0) -> PackedC
     return PackedConv(wq, cs, None, 3, cin, cout, act_scale, dtype)
 
 
+def tmajor_rows(w2: Tensor, b2: Tensor | None) -> tuple[Tensor, Tensor | None]:
+    """Reorder 1x1x1 ConvTranspose rows from NVIDIA's k*8 + t to t*K + k (conv3d_cl(tmajor=True))."""
+    k = w2.shape[0] // 8
+    w = w2.reshape(k, 8, -1).transpose(0, 1).reshape(8 * k, -1)
+    b = None if b2 is None else b2.reshape(k, 8).t().reshape(-1)
+    return w.contiguous(), b
+
+
 def pack_conv1(w2: Tensor, bias: Tensor | None, dtype: torch.dtype, act_scale: float = 1.0) -> PackedConv:
     """(Cout, Cin) 1x1x1 weights (e.g. a ConvTranspose turned into 8K outputs) -> PackedConv."""
     act_scale = act_scale if dtype == FP8 else 1.0
@@ -281,11 +289,14 @@ def conv3d_cl(
     off: int = 0,
     pixel_shuffle: bool = False,
     cfg: Sequence[int] | None = None,
+    tmajor: bool = False,
 ) -> tuple[Tensor, Partials | None]:
     """Implicit-GEMM conv of an (N, D, H, W, Cin) buffer. ``pro`` = (a, b) (N, Cin): the input is
     relu(x*a + b) (the previous InstanceNorm, fp8 scale folded in). ``stats``: also return the output's
     InstanceNorm partials. ``pixel_shuffle`` (1x1x1 only): write depth-to-space into ``out``, an
-    (N, 2D, 2H, 2W, OC) buffer, at channel ``off`` (the fused ConvTranspose + Concat)."""
+    (N, 2D, 2H, 2W, OC) buffer, at channel ``off`` (the fused ConvTranspose + Concat); the weight rows
+    are in NVIDIA's order k*8 + t, or t*K + k with ``tmajor`` (coalesced stores: use it when packing
+    your own weights, see :func:`tmajor_rows`)."""
     n, d, h, w, cin = x.shape
     if cin != p.cin:
         raise ValueError(f"conv3d_cl: input has {cin} channels, weights expect {p.cin}")
@@ -294,13 +305,14 @@ def conv3d_cl(
     else:
         do, ho, wo = (d - 1) // stride + 1, (h - 1) // stride + 1, (w - 1) // stride + 1
     s_out = do * ho * wo
-    key = conv_key(n * s_out, s_out, p, stride, pro is not None, int(pixel_shuffle))
+    epi = (2 if tmajor else 1) if pixel_shuffle else 0
+    key = conv_key(n * s_out, s_out, p, stride, pro is not None, epi)
     alt = key[:-3] + ("0" if pro is not None else "1") + key[-2:]  # same shape, other prologue mode
     bm, bn, bk, warps, stages = cfg or TUNED.get(key) or TUNED.get(alt) or conv_default_cfg(s_out, p)
     if s_out % bm or p.cout % bn or p.cin % bk:
         raise ValueError(f"conv3d_cl: tile {bm}x{bn}x{bk} does not fit S={s_out} Cin={p.cin} Cout={p.cout}")
     if pixel_shuffle:
-        if out is None or p.ks != 1 or bn % 8:
+        if out is None or p.ks != 1 or (bn % 8 and not tmajor):
             raise ValueError("conv3d_cl: pixel_shuffle needs a 1x1x1 conv, an output buffer and BN % 8 == 0")
         oc = out.shape[-1]
     else:
@@ -322,7 +334,7 @@ def conv3d_cl(
         part.mean if part else dummy, part.m2 if part else dummy,
         d, h, w, do, ho, wo, p.cin, p.cout, oc, off,
         KS=p.ks, STRIDE=stride, PRO=pro is not None, PRO_RELU=pro_relu, HAS_BIAS=p.bias is not None,
-        STATS=stats, EPI=int(pixel_shuffle), FP8_A=p.dtype == FP8, FP8_OUT=out.dtype == FP8,
+        STATS=stats, EPI=epi, FP8_A=p.dtype == FP8, FP8_OUT=out.dtype == FP8,
         IEEE=p.dtype == torch.float32 or (p.dtype == torch.bfloat16 and interpreting()),
         UPCAST=p.dtype == torch.bfloat16 and interpreting(), EMU=interpreting(),
         BM=bm, BN=bn, BK=bk, num_warps=warps, num_stages=stages,

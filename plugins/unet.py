@@ -259,7 +259,8 @@ class FusedUNet3D:
                 s.packed = ops.pack_conv3(s.weight, s.dtype, s.in_scale)
             up.dtype = self._gemm_dtype(up.weight.shape[1])
             up.in_scale = self.act_scales.get(up.index, 1.0) if up.dtype == ops.FP8 else 1.0
-            p = ops.pack_conv1(up.weight, up.bias, up.dtype, up.in_scale)
+            wt, bt = ops.tmajor_rows(up.weight, up.bias)  # coalesced pixel-shuffle stores
+            p = ops.pack_conv1(wt, bt, up.dtype, up.in_scale)
             # The epilogue writes into the concat buffer, quantized with the buffer's scale (c1's input).
             p.colscale = (p.colscale / c1.in_scale).contiguous()
             p.bias = (p.bias / c1.in_scale).contiguous() if p.bias is not None else None
@@ -325,7 +326,7 @@ class FusedUNet3D:
                 self._record(record, up.index, cur)
                 buf = torch.empty((n, d, h, w, 2 * k), device=skip.y.device, dtype=torch.float32)
             xin, pro = self._input(up, cur)
-            ops.conv3d_cl(xin, up.packed, 1, pro=pro, out=buf, off=0, pixel_shuffle=True)
+            ops.conv3d_cl(xin, up.packed, 1, pro=pro, out=buf, off=0, pixel_shuffle=True, tmajor=True)
             r = skip.scale / c1.in_scale
             ops.in_apply(skip.y, skip.a * r, skip.b * r, True, out=buf, off=k)
             if record is not None:

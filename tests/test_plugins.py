@@ -190,15 +190,18 @@ def test_fp8_prologue_quantizes_after_normalize() -> None:
     assert float(out0.float().abs().max()) == 0.0
 
 
-def test_upconv_pixel_shuffle_epilogue_into_concat() -> None:
+@pytest.mark.parametrize("tmajor", [False, True])
+def test_upconv_pixel_shuffle_epilogue_into_concat(tmajor: bool) -> None:
     """ConvTranspose(k2 s2) as a 1x1x1 GEMM whose epilogue writes depth-to-space into a concat buffer."""
     cin, k, cs = 32, 16, 8
     x = torch.randn(2, 2, 4, 2, cin)
     wt, bt = torch.randn(cin, k, 2, 2, 2) * 0.1, torch.randn(k)
     w2, b2 = ref.deconv_to_conv1x1(wt, bt)
+    if tmajor:
+        w2, b2 = ops.tmajor_rows(w2, b2)
     p = ops.pack_conv1(w2, b2, torch.float32)
     buf = torch.full((2, 4, 8, 4, k + cs), float("nan"))
-    ops.conv3d_cl(x, p, 1, out=buf, off=0, pixel_shuffle=True, cfg=[16, 32, 32, 4, 3])
+    ops.conv3d_cl(x, p, 1, out=buf, off=0, pixel_shuffle=True, cfg=[16, 32, 32, 4, 3], tmajor=tmajor)
     want = tnf.conv_transpose3d(ops.from_cl(x), wt, bt, stride=2)
     assert rel(ops.from_cl(buf[..., :k]), want) < 1e-6
     assert torch.isnan(buf[..., k:]).all()  # the skip half is left for the skip writer
