@@ -53,7 +53,10 @@ class RunRecord:
         return d
 
 
-def _pid_alive(pid: Any, host: Any) -> bool:
+def _pid_alive(pid: Any, host: Any, started: Any = None) -> bool:
+    """The run's process still exists: same host, pid alive, and (where /proc tells) that pid's
+    process started no later than the run did, so a dead run's pid reused by another process during
+    a long session does not keep it "running" forever."""
     if not isinstance(pid, int) or host != socket.gethostname():
         return False
     try:
@@ -61,10 +64,32 @@ def _pid_alive(pid: Any, host: Any) -> bool:
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
+        pass
     except OSError:
         return False
-    return True
+    t_proc, t_run = _process_start(pid), _parse_iso(started)
+    return t_proc is None or t_run is None or t_proc <= t_run + 5.0
+
+
+def _process_start(pid: int) -> float | None:
+    """Epoch seconds at which ``pid`` started (Linux /proc), else None."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        btime = next(
+            float(line.split()[1])
+            for line in Path("/proc/stat").read_text().splitlines()
+            if line.startswith("btime")
+        )
+        return btime + int(fields[19]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError, StopIteration):
+        return None
+
+
+def _parse_iso(text: Any) -> float | None:
+    try:
+        return _dt.datetime.fromisoformat(str(text)).timestamp() if text else None
+    except ValueError:
+        return None
 
 
 def _mtime_iso(path: Path) -> str | None:
@@ -80,7 +105,7 @@ def _from_run_json(folder: Path, data: dict[str, Any]) -> RunRecord:
     if acc is None and isinstance(result.get("accuracy"), dict):
         acc = result["accuracy"]
     status = str(data.get("status") or "incomplete")
-    if status == "running" and not _pid_alive(data.get("pid"), data.get("host")):
+    if status == "running" and not _pid_alive(data.get("pid"), data.get("host"), data.get("started")):
         status = "incomplete"
     valid = result.get("valid")
     sps = result.get("samples_per_s")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as _dt
 import json
 import os
 import socket
@@ -89,9 +90,14 @@ def test_records_newest_first_with_fields(ws: Workspace) -> None:
 
 def test_running_without_a_live_process_is_incomplete(ws: Workspace) -> None:
     dead = write_run(ws, "dead", status="running", result=None, pid=1, host="elsewhere")
-    live = write_run(ws, "live", status="running", result=None, pid=os.getpid(), host=socket.gethostname())
+    now = _dt.datetime.now().astimezone().isoformat(timespec="seconds")
+    me = {"pid": os.getpid(), "host": socket.gethostname()}
+    live = write_run(ws, "live", status="running", result=None, started=now, **me)
+    # a pid alive now but started after the run began: the run's process died and the pid was reused
+    reused = write_run(ws, "reused", status="running", result=None, started="2020-01-01T00:00:00+00:00", **me)
     assert read_run(dead).status == "incomplete"
     assert read_run(live).status == "running"
+    assert read_run(reused).status == "incomplete"
     # the process died after LoadGen wrote its summary: its figures are shown, never as VALID
     (dead / "mlperf_log_summary.txt").write_text(SUMMARY)
     rec = read_run(dead)
