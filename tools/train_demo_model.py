@@ -151,11 +151,13 @@ def random_crop(
     fg: tuple[np.ndarray, np.ndarray],
     size: int,
     fg_prob: float,
+    tumor_prob: float = 0.5,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """A size^3 crop; with probability fg_prob near a random kidney/tumour voxel (tumour half the time)."""
+    """A size^3 crop; with probability fg_prob near a random kidney/tumour voxel (a tumour voxel with
+    probability tumor_prob)."""
     dims = image.shape[1:]
     if rng.random() < fg_prob:
-        pts = fg[1] if (rng.random() < 0.5 and len(fg[1])) else fg[0]
+        pts = fg[1] if (rng.random() < tumor_prob and len(fg[1])) else fg[0]
         centre = pts[rng.integers(len(pts))] if len(pts) else np.array(dims) // 2
         jitter = rng.integers(-size // 4, size // 4 + 1, 3)
         lo = [
@@ -171,9 +173,11 @@ def random_crop(
     return np.ascontiguousarray(img), np.ascontiguousarray(lab)
 
 
-def loss_fn(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy + soft Dice over kidney and tumour (batch Dice, smooth 1)."""
-    ce = F.cross_entropy(logits, target)
+def loss_fn(
+    logits: torch.Tensor, target: torch.Tensor, class_weight: torch.Tensor | None = None
+) -> torch.Tensor:
+    """(Weighted) cross-entropy + soft Dice over kidney and tumour (batch Dice, smooth 1)."""
+    ce = F.cross_entropy(logits, target, weight=class_weight)
     prob = torch.softmax(logits, dim=1)
     onehot = F.one_hot(target, 3).permute(0, 4, 1, 2, 3).to(prob.dtype)
     dims = (0, 2, 3, 4)
@@ -294,6 +298,8 @@ def main() -> int:
     ap.add_argument("--batch", type=int, default=2)
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--fg_prob", type=float, default=0.7)
+    ap.add_argument("--tumor_prob", type=float, default=0.5, help="foreground crops centred on tumour")
+    ap.add_argument("--tumor_weight", type=float, default=1.0, help="cross-entropy weight of class 2")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--cache", default=str(ROOT / ".dev" / "data" / "demo_train"))
@@ -320,6 +326,7 @@ def main() -> int:
     n_params = sum(p.numel() for p in model.parameters())
     print(f"model: widths {widths}, {n_params:,} parameters", flush=True)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-5)
+    class_weight = torch.tensor([1.0, 1.0, args.tumor_weight])
     steps = args.time_only or args.steps
     budget = args.max_minutes * 60
     t0 = time.time()
@@ -344,12 +351,12 @@ def main() -> int:
         xs, ys = [], []
         for _ in range(batch):
             k = int(rng.integers(len(cases)))
-            x, y = random_crop(rng, cases[k][0], cases[k][1], fgs[k], crop, args.fg_prob)
+            x, y = random_crop(rng, cases[k][0], cases[k][1], fgs[k], crop, args.fg_prob, args.tumor_prob)
             xs.append(x)
             ys.append(y[0])
         x = torch.from_numpy(np.stack(xs))
         y = torch.from_numpy(np.stack(ys).astype(np.int64))
-        loss = loss_fn(model(x), y)
+        loss = loss_fn(model(x), y, class_weight)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -407,6 +414,8 @@ def main() -> int:
             "final_crop": args.final_crop,
             "lr": args.lr,
             "fg_prob": args.fg_prob,
+            "tumor_prob": args.tumor_prob,
+            "tumor_weight": args.tumor_weight,
             "loss": "cross-entropy + soft Dice (kidney, tumour)",
             "optimizer": "AdamW, 20-step warm-up, cosine decay",
             "seed": args.seed,
