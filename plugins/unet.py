@@ -197,11 +197,12 @@ class FusedUNet3D:
         device: str | torch.device = "cuda",
         act_scales: dict[int, float] | None = None,
         input_amax: float = INT8_INPUT_AMAX,
-        prologue: str = "fused",
+        prologue: str = "apply",
     ) -> None:
         """``prologue``: "fused" applies the previous InstanceNorm (+ReLU, +fp8 quantization) while a
         convolution loads its input; "apply" runs it as a separate pass writing the GEMM input (fp8 or
-        fp16) once, so the convolution's loads are plain (faster for thin layers on Hopper)."""
+        fp16) once, so the convolution's loads are plain: measured faster on the H200 (fp8, batch 8:
+        4.15 vs 6.15 ms per window), hence the default."""
         if prologue not in ("fused", "apply"):
             raise ValueError(f"FusedUNet3D: prologue must be 'fused' or 'apply', not {prologue!r}")
         self.prologue = prologue
