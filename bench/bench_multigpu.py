@@ -11,6 +11,7 @@ depend on the values) on a random-weight MLPerf-topology model (or ``--model``),
 Device counts beyond ``torch.cuda.device_count()`` are listed as not run.
 
     python bench/bench_multigpu.py --precision fp16 --batch 8 --gpus 1          # one H200: path vs plain
+    python bench/bench_multigpu.py --precision fp8 --executor fused --gpus 1    # the fused Triton engine
     python bench/bench_multigpu.py --precision fp16 --batch 8 --gpus 1,2,4,8    # an 8-GPU host
     python bench/bench_multigpu.py --precision fp16 --batch 8 --gpus 1 --per-device 2   # 2 streams, 1 GPU
     python bench/bench_multigpu.py --simulate --gpus 1,2,4,8 --sample-ms 20     # CPU: simulated devices
@@ -107,6 +108,7 @@ def gpu_setup(args: argparse.Namespace) -> tuple[InMemoryData, Callable[[int], A
                 amax=amax,
                 use_plugins={"on": True, "off": False, "auto": None}[args.plugins],
                 cuda_graphs=not args.no_graphs,
+                **({"executor": args.executor} if args.executor else {}),
             )
 
     shapes = list(INFERENCE_SHAPES)[: args.cases] if args.cases else list(INFERENCE_SHAPES)
@@ -178,6 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch", type=int, default=8, help="windows per engine call (gpu_batch_size)")
     ap.add_argument("--plugins", choices=("auto", "on", "off"), default="auto")
     ap.add_argument("--no-graphs", action="store_true")
+    ap.add_argument("--executor", help="torch backend executor: graph | fused (default: the backend's)")
     ap.add_argument("--cases", type=int, default=0, help="only the first N samples (0 = all 43; sim: 8)")
     ap.add_argument("--passes", type=int, default=1, help="passes over the samples (plain loop; min queries)")
     ap.add_argument(
@@ -205,7 +208,8 @@ def main(argv: list[str] | None = None) -> int:
     what = (
         f"simulated devices, {args.sample_ms:g} ms/sample"
         if args.simulate
-        else f"torch {args.precision}, batch {args.batch}, widths {args.model or args.widths}"
+        else f"torch {args.precision} ({args.executor or 'default executor'}), batch {args.batch}, "
+        f"widths {args.model or args.widths}"
     )
     title = f"bench_multigpu: {what}, {n} samples, Offline, device counts {counts}"
     print_header(title, "cpu" if args.simulate else "cuda:0")
