@@ -139,14 +139,32 @@ def accuracy(args: argparse.Namespace) -> int:
     precisions = [p for p in args.precisions.split(",") if p]
     if "fp32" not in precisions:
         precisions.insert(0, "fp32")
-    amax = None
+    # runs: (label, precision, amax); int8/fp8 once per calibration cache given
+    caches: list[tuple[str, dict[str, float]]] = []
     if any(p in tc.QUANT_PRECISIONS for p in precisions):
-        cpath = Path(args.calibration) if args.calibration else ws.calibration_cache_path
-        amax = dict(cc.load(cpath).amax)
-        print(f"# calibration: {cpath}")
+        paths = (
+            [Path(c) for c in args.calibration.split(",")]
+            if args.calibration
+            else [ws.calibration_cache_path]
+        )
+        for cpath in paths:
+            cache = cc.load(cpath)
+            caches.append((f"{cache.method}:{cpath.name}", dict(cache.amax)))
+            print(f"# calibration: {cpath} ({cache.method}, {cache.meta.get('windows', '?')} windows)")
+    runs: list[tuple[str, str, dict[str, float] | None]] = []
+    for p in precisions:
+        if p in tc.QUANT_PRECISIONS:
+            runs += [(f"{p} ({label})" if len(caches) > 1 else p, p, amax) for label, amax in caches]
+        else:
+            runs.append((p, p, None))
     results: dict[str, tuple[float, float, float, float]] = {}
-    for precision in precisions:
-        eng = _engine(model, precision, args, amax)
+    for label, precision, amax in runs:
+        if precision == "fp32":  # the reference: the converted graph in plain torch, no TF32
+            eng = tc.make_engine(
+                model, precision="fp32", batch_size=args.batch, device=args.device, use_plugins=False
+            )
+        else:
+            eng = _engine(model, precision, args, amax)
         ks, ts, t_total = [], [], 0.0
         for case in cases:
             vol = load_image(ws, "inference", case)
@@ -158,7 +176,8 @@ def accuracy(args: argparse.Namespace) -> int:
             ts.append(t)
         eng.close()
         kidney, tumor = float(np.mean(ks)), float(np.mean(ts))
-        results[precision] = ((kidney + tumor) / 2, kidney, tumor, len(cases) / t_total)
+        results[label] = ((kidney + tumor) / 2, kidney, tumor, len(cases) / t_total)
+        print(f"# {label}: mean DICE {results[label][0]:.5f}", file=sys.stderr, flush=True)
     ref = results["fp32"][0]
     rows = [[p, m, k, t, m / ref, sps] for p, (m, k, t, sps) in results.items()]
     print_table(["precision", "mean DICE", "kidney", "tumor", "ratio vs fp32", "samples/s"], rows)
@@ -182,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workspace", help="accuracy mode: a workspace with preprocessed inference cases")
     ap.add_argument("--preprocessed", help="accuracy mode: preprocessed folder (default: the workspace's)")
     ap.add_argument("--model", help="accuracy mode: the ONNX model (default: the workspace's)")
-    ap.add_argument("--calibration", help="accuracy mode: calibration cache for int8/fp8")
+    ap.add_argument("--calibration", help="accuracy mode: calibration cache(s) for int8/fp8 (comma list)")
     args = ap.parse_args(argv)
     return accuracy(args) if args.workspace else speed(args)
 
