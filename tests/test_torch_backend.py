@@ -341,6 +341,10 @@ def test_cuda_graph_engine_matches_eager(bench_model_path, precision: str, plugi
     eager = tc.BACKEND.load(bench_model_path, cuda_graphs=False, **kw)
     assert graph.uses_cuda_graph and not eager.uses_cuda_graph
     x = torch.randn((2, 1, 128, 128, 128), device="cuda").clamp_(-2.2, 2.64)
+    three = torch.cat([x, x[:1]]).clone()
+    three[2] = x[1]
+    many = graph.run(three).float()  # more windows than the batch: chunks must not alias
+    assert torch.equal(many[1], many[2]) and not torch.equal(many[0], many[1])
     a = graph.run(x[:1]).float().clone()  # a short batch, padded into the static buffer
     b = eager.run(x[:1]).float()
     c = graph.run(x).float().clone()

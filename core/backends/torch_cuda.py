@@ -777,8 +777,9 @@ class TorchEngine:
         use it before the next call."""
         n = windows.shape[0]
         if n > self.batch_size:
+            # clone each chunk: with a CUDA graph every call returns the same output buffer
             return torch.cat(
-                [self.run(windows[i : i + self.batch_size]) for i in range(0, n, self.batch_size)]
+                [self.run(windows[i : i + self.batch_size]).clone() for i in range(0, n, self.batch_size)]
             )
         if self.in_dtype == torch.int8 and windows.dtype != torch.int8:
             windows = self.quantize_input(windows)
