@@ -8,21 +8,33 @@ checks that the Triton path really ran (``ops.use_triton``), so a silent fallbac
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 
 import pytest
 import torch
 from torch.nn import functional as tnf
 
 # Before anything imports triton: Triton fixes interpreter mode at its first import.
+_PREV_INTERPRET = os.environ.get("TRITON_INTERPRET")
 os.environ["TRITON_INTERPRET"] = "1"
 
-from plugins import ops
-from plugins import reference as ref
+from plugins import ops  # noqa: E402
+from plugins import reference as ref  # noqa: E402
 
 if not ops.HAVE_TRITON:
     pytest.skip("triton is not installed", allow_module_level=True)
 
 CL = torch.channels_last_3d
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _restore_env() -> Iterator[None]:
+    """After this module, CPU callers of plugins.ops get the plain-torch references again."""
+    yield
+    if _PREV_INTERPRET is None:
+        os.environ.pop("TRITON_INTERPRET", None)
+    else:
+        os.environ["TRITON_INTERPRET"] = _PREV_INTERPRET
 
 
 @pytest.fixture(autouse=True)
