@@ -344,7 +344,8 @@ def test_cuda_graph_engine_matches_eager(bench_model_path, precision: str, plugi
     three = torch.cat([x, x[:1]]).clone()
     three[2] = x[1]
     many = graph.run(three).float()  # more windows than the batch: chunks must not alias
-    assert torch.equal(many[1], many[2]) and not torch.equal(many[0], many[1])
+    assert torch.allclose(many[1], many[2], rtol=1e-3, atol=1e-3 * float(many.abs().max()))
+    assert not torch.allclose(many[0], many[1], rtol=1e-2, atol=1e-2 * float(many.abs().max()))
     a = graph.run(x[:1]).float().clone()  # a short batch, padded into the static buffer
     b = eager.run(x[:1]).float()
     c = graph.run(x).float().clone()
