@@ -304,7 +304,28 @@ def run_calibration(
     report: Reporter = null_reporter,
     cancel: CancelToken = NEVER,
 ) -> Path:
-    """Calibrate the fp32 model on real windows of the calibration set; returns the JSON cache path."""
+    """Calibrate the fp32 model on real windows of the calibration set; returns the JSON cache path.
+    Holds the workspace lock (core.lock) for its whole duration, as preprocessing and runs do."""
+    from core.lock import workspace_lock
+
+    with workspace_lock(ws, "calibrate"):
+        return _run_calibration(
+            ws, method, model_path, max_windows, batch_size, percentile, device, resume, report, cancel
+        )
+
+
+def _run_calibration(
+    ws: Workspace,
+    method: str,
+    model_path: str | Path | None,
+    max_windows: int | None,
+    batch_size: int,
+    percentile: float,
+    device: str | None,
+    resume: bool,
+    report: Reporter,
+    cancel: CancelToken,
+) -> Path:
     if method not in METHODS:
         raise UsageError(f"--method={method} is not one of {', '.join(METHODS)}")
     if not 0.0 < percentile <= 100.0:

@@ -220,6 +220,29 @@ def test_cancel_then_resume_gives_the_same_cache(calib_ws: Workspace, tmp_path) 
     assert resumed.amax == fresh.amax
 
 
+def test_refused_while_the_workspace_is_busy(calib_ws: Workspace) -> None:
+    import threading
+
+    from core.lock import WorkspaceBusyError, workspace_lock
+
+    held, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with workspace_lock(calib_ws, "run"):
+            held.set()
+            release.wait(30)
+
+    t = threading.Thread(target=hold)
+    t.start()
+    try:
+        held.wait(30)
+        with pytest.raises(WorkspaceBusyError):
+            cal.run_calibration(calib_ws, "minmax", max_windows=1, device="cpu")
+    finally:
+        release.set()
+        t.join()
+
+
 def test_errors(calib_ws: Workspace, tmp_path) -> None:
     with pytest.raises(UsageError):
         cal.run_calibration(calib_ws, "entropy9")
