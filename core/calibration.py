@@ -434,8 +434,10 @@ def _run_calibration(
         "torch": torch.__version__,
         "model": model.name,
     }
-    if method != "minmax":
+    if method != "minmax":  # the histograms give every method's ranges from the same pass
         meta["minmax_amax"] = collector.amax("minmax")
+        other = "entropy" if method == "percentile" else "percentile"
+        meta[f"{other}_amax"] = collector.amax(other, percentile)
     cache = cc.CalibrationCache(
         amax=amax, method=method, model_sha256=model_sha, meta=meta, weight_amax=weight_amax(net)
     )
