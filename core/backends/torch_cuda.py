@@ -28,6 +28,7 @@ through ``core.sliding_window.segment_torch`` (one grid, one tie rule); only uin
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 from collections.abc import Callable, Iterable, Sequence
@@ -758,28 +759,41 @@ class TorchEngine:
     def _capture(self) -> None:
         """Warm up (Triton autotuning, cuDNN algorithm choice) on a side stream, then capture one
         graph of a full static batch; short batches are padded into the same input buffer."""
-        x = self._new_input(self.batch_size)
-        side = torch.cuda.Stream(self.device)
-        side.wait_stream(torch.cuda.current_stream(self.device))
-        with torch.cuda.stream(side), torch.inference_mode():
-            for _ in range(3):
-                self._fn(x)
-        torch.cuda.current_stream(self.device).wait_stream(side)
-        torch.cuda.synchronize(self.device)
-        graph = torch.cuda.CUDAGraph()
-        with torch.inference_mode(), torch.cuda.graph(graph):
-            out = self._fn(x)
+        # everything on the engine's device (Triton launches on the current device), with a capture
+        # stream of our own: torch.cuda.graph's shared default stream belongs to whichever device
+        # was current when it was first made
+        with torch.cuda.device(self.device):
+            x = self._new_input(self.batch_size)
+            side = torch.cuda.Stream(self.device)
+            side.wait_stream(torch.cuda.current_stream(self.device))
+            with torch.cuda.stream(side), torch.inference_mode():
+                for _ in range(3):
+                    self._fn(x)
+            torch.cuda.current_stream(self.device).wait_stream(side)
+            torch.cuda.synchronize(self.device)
+            graph = torch.cuda.CUDAGraph()
+            capture = torch.cuda.Stream(self.device)
+            with torch.inference_mode(), torch.cuda.graph(graph, stream=capture):
+                out = self._fn(x)
+            torch.cuda.synchronize(self.device)
         self._graph, self._static_in, self._static_out = graph, x, out
+
+    def _on_device(self) -> contextlib.AbstractContextManager[Any]:
+        return torch.cuda.device(self.device) if self.device.type == "cuda" else contextlib.nullcontext()
 
     def run(self, windows: torch.Tensor) -> torch.Tensor:
         """(n, 1, 128^3) windows on the device (any float dtype, or int8 linear) -> (n, 3, 128^3) logits
         in the compute dtype. With a CUDA graph the result is a view of the graph's output buffer:
         use it before the next call."""
+        with self._on_device():
+            return self._run(windows)
+
+    def _run(self, windows: torch.Tensor) -> torch.Tensor:
         n = windows.shape[0]
         if n > self.batch_size:
             # clone each chunk: with a CUDA graph every call returns the same output buffer
             return torch.cat(
-                [self.run(windows[i : i + self.batch_size]).clone() for i in range(0, n, self.batch_size)]
+                [self._run(windows[i : i + self.batch_size]).clone() for i in range(0, n, self.batch_size)]
             )
         if self.in_dtype == torch.int8 and windows.dtype != torch.int8:
             windows = self.quantize_input(windows)
@@ -840,7 +854,7 @@ class TorchEngine:
         from core.sliding_window import segment_torch
 
         k = self.kernels
-        with torch.inference_mode():
+        with self._on_device(), torch.inference_mode():
             return segment_torch(
                 vol,
                 self.run,
@@ -1003,6 +1017,29 @@ def make_engine(
     or "fused" (plugins.unet.FusedUNet3D: the whole network as fused Triton kernels, CUDA only,
     fp32/fp16/bf16/fp8, original-form models of the MLPerf topology). Env UNET3D_TORCH_EXECUTOR."""
     dev = torch.device(device)
+    if dev.type == "cuda" and dev.index is None:
+        dev = torch.device("cuda", torch.cuda.current_device())
+    with torch.cuda.device(dev) if dev.type == "cuda" else contextlib.nullcontext():
+        return _make_engine(
+            model, precision, batch_size, dev, amax, use_plugins, cuda_graphs, channels_last,
+            compile_mode, use_surgery, model_sha256, executor,
+        )  # fmt: skip
+
+
+def _make_engine(
+    model: str | Path | onnx.ModelProto,
+    precision: str,
+    batch_size: int,
+    dev: torch.device,
+    amax: dict[str, float] | None,
+    use_plugins: bool | None,
+    cuda_graphs: bool,
+    channels_last: bool,
+    compile_mode: str | None,
+    use_surgery: bool,
+    model_sha256: str,
+    executor: str | None,
+) -> TorchEngine:
     executor = executor or os.environ.get(ENV_EXECUTOR, "") or "graph"
     if executor not in EXECUTORS:
         raise UsageError(f"torch executor {executor!r} is not one of {', '.join(EXECUTORS)}")
