@@ -96,10 +96,7 @@ def gpu_setup(args: argparse.Namespace) -> tuple[InMemoryData, Callable[[int], A
 
     def build(i: int) -> Any:
         dev = torch.device("cuda", i)
-        with torch.cuda.device(dev):  # warm-up, autotuning and graph capture on that device
-            # torch.cuda.graph's default capture stream is made once, on the device current then;
-            # a capture for another device must not reuse it
-            torch.cuda.graph.default_capture_stream = None
+        with torch.cuda.device(dev):  # the backend pins its engines to their device too
             return tc.make_engine(
                 model,
                 precision=args.precision,
