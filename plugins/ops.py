@@ -400,7 +400,7 @@ def weight_accumulate_impl(
     r = logits.shape[-1]
     lg = logits.contiguous()
     pt = patches.contiguous()
-    block = 1024 if r**3 % 1024 == 0 else r
+    block = min(1024, r**3 & -(r**3))  # a power of two dividing the window
     k = kernels()
     for i, pid in enumerate(patch_ids):
         d0, h0, w0 = origins[3 * i : 3 * i + 3]

@@ -67,6 +67,7 @@ def test_instance_norm_relu(dtype: torch.dtype, relu: bool) -> None:
         assert float(got.float().min()) >= 0.0
 
 
+@pytest.mark.slow
 def test_instance_norm_merge_levels() -> None:
     # > 256 chunks of 4096 voxels forces the parallel merge level; odd tail chunk.
     x = (torch.randn(1, 2, 33, 64, 500) + 3.0).contiguous(memory_format=CL)
