@@ -163,7 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
     def add(name: str, help_: str) -> argparse.ArgumentParser:
-        return sub.add_parser(name, help=help_, description=help_, parents=[common])
+        return sub.add_parser(name, help=help_, description=help_, parents=[common])  # type: ignore[list-item]
 
     add("status", "what is in the workspace and what is missing")
 
@@ -539,7 +539,7 @@ def _fp32_reference(ws: Workspace) -> float | None:
 def _workspace(args: argparse.Namespace, default_root: str | None = None) -> Workspace:
     root = getattr(args, "workspace", None) or default_root
     # the demo is self-contained: DATA_DIR & co. of a real set-up must not leak into it
-    env = {} if default_root is not None else None
+    env: dict[str, str] | None = {} if default_root is not None else None
     return Workspace.resolve(
         root,
         data_dir=getattr(args, "data_dir", None),
@@ -772,7 +772,7 @@ def cmd_accuracy(args: argparse.Namespace, out: Output, report: StderrReporter, 
             break
     cases = _get(rep, "rows", "cases", "per_case", default=[]) or []
     rows = []
-    items = cases.items() if isinstance(cases, dict) else ((None, c) for c in cases)
+    items: Any = cases.items() if isinstance(cases, dict) else ((None, c) for c in cases)
     for name, c in items:
         case = name or _get(c, "case", "name", default="?")
         k, t = _get(c, "kidney"), _get(c, "tumor")
