@@ -97,17 +97,57 @@ def jsonable(obj: Any) -> Any:
 
 
 # ---------------------------------------------------------------------------------- reporters
-def core_reporter(job: str, post: Post) -> cj.Reporter:
-    """A core Reporter that turns core.jobs events into console messages for ``job``."""
+def core_reporter(job: str, post: Post, min_interval: float = 0.1, info_lines_per_s: int = 20) -> cj.Reporter:
+    """A core Reporter that turns core.jobs events into console messages for ``job``.
+
+    Every message is handled on the UI thread, so a job reporting faster than the UI can handle them
+    would build an unbounded backlog (input lagging by minutes, memory growing). Progress is therefore
+    coalesced to one message per task per ``min_interval`` (the latest wins and is delivered with the
+    next event of any kind; a final ``done == total`` passes at once), and info log lines are capped at
+    ``info_lines_per_s`` (the skipped count is reported; the full log is in the run's files).
+    Phases, warnings and errors always pass, in order."""
     from console import messages as m
+
+    lock = threading.Lock()
+    pending: dict[str, cj.Progress] = {}
+    last: dict[str, float] = {}
+    window = [0.0, 0, 0]  # start of the current second, info lines sent in it, lines skipped
+
+    def send(ev: cj.Progress) -> None:  # with the lock held: keeps progress messages in order
+        last[ev.task] = time.monotonic()
+        post(m.Progress(job, ev.task, ev.done, ev.total, ev.unit, ev.item))
+
+    def flush() -> None:  # with the lock held
+        for ev in list(pending.values()):
+            send(ev)
+        pending.clear()
 
     def report(event: cj.Event) -> None:
         if isinstance(event, cj.Progress):
-            post(m.Progress(job, event.task, event.done, event.total, event.unit, event.item))
+            with lock:
+                final = event.total > 0 and event.done >= event.total
+                if final or time.monotonic() - last.get(event.task, -1e9) >= min_interval:
+                    pending.pop(event.task, None)
+                    send(event)
+                else:
+                    pending[event.task] = event
         elif isinstance(event, cj.Phase):
-            post(m.PhaseChanged(job, event.name, event.detail))
+            with lock:
+                flush()  # the last progress of the previous phase first
+                post(m.PhaseChanged(job, event.name, event.detail))
         elif isinstance(event, cj.LogLine):
-            post(m.LogLine(job, event.level, event.text))
+            with lock:
+                if event.level == "info":
+                    now = time.monotonic()
+                    if now - window[0] >= 1.0:
+                        if window[2]:
+                            post(m.LogLine(job, "info", f"({window[2]} more log lines not shown here)"))
+                        window[:] = [now, 0, 0]
+                    if window[1] >= info_lines_per_s:
+                        window[2] += 1
+                        return
+                    window[1] += 1
+                post(m.LogLine(job, event.level, event.text))
 
     return report
 

@@ -229,3 +229,31 @@ async def test_console_job_error_is_the_cli_line(tmp_path: Path) -> None:
             assert any(entry[2] == cli_line for entry in app.logs)
     finally:
         jobs.shutdown()
+
+
+def test_reporter_coalesces_a_flood_into_a_bounded_message_rate() -> None:
+    """console.workers.core_reporter: 10,000 progress events and 1,000 info lines reported as fast as
+    possible become a handful of messages; the final progress, phases, warnings and errors all pass."""
+    from console.workers import core_reporter
+
+    posted: list[Any] = []
+    report = core_reporter("run", posted.append)
+    report(cj.Phase("running", ""))
+    for n in range(1, 10_001):
+        report(cj.Progress("run", n, 10_000, unit="sample", item=f"s{n}"))
+    for n in range(1_000):
+        report(cj.LogLine("info", f"line {n}"))
+    for n in range(50):
+        report(cj.LogLine("warning", f"warn {n}"))
+    report(cj.Progress("run", 1, 5))
+    report(cj.Progress("run", 2, 5))  # coalesced ...
+    report(cj.Phase("scoring", ""))  # ... and delivered before the next phase
+    progress = [p for p in posted if isinstance(p, m.Progress)]
+    infos = [p for p in posted if isinstance(p, m.LogLine) and p.level == "info"]
+    warnings = [p for p in posted if isinstance(p, m.LogLine) and p.level == "warning"]
+    assert len(progress) < 60 and progress[0].done == 1
+    assert [(p.done, p.total) for p in progress[-2:]] == [(10_000, 10_000), (2, 5)]
+    assert len(infos) <= 20 and len(warnings) == 50
+    names = [p.name for p in posted if isinstance(p, m.PhaseChanged)]
+    assert names == ["running", "scoring"] and isinstance(posted[-1], m.PhaseChanged)
+    assert posted.index(progress[-1]) == len(posted) - 2
