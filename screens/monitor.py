@@ -189,6 +189,8 @@ class MonitorScreen(Screen[None]):
         if s.started is not None and s.t > s.started and s.completed:
             avg = f"   avg {s.completed / (s.t - s.started):.4f} samples/s"
         rate = f"{s.windows_per_s:.1f} windows/s   {s.windows_done} windows{avg}   phase: {s.phase}"
+        if len(s.devices) > 1:  # a multi-GPU run: one sample stream per device
+            rate += "\n" + "   ".join(f"{d.device} {d.completed} done {d.qps:.2f}/s" for d in s.devices)
         self.query_one("#rates", Static).update(rate)
         bar = self.query_one("#samples", ProgressBar)
         if s.total:

@@ -595,3 +595,53 @@ def test_gpu_runner_accuracy_with_all_devices_equals_one(ws: Workspace, tiny_onn
     assert one.accuracy is not None and every.accuracy is not None
     assert every.accuracy.mean == pytest.approx(one.accuracy.mean, abs=1e-4)
     assert len(every.per_device) == _cuda_count() and sum(every.per_device.values()) == N
+
+
+# --- the console's live monitor (Textual Pilot) ------------------------------------------------------
+
+
+def _device_snapshot():
+    from core.harness.events import DeviceStat, RunSnapshot
+
+    return RunSnapshot(
+        t=20.0,
+        started=10.0,
+        completed=23,
+        total=86,
+        windows_done=1500,
+        qps=4.2,
+        windows_per_s=270.0,
+        latency_ms={},
+        qps_history=(),
+        dice=(),
+        log_tail=(),
+        phase="running",
+        devices=(DeviceStat("cuda:0", 12, 2.1, 135.0), DeviceStat("cuda:1", 11, 2.05, 131.6)),
+    )
+
+
+async def test_monitor_shows_per_device_completed_and_qps(tmp_path: Path, monkeypatch) -> None:
+    pytest.importorskip("textual")
+    from textual.widgets import Static
+
+    from console.app import UnetConsole
+    from console.fake import FakeJobs
+    from core import config as core_config
+
+    monkeypatch.setattr(core_config, "SEARCH_DIRS_OVERRIDE", [tmp_path / "no-config"])
+    app = UnetConsole(Workspace.resolve(tmp_path / "ws", env={}), jobs=FakeJobs(), status_interval=0)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("3")
+        await pilot.pause()
+        screen = app.screen
+        screen.paused = True  # only this snapshot, not the app's (empty) live feed
+        screen.show_snapshot(_device_snapshot())
+        await pilot.pause()
+        rates = str(screen.query_one("#rates", Static).render())
+        assert "cuda:0 12 done 2.10/s   cuda:1 11 done 2.05/s" in rates
+        one = _device_snapshot()
+        import dataclasses
+
+        screen.show_snapshot(dataclasses.replace(one, devices=one.devices[:1]))
+        await pilot.pause()
+        assert "cuda:0" not in str(screen.query_one("#rates", Static).render())  # one device: no line
