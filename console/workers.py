@@ -26,7 +26,7 @@ from core import jobs as cj
 from core.audit import RunView, list_run_views
 from core.benchmark import RunConfig
 from core.errors import Cancelled, ExitCode, UnetError
-from core.harness.events import CaseDice, RunSnapshot
+from core.harness.events import CaseDice, DeviceStat, RunSnapshot
 from core.workspace import Workspace
 
 Post = Callable[[Any], object]
@@ -75,6 +75,11 @@ def snapshot_from_dict(d: dict[str, Any]) -> RunSnapshot:
         dice=tuple(CaseDice(str(c[0]), float(c[1]), float(c[2])) for c in d.get("dice") or ()),
         log_tail=tuple(str(x) for x in d.get("log_tail") or ()),
         phase=str(d.get("phase", "")),
+        devices=tuple(
+            DeviceStat(str(x["device"]), int(x["completed"]), float(x["qps"]), float(x["windows_per_s"]))
+            for x in d.get("devices") or ()
+            if isinstance(x, dict)
+        ),
     )
 
 

@@ -645,3 +645,12 @@ async def test_monitor_shows_per_device_completed_and_qps(tmp_path: Path, monkey
         screen.show_snapshot(dataclasses.replace(one, devices=one.devices[:1]))
         await pilot.pause()
         assert "cuda:0" not in str(screen.query_one("#rates", Static).render())  # one device: no line
+
+
+def test_console_snapshot_relay_keeps_devices() -> None:
+    pytest.importorskip("textual")
+    from console.workers import snapshot_from_dict, snapshot_to_dict
+
+    snap = _device_snapshot()
+    back = snapshot_from_dict(json.loads(json.dumps(snapshot_to_dict(snap))))
+    assert back.devices == snap.devices
