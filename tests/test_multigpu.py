@@ -312,7 +312,9 @@ class SimBackend:
         return Availability(True, "", tuple(f"sim:{i} simulated" for i in range(self.n_devices)))
 
     def load(self, model_path, *, precision="fp32", batch_size=1, device=0, calibration_cache=None):
-        self.load_calls.append({"device": device, "precision": precision, "batch_size": batch_size})
+        self.load_calls.append(
+            {"device": device, "precision": precision, "batch_size": batch_size, "cache": calibration_cache}
+        )
         eng = SimDevice(int(device), 0.005)
         self.loaded.append(eng)
         return eng
@@ -342,6 +344,18 @@ def test_runner_loads_one_engine_per_device(ws: Workspace, sim_backend: SimBacke
     assert set(result.per_device) == {"sim:0", "sim:1", "sim:2"}
     rj = json.loads((result.log_dir / "run.json").read_text())
     assert rj["gpus"] == 3 and "--gpus=3" in rj["run_args"]
+
+
+@pytest.mark.parametrize("precision", ["int8", "fp8"])
+def test_runner_passes_the_calibration_cache_to_every_device(
+    ws: Workspace, sim_backend: SimBackend, precision: str
+) -> None:
+    ws.calibration_cache_path.parent.mkdir(parents=True, exist_ok=True)
+    ws.calibration_cache_path.write_text("{}")
+    cfg = RunConfig(test_mode="AccuracyOnly", gpus=2, precision=precision)
+    run_benchmark(ws, cfg, lambda e: None, CancelToken(), data=make_data(CASES))
+    assert [c["cache"] for c in sim_backend.load_calls] == [ws.calibration_cache_path] * 2
+    assert all(c["precision"] == precision for c in sim_backend.load_calls)
 
 
 def test_runner_refuses_more_gpus_than_devices(ws: Workspace, sim_backend: SimBackend) -> None:

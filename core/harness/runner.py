@@ -238,7 +238,9 @@ def load_engines(backend: Any, ws: Workspace, cfg: RunConfig, engines: list[Any]
     """One engine per device (``device=0..gpus-1``), appended to ``engines`` as they load, so the
     caller can close those that loaded when a later one fails. Each owns its buffers (and CUDA
     graph); the sample data stays one shared host copy."""
-    cache = ws.calibration_cache_path if cfg.precision == "int8" else None
+    # int8 and fp8 both take their ranges from the calibration cache (the torch backend refuses fp8
+    # without one; TensorRT reads it for int8 only)
+    cache = ws.calibration_cache_path if cfg.precision in ("int8", "fp8") else None
     for i in range(max(1, cfg.gpus)):
         engines.append(
             backend.load(
