@@ -13,12 +13,12 @@ import json
 import os
 import re
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from core.errors import BadInputError, UnetError
 from core.nifti import IMAGING, SEGMENTATION, header_info
+from core.status import ItemStatus  # the one status row type (core.status imports nothing heavy)
 from core.workspace import Workspace
 
 DATA = Path(__file__).resolve().parent / "data"
@@ -26,22 +26,6 @@ SETS = ("inference", "calibration")
 CASE_00400 = "case_00400"
 CASE_00400_SOURCE = "case_00185"
 CASE_NAME = re.compile(r"^case_\d{5}$")
-
-
-@dataclass(frozen=True)
-class ItemStatus:
-    """One row of a status table (a case, a file, a model): shared by status, console and CLI."""
-
-    name: str
-    state: str  # "ok" | "missing" | "broken"
-    detail: str = ""
-    fix: str = ""  # what to run or do when state is not "ok"
-    group: str = ""  # e.g. "inference" / "calibration"
-    data: dict[str, Any] = field(default_factory=dict)  # machine-readable extras (shapes, sha256)
-
-    @property
-    def ok(self) -> bool:
-        return self.state == "ok"
 
 
 @dataclass(frozen=True)
