@@ -15,6 +15,8 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
+from core.workspace import Workspace
+
 
 @dataclass(frozen=True)
 class Availability:
@@ -62,4 +64,5 @@ class Backend(Protocol):
         batch_size: int = 1,
         device: int = 0,
         calibration_cache: Path | None = None,
+        workspace: Workspace | None = None,  # where a backend caches engines (tensorrt)
     ) -> Engine: ...

@@ -16,6 +16,7 @@ import numpy as np
 from core.backends.base import Availability
 from core.benchmark import INPUT_NAME, OUTPUT_NAME, ROI
 from core.errors import BackendUnavailableError, BadInputError, UsageError
+from core.workspace import Workspace
 
 GRAPHS = ("original", "onnx")
 
@@ -96,11 +97,13 @@ class OrtBackend:
         batch_size: int = 1,
         device: int = 0,
         calibration_cache: Path | None = None,
+        workspace: Workspace | None = None,
         graph: str = "original",
         threads: int | None = None,
     ) -> OrtEngine:
         """Validate the model (core.model.load_model), optionally apply the onnx-form surgery, and open
-        an ONNX Runtime CPU session. ``device`` and ``calibration_cache`` do not apply (fp32 CPU)."""
+        an ONNX Runtime CPU session. ``device``, ``calibration_cache`` and ``workspace`` do not apply
+        (fp32 CPU, nothing cached on disk)."""
         from core.model import load_model
 
         if precision not in self.precisions:

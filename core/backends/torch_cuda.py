@@ -45,6 +45,7 @@ from torch import nn
 from core.backends.base import Availability
 from core.benchmark import INT8_INPUT_AMAX_DEFAULT, NUM_CLASSES, ROI
 from core.errors import BackendUnavailableError, BadInputError, MissingInputError, UsageError
+from core.workspace import Workspace
 
 NAME = "torch"
 BASE_PRECISIONS = ("fp32", "fp16", "bf16")
@@ -938,6 +939,7 @@ class TorchBackend:
         batch_size: int = 1,
         device: int | str = 0,
         calibration_cache: Path | None = None,
+        workspace: Workspace | None = None,  # unused: torch engines are built in memory
         use_plugins: bool | None = None,
         cuda_graphs: bool = True,
         channels_last: bool = True,

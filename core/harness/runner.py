@@ -249,6 +249,7 @@ def load_engines(backend: Any, ws: Workspace, cfg: RunConfig, engines: list[Any]
                 batch_size=cfg.gpu_batch_size,
                 device=i,
                 calibration_cache=cache if cache is not None and cache.is_file() else None,
+                workspace=ws,
             )
         )
     return engines
