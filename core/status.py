@@ -310,7 +310,12 @@ def run_items(ws: Workspace, limit: int = 10) -> tuple[ItemStatus, ...]:
     for rec in runs[:limit]:  # list_runs gives the newest first
         try:
             name, detail, data = record_text(rec)
-            state = BROKEN if data.get("status") == "broken" else OK  # a failed run is history, not a fault
+            # a run in progress, or a complete run LoadGen did not call INVALID, is ok; an incomplete,
+            # cancelled or failed run must never look like a result
+            good = data.get("status") == "running" or (
+                data.get("status") == "complete" and data.get("valid") is not False
+            )
+            state = OK if good else BROKEN
             items.append(ItemStatus(name, state, detail, "", data=data))
         except Exception as exc:
             items.append(ItemStatus("run", BROKEN, _one_line(exc), ""))

@@ -121,9 +121,20 @@ def test_run_history_items(ws: Workspace, monkeypatch: pytest.MonkeyPatch) -> No
         RunRecord("r2", Path("/l/r2"), None, "Offline", "PerformanceOnly", "default", "ort", "fp32",
                   "broken", None, None, None),
     ]  # fmt: skip
+    recs += [
+        RunRecord("r3", Path("/l/r3"), None, "Offline", "AccuracyOnly", "default", "ort", "fp32",
+                  "incomplete", None, None, None),
+        RunRecord("r4", Path("/l/r4"), None, "Offline", "PerformanceOnly", "default", "ort", "fp32",
+                  "cancelled", True, 1.5, None),
+        RunRecord("r5", Path("/l/r5"), None, "Offline", "PerformanceOnly", "default", "ort", "fp32",
+                  "complete", False, 1.5, None),
+    ]  # fmt: skip
     monkeypatch.setattr(core.history, "list_runs", lambda _ws: recs)
     items = st.run_items(ws)
-    assert [(i.name, i.state) for i in items] == [("r1", OK), ("r2", BROKEN)]
+    # only a complete, not-INVALID run shows as ok; incomplete/cancelled/INVALID never look like results
+    assert [(i.name, i.state) for i in items] == [
+        ("r1", OK), ("r2", BROKEN), ("r3", BROKEN), ("r4", BROKEN), ("r5", BROKEN)
+    ]  # fmt: skip
     assert items[0].detail == "Offline AccuracyOnly ort fp32 DICE 0.81234"
 
 
