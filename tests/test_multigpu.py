@@ -285,6 +285,9 @@ def test_cancel_mid_run_on_three_devices(ws: Workspace) -> None:
     token = CancelToken()
     engines = sim_devices(3, 0.01)
     engines[1].token, engines[1].cancel_after = token, 2
+    # the other two devices are slow, so device 1 reaches its 2nd sample while most are still queued
+    # (with equal speeds a loaded machine could finish all N before the cancel lands)
+    engines[0].delay = engines[2].delay = 0.3
     cfg = RunConfig(scenario="Offline", test_mode="AccuracyOnly")
     with pytest.raises(RunCancelled) as info:
         run(ws, cfg, engines, cancel=token)
@@ -311,7 +314,9 @@ class SimBackend:
 
         return Availability(True, "", tuple(f"sim:{i} simulated" for i in range(self.n_devices)))
 
-    def load(self, model_path, *, precision="fp32", batch_size=1, device=0, calibration_cache=None):
+    def load(
+        self, model_path, *, precision="fp32", batch_size=1, device=0, calibration_cache=None, workspace=None
+    ):
         self.load_calls.append(
             {"device": device, "precision": precision, "batch_size": batch_size, "cache": calibration_cache}
         )
