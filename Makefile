@@ -7,14 +7,18 @@
 # Paths come from the environment as in NVIDIA's harness (DATA_DIR, PREPROCESSED_DATA_DIR, MODEL_DIR,
 # LOG_DIR, UNET3D_WORKSPACE) or from UNET3D_ARGS (global flags, e.g. --workspace=DIR).
 
-PYTHON ?= $(if $(wildcard .venv/bin/python),.venv/bin/python,python3)
+VENV ?= .venv
+PYTHON ?= $(VENV)/bin/python
+# torch is pinned to the CPU build this project's machines carry; on a GPU machine install the CUDA
+# build you need instead (`make install-gpu TORCH_VERSION=...`).
+TORCH_VERSION ?= 2.13.0
 UNET3D := $(PYTHON) -m core $(UNET3D_ARGS)
 RUN_ARGS ?=
 DRY_RUN ?=
 PREPROCESS_ARGS ?=
 DEMO_WORKSPACE ?= unet3d-demo
 
-.PHONY: help run run_harness preprocess_data download_model download_data calibrate demo status history test test_all lint
+.PHONY: install install-dev help run run_harness preprocess_data download_model download_data calibrate demo status history test test_fast lint
 
 help:
 	@echo "make run RUN_ARGS=\"--benchmarks=3d-unet --scenarios=Offline --config_ver=default --test_mode=PerformanceOnly\""
@@ -35,7 +39,7 @@ download_data:
 calibrate:
 	$(UNET3D) calibrate --run-args="$(RUN_ARGS)"
 
-demo:
+demo: install
 	$(UNET3D) demo --workspace=$(DEMO_WORKSPACE)
 
 status:
@@ -44,12 +48,33 @@ status:
 history:
 	$(UNET3D) history
 
-# fast tests (no @slow); `make test_all` includes the end-to-end runs
-test:
-	$(PYTHON) -m pytest -q -m "not slow" tests
+# set-up: a virtual environment with the package and its pinned dependencies (CPU: the ort backend)
+install: $(VENV)/.installed
 
-test_all:
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -e .
+	touch $@
+
+# + what the tests need: torch and Triton (kernels run under TRITON_INTERPRET=1 on CPU), pytest,
+# ruff, mypy and the TensorRT type stubs (--no-deps: they depend on the uninstallable tensorrt)
+install-dev: $(VENV)/.installed-dev
+
+$(VENV)/.installed-dev: $(VENV)/.installed
+	$(VENV)/bin/pip install -q torch==$(TORCH_VERSION)
+	$(VENV)/bin/pip install -q -e '.[gpu,dev]'
+	$(VENV)/bin/pip install -q --no-deps tensorrt-stubs==10.13.0.35.1
+	touch $@
+
+# the test command (CI runs exactly this): install, lint, type-check the TensorRT backend, all tests
+test: install-dev
+	$(PYTHON) -m ruff check core console screens plugins tests tools bench
+	$(PYTHON) -m tests.test_tensorrt_mypy
 	$(PYTHON) -m pytest -q tests
+
+test_fast: install-dev
+	$(PYTHON) -m pytest -q -m "not slow" tests
 
 lint:
 	$(PYTHON) -m ruff check core console screens plugins tests tools
