@@ -24,7 +24,7 @@ import numpy as np
 
 from core.benchmark import FP32_REFERENCE_DICE, TARGET_FRACTIONS, target_dice
 from core.errors import BadInputError, MissingInputError, UsageError
-from core.harness.logs import atomic_write_text
+from core.fsio import write_text_atomic as atomic_write_text
 from core.jobs import NEVER, CancelToken, LogLine, Phase, Progress, Reporter, null_reporter
 
 if TYPE_CHECKING:

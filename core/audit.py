@@ -22,7 +22,6 @@ from __future__ import annotations
 import hashlib
 import importlib
 import json
-import os
 import platform
 import time
 from collections.abc import Callable, Iterable
@@ -32,6 +31,7 @@ from typing import Any
 
 from core.benchmark import FP32_REFERENCE_DICE, SCENARIOS, RunConfig, target_dice
 from core.errors import BadInputError, UsageError
+from core.fsio import write_text_atomic as _atomic_write
 from core.jobs import NEVER, CancelToken, Progress, Reporter, null_reporter
 from core.workspace import Workspace
 
@@ -887,16 +887,6 @@ def fp32_reference(ws: Workspace) -> float:
     except Exception:  # an unreadable reference file: the official value, as the CLI falls back
         return FP32_REFERENCE_DICE
     return float(ref)
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
 
 
 def run_audit(

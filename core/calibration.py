@@ -33,7 +33,6 @@ by the next run with the same model, method and window selection.
 from __future__ import annotations
 
 import math
-import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -44,6 +43,7 @@ import numpy as np
 
 from core.benchmark import INT8_INPUT_AMAX_DEFAULT, ROI
 from core.errors import Cancelled, MissingInputError, UsageError
+from core.fsio import atomic_write
 from core.jobs import NEVER, CancelToken, LogLine, Phase, Progress, Reporter, null_reporter
 from core.workspace import Workspace
 
@@ -248,13 +248,8 @@ def _state_key(model_sha: str, method: str, windows: Sequence[WindowRef], percen
 def _save_state(path: Path, doc: dict[str, Any]) -> None:
     import torch
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as fh:
+    with atomic_write(path, "wb") as fh:
         torch.save(doc, fh)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
 
 
 def _load_state(path: Path, key: str) -> dict[str, Any] | None:

@@ -39,16 +39,15 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
 import struct
-import tempfile
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from core.errors import BadInputError, MissingInputError
+from core.fsio import write_text_atomic as atomic_write_text
 
 FORMAT_NAME = "unet3d-calibration-cache"
 FORMAT_VERSION = 1
@@ -84,22 +83,6 @@ class CalibrationCache:
 
 def _now() -> str:
     return datetime.now(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    """Write ``text`` to ``path`` so that readers see the old file or the new one, never half of it."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 # --- validation ---------------------------------------------------------------------------------

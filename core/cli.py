@@ -308,9 +308,9 @@ class Output:
     def close(self) -> None:
         if self.path is None or not self._chunks:
             return
-        from core.download import atomic_write_bytes
+        from core.fsio import write_bytes_atomic
 
-        atomic_write_bytes(self.path, "".join(self._chunks).encode("utf-8"))
+        write_bytes_atomic(self.path, "".join(self._chunks).encode("utf-8"))
 
 
 def _json_default(obj: Any) -> Any:

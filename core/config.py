@@ -40,6 +40,7 @@ from typing import Any
 
 from core.benchmark import RunConfig
 from core.errors import UsageError
+from core.fsio import write_text_atomic
 from core.workspace import ENV_ROOT, Workspace
 
 ENV_CONFIG = "UNET3D_CONFIG"
@@ -261,11 +262,5 @@ def load(
 def save(settings: Settings, path: str | Path | None = None) -> Path:
     """Write atomically (temp file in the same folder, fsync, rename). Returns the path written."""
     target = Path(path) if path is not None else (settings.source or default_path())
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.tmp{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(settings.to_toml())
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, target)
+    write_text_atomic(target, settings.to_toml())
     return target

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +18,7 @@ from typing import Any
 
 from core.benchmark import RunConfig
 from core.errors import MissingInputError, UsageError
+from core.fsio import copy_atomic as _copy_atomic
 from core.jobs import NEVER, CancelToken, LogLine, Phase, Reporter, null_reporter
 from core.workspace import Workspace
 
@@ -63,19 +62,6 @@ def _sha256(path: Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
-
-
-def _copy_atomic(src: Path, dst: Path) -> None:
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(f".{dst.name}.tmp{os.getpid()}")
-    try:
-        with src.open("rb") as fi, tmp.open("wb") as fo:
-            shutil.copyfileobj(fi, fo)
-            fo.flush()
-            os.fsync(fo.fileno())
-        os.replace(tmp, dst)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def demo_model_info() -> dict[str, Any]:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -28,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from core.errors import BadInputError, MissingInputError, UsageError
+from core.fsio import copy_atomic as _copy_atomic
 from core.jobs import NEVER, CancelToken, LogLine, Progress, Reporter, null_reporter
 from core.workspace import Workspace
 
@@ -41,21 +41,6 @@ KITS19_RAW = "https://raw.githubusercontent.com/neheller/kits19/master/data"
 USER_AGENT = "unet3d-console/0.1 (+MLPerf 3D-UNet KiTS19)"
 TIMEOUT_S = 30.0
 CHUNK = 1 << 20
-
-
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary file in the same folder, fsync, rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with tmp.open("wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _host(url: str) -> str:
@@ -267,16 +252,3 @@ def download_data(
         ensure_case_00400(ws)
         fetched.append(CASE_00400)
     return fetched
-
-
-def _copy_atomic(src: Path, dest: Path) -> None:
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".{dest.name}.tmp{os.getpid()}")
-    try:
-        with src.open("rb") as fi, tmp.open("wb") as fo:
-            shutil.copyfileobj(fi, fo, CHUNK)
-            fo.flush()
-            os.fsync(fo.fileno())
-        os.replace(tmp, dest)
-    finally:
-        tmp.unlink(missing_ok=True)

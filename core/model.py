@@ -372,20 +372,8 @@ def build_random_model(
 
 def save_model(model: object, path: str | Path) -> Path:
     """Write a ModelProto atomically (temp file in the same folder, fsync, rename)."""
-    import os
-    import tempfile
+    from core.fsio import write_bytes_atomic
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    data = model.SerializeToString()  # type: ignore[attr-defined]
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_bytes_atomic(path, model.SerializeToString())  # type: ignore[attr-defined]
     return path

@@ -9,8 +9,6 @@ float64 copy of a 1 GB volume. Every problem becomes a one-line :class:`core.err
 from __future__ import annotations
 
 import gzip
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +17,7 @@ import numpy as np
 from nibabel.openers import ImageOpener
 
 from core.errors import BadInputError, MissingInputError
+from core.fsio import write_bytes_atomic
 
 IMAGING = "imaging.nii.gz"
 SEGMENTATION = "segmentation.nii.gz"
@@ -150,24 +149,6 @@ def load_case(case_dir: str | Path) -> Case:
         spacing=image.spacing,
         affine=image.affine,
     )
-
-
-def write_bytes_atomic(path: str | Path, data: bytes) -> None:
-    """Write ``data`` to a temp file beside ``path``, fsync it, then rename over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException as err:
-        Path(tmp).unlink(missing_ok=True)
-        if isinstance(err, OSError) and err.filename is None:  # a failed write (disk full) names no file
-            raise OSError(err.errno, err.strerror, str(path)) from err
-        raise
 
 
 def save_volume(path: str | Path, array: np.ndarray, affine: np.ndarray) -> None:

@@ -26,7 +26,6 @@ import io
 import json
 import multiprocessing
 import os
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -50,8 +49,9 @@ from core.benchmark import (
 )
 from core.cases import SETS, ItemStatus, case_lists, ensure_case_00400
 from core.errors import BadInputError, MissingInputError, UnetError
+from core.fsio import atomic_write, write_bytes_atomic
 from core.jobs import NEVER, CancelToken, LogLine, Phase, Progress, Reporter, null_reporter
-from core.nifti import IMAGING, SEGMENTATION, load_case, write_bytes_atomic
+from core.nifti import IMAGING, SEGMENTATION, load_case
 from core.workspace import Workspace
 
 VERSION = 1  # bump when outputs change meaning; older outputs are then redone
@@ -176,20 +176,9 @@ class _HashingFile:
 
 def save_npy_atomic(path: Path, array: np.ndarray) -> tuple[str, int]:
     """np.save to a temp file beside ``path``, fsync, rename; returns (sha256, bytes)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            hf = _HashingFile(f)
-            np.lib.format.write_array(hf, np.ascontiguousarray(array), allow_pickle=False)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException as err:
-        Path(tmp).unlink(missing_ok=True)
-        if isinstance(err, OSError) and err.filename is None:  # a failed write names no file
-            raise OSError(err.errno, err.strerror, str(path)) from err
-        raise
+    with atomic_write(path, "wb") as f:
+        hf = _HashingFile(f)
+        np.lib.format.write_array(hf, np.ascontiguousarray(array), allow_pickle=False)
     return hf.h.hexdigest(), hf.n
 
 

@@ -22,8 +22,9 @@ from scipy import ndimage
 
 from core.benchmark import TARGET_SPACING
 from core.cases import CaseLists
+from core.fsio import write_bytes_atomic
 from core.jobs import NEVER, CancelToken, Progress, Reporter, null_reporter
-from core.nifti import IMAGING, SEGMENTATION, save_volume, write_bytes_atomic
+from core.nifti import IMAGING, SEGMENTATION, save_volume
 
 RECIPE = 1  # bump when the phantom changes; part of every case's random stream
 MANIFEST = "synthetic.json"

@@ -42,9 +42,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import os
 import re
-import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -56,6 +54,7 @@ from core import calibration_cache as cc
 from core.backends.base import Availability
 from core.benchmark import INT8_INPUT_AMAX_DEFAULT, NUM_CLASSES, ROI
 from core.errors import BackendUnavailableError, BadInputError, MissingInputError, UsageError
+from core.fsio import write_bytes_atomic as atomic_write_bytes
 from core.jobs import NEVER, CancelToken, LogLine, Phase, Progress, Reporter, null_reporter
 from core.sliding_window import window_grid
 from core.workspace import Workspace
@@ -217,20 +216,6 @@ def engine_paths(engine_dir: Path, fp: dict[str, Any]) -> tuple[Path, Path]:
 
 def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def find_engine(engine_dir: Path, fp: dict[str, Any]) -> bytes | None:

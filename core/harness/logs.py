@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,25 +14,6 @@ from typing import Any
 SUMMARY_NAME = "mlperf_log_summary.txt"
 DETAIL_NAME = "mlperf_log_detail.txt"
 ACCURACY_NAME = "mlperf_log_accuracy.json"
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    """Write via a temp file in the same folder, fsync, os.replace: never a half-written file."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with tmp.open("w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except OSError as err:
-        if err.filename is None:  # a failed write (disk full) names no file
-            raise OSError(err.errno, err.strerror, str(path)) from err
-        raise
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def _yes(value: str) -> bool | None:

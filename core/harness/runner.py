@@ -40,12 +40,12 @@ from core.errors import (
     UnetError,
     UsageError,
 )
+from core.fsio import write_text_atomic as atomic_write_text
 from core.harness.events import RunEvents
 from core.harness.logs import (
     ACCURACY_NAME,
     LoadgenDetail,
     LoadgenSummary,
-    atomic_write_text,
     incomplete_logs,
     parse_detail,
     parse_summary,

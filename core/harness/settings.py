@@ -15,7 +15,7 @@ from typing import Any
 
 from core.benchmark import LOADGEN_MODEL, RunConfig
 from core.errors import UsageError
-from core.harness.logs import atomic_write_text
+from core.fsio import write_text_atomic as atomic_write_text
 
 # Offline target_qps when the RunConfig has no offline_expected_qps. GPU values are NVIDIA's per-GPU
 # H100/H200 Offline config (6.8); the CPU reference runs a 61-TFLOP sample in minutes.
