@@ -116,7 +116,7 @@ def run_demo(
 ) -> DemoResult:
     from core.accuracy import fp32_reference_for
     from core.cli import result_row
-    from core.harness.runner import run_benchmark
+    from core.harness.runner import run_benchmark_isolated as run_benchmark  # one process per run
     from core.preprocess import run_preprocess
     from core.synthetic import write_demo_dataset
 
