@@ -258,6 +258,7 @@ def conv_igemm_kernel(
     BM: tl.constexpr,
     BN: tl.constexpr,
     BK: tl.constexpr,
+    CACHE_A: tl.constexpr = False,
 ):
     """Implicit-GEMM convolution, kernel KS^3 (3: pad 1; 1: pad 0), channels-last.
 
@@ -268,7 +269,9 @@ def conv_igemm_kernel(
     EPI 0: out[m, OFF + co] with OC channels per voxel; STATS writes per-tile (mean, M2) partials.
     EPI 1 / 2 (KS 1 only): pixel shuffle, column co = k*8 + t (1) or t*K + k (2), t = 4td + 2th + tw,
     goes to voxel (2d+td, 2h+th, 2w+tw), channel OFF + k of an (N, 2D, 2H, 2W, OC) buffer (fused concat).
-    Every M tile lies inside one sample (S_out % BM == 0), so per-sample vectors are one row."""
+    Every M tile lies inside one sample (S_out % BM == 0), so per-sample vectors are one row.
+    CACHE_A: gather A through L1 (cp.async.ca): the 27 taps of a tile re-read each input row up to
+    27 times, and the default (.cg, L2 only) leaves the thin 128^3 layers bound by L2 bandwidth."""
     pid_m = tl.program_id(0)
     pid_n = tl.program_id(1)
     S_out = Do * Ho * Wo
@@ -301,7 +304,11 @@ def conv_igemm_kernel(
             iw = ow * STRIDE
             valid = sp < S_out
         row = (((nD + idd) * H + ih) * W + iw).to(tl.int64) * Cin
-        a = tl.load(x_ptr + row[:, None] + (c0 + rk)[None, :], mask=valid[:, None], other=0.0)
+        if CACHE_A:
+            ptrs = x_ptr + row[:, None] + (c0 + rk)[None, :]
+            a = tl.load(ptrs, mask=valid[:, None], other=0.0, cache_modifier=".ca")
+        else:
+            a = tl.load(x_ptr + row[:, None] + (c0 + rk)[None, :], mask=valid[:, None], other=0.0)
         if PRO:
             sa = tl.load(pa_ptr + n * Cin + c0 + rk)
             sb = tl.load(pb_ptr + n * Cin + c0 + rk)

@@ -242,6 +242,19 @@ def _load_tuned() -> dict[str, list[int]]:
 TUNED: dict[str, list[int]] = _load_tuned()
 
 
+def _any_batch(key: str) -> str:
+    f = key.split("|")
+    return "|".join(f[:4] + f[5:])  # without M = batch x S_out: a tile that fits one sample fits any batch
+
+
+def tuned_tile(key: str) -> list[int] | None:
+    """The tuned tile for ``key``, else one tuned for the same layer at another batch size."""
+    if key in TUNED:
+        return TUNED[key]
+    want = _any_batch(key)
+    return next((v for k, v in sorted(TUNED.items()) if _any_batch(k) == want), None)
+
+
 def conv_key(m: int, s_out: int, p: PackedConv, stride: int, pro: bool, epi: int) -> str:
     return f"{p.ks}|{stride}|{p.cin}|{p.cout}|{m}|{s_out}|{str(p.dtype).split('.')[-1]}|{int(pro)}|{epi}"
 
@@ -308,7 +321,9 @@ def conv3d_cl(
     epi = (2 if tmajor else 1) if pixel_shuffle else 0
     key = conv_key(n * s_out, s_out, p, stride, pro is not None, epi)
     alt = key[:-3] + ("0" if pro is not None else "1") + key[-2:]  # same shape, other prologue mode
-    bm, bn, bk, warps, stages = cfg or TUNED.get(key) or TUNED.get(alt) or conv_default_cfg(s_out, p)
+    tile = list(cfg or tuned_tile(key) or tuned_tile(alt) or conv_default_cfg(s_out, p))
+    bm, bn, bk, warps, stages = tile[:5]
+    cache_a = bool(tile[5]) if len(tile) > 5 else False  # 5-element tiles predate the L1 flag
     if s_out % bm or p.cout % bn or p.cin % bk:
         raise ValueError(f"conv3d_cl: tile {bm}x{bn}x{bk} does not fit S={s_out} Cin={p.cin} Cout={p.cout}")
     if pixel_shuffle:
@@ -337,7 +352,7 @@ def conv3d_cl(
         STATS=stats, EPI=epi, FP8_A=p.dtype == FP8, FP8_OUT=out.dtype == FP8,
         IEEE=p.dtype == torch.float32 or (p.dtype == torch.bfloat16 and interpreting()),
         UPCAST=p.dtype == torch.bfloat16 and interpreting(), EMU=interpreting(),
-        BM=bm, BN=bn, BK=bk, num_warps=warps, num_stages=stages,
+        BM=bm, BN=bn, BK=bk, CACHE_A=cache_a, num_warps=warps, num_stages=stages,
     )  # fmt: skip
     return out, part
 

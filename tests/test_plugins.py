@@ -280,3 +280,16 @@ def test_custom_ops_registered_with_fake_impls() -> None:
         assert y.shape == (1, 64, 2, 2, 2) and y.dtype == torch.float16
         z = torch.ops.unet3d.pixel_shuffle3d_concat(torch.empty(1, 64, 2, 2, 2), torch.empty(1, 8, 4, 4, 4))
         assert z.shape == (1, 16, 4, 4, 4)
+
+
+def test_tuned_tile_falls_back_to_another_batch_size(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tiles are tuned at batch 8; a tile never crosses a sample, so batch 1 (SingleStream tails) and
+    batch 4 reuse it instead of the heuristic, and other layers do not match."""
+    p = ops.PackedConv(None, None, None, 3, 32, 32, 1.0, ops.FP8)  # type: ignore[arg-type]
+    s = 128**3
+    tuned = {ops.conv_key(8 * s, s, p, 1, False, 0): [512, 32, 32, 4, 3, 1]}
+    monkeypatch.setattr(ops, "TUNED", tuned)
+    assert ops.tuned_tile(ops.conv_key(8 * s, s, p, 1, False, 0)) == [512, 32, 32, 4, 3, 1]
+    assert ops.tuned_tile(ops.conv_key(1 * s, s, p, 1, False, 0)) == [512, 32, 32, 4, 3, 1]
+    assert ops.tuned_tile(ops.conv_key(8 * s, s, p, 2, False, 0)) is None  # another stride
+    assert ops.tuned_tile(ops.conv_key(8 * s, s, p, 1, True, 0)) is None  # another prologue mode
