@@ -12,9 +12,10 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import Screen
-from textual.widgets import Button, DataTable, Footer, Header, Label, Markdown, Select, Static
+from textual.widgets import Button, DataTable, Header, Label, Markdown, Select, Static
 
 from console import messages as m
+from console.widgets.footer import ConsoleFooter
 from core.audit import FAILED, ICONS, PASSED, Audit
 from core.benchmark import SCENARIOS
 from core.errors import UnetError
@@ -63,7 +64,7 @@ class AuditScreen(Screen[None]):
                     yield Button("Check (c)", id="audit-check")
                     yield Button("Check all (C)", id="audit-check-all")
                     yield Button("Export (e)", id="audit-export")
-        yield Footer(compact=True)
+        yield ConsoleFooter()
 
     def on_mount(self) -> None:
         t = self.query_one(StepsTable)

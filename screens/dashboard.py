@@ -11,9 +11,10 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
-from textual.widgets import Button, DataTable, Footer, Header, Label, Static
+from textual.widgets import Button, DataTable, Header, Label, Static
 
 from console import messages as m
+from console.widgets.footer import ConsoleFooter
 from console.widgets.job_panel import JobPanel
 
 STATE_STYLE = {"ok": "green", "missing": "yellow", "broken": "bold red"}
@@ -78,7 +79,7 @@ class DashboardScreen(Screen[None]):
                 yield Label("Last result", classes="section-title")
                 yield Static("no runs yet", id="last-result", markup=False)
         yield JobPanel()
-        yield Footer(compact=True)
+        yield ConsoleFooter()
 
     def on_mount(self) -> None:
         t = self.query_one(StatusTable)

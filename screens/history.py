@@ -11,8 +11,9 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen, Screen
-from textual.widgets import DataTable, Footer, Header, Label, RichLog, Select, Static
+from textual.widgets import DataTable, Header, Label, RichLog, Select, Static
 
+from console.widgets.footer import ConsoleFooter
 from core.audit import RunView
 
 RESULT_STYLE = {"VALID": "green", "INVALID": "bold red", "complete": "green"}
@@ -120,7 +121,7 @@ class HistoryScreen(Screen[None]):
         with Horizontal(id="compare"):
             yield Static("Mark two runs with Space to compare them.", id="cmp-left", markup=False)
             yield Static("", id="cmp-right", markup=False)
-        yield Footer(compact=True)
+        yield ConsoleFooter()
 
     def on_mount(self) -> None:
         t = self.query_one(RunsTable)

@@ -14,9 +14,10 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
-from textual.widgets import DataTable, Digits, Footer, Header, Input, Label, ProgressBar, RichLog, Static
+from textual.widgets import DataTable, Digits, Header, Input, Label, ProgressBar, RichLog, Static
 from textual_plotext import PlotextPlot
 
+from console.widgets.footer import ConsoleFooter
 from console.widgets.job_panel import JobPanel
 from core.audit import fp32_reference
 from core.benchmark import target_dice
@@ -95,7 +96,7 @@ class MonitorScreen(Screen[None]):
                 yield Input(placeholder="filter the log (/)", id="log-filter")
                 yield RichLog(id="log", max_lines=500, wrap=False, markup=False)
         yield JobPanel()
-        yield Footer(compact=True)
+        yield ConsoleFooter()
 
     def on_mount(self) -> None:
         for field in self.query(Input):

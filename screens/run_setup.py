@@ -11,9 +11,10 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Grid, Horizontal, Vertical, VerticalScroll
 from textual.screen import Screen
-from textual.widgets import Button, Footer, Header, Input, Label, Select, Static
+from textual.widgets import Button, Header, Input, Label, Select, Static
 
 from console import messages as m
+from console.widgets.footer import ConsoleFooter
 from core.benchmark import AUDIT_TESTS, CONFIG_VERS, PRECISIONS, SCENARIOS, TEST_MODES, RunConfig
 from core.errors import UnetError
 
@@ -86,7 +87,7 @@ class RunSetupScreen(Screen[None]):
                 yield Button("Start run (s)", variant="primary", id="start")
                 yield Button("Copy unet3d command (y)", id="copy-cli")
                 yield Button("Copy make command (Y)", id="copy-make")
-        yield Footer(compact=True)
+        yield ConsoleFooter()
 
     def on_mount(self) -> None:
         for field in self.query(Input):

@@ -6,9 +6,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
+from textual.binding import BindingType
 from textual.widgets import Button, DataTable, Static
 from textual.worker import WorkerFailed
 
@@ -495,3 +496,71 @@ async def test_header_shows_config_and_ctrl_s_saves_a_screenshot(tmp_path):
         await pilot.pause()
         shots = list((tmp_path / "ws" / "build" / "screenshots").glob("*.svg"))
         assert len(shots) == 1 and "SingleStream" in shots[0].read_text()
+
+
+async def test_footer_is_built_once_per_screen_and_leaks_no_keys(tmp_path):
+    """Textual's Footer rebuilt ~20 FooterKeys on every screen switch and palette close, and each
+    removed key stayed referenced from the Footer's watcher list (Textual #6666): ~1 MB per pair of
+    switches. ConsoleFooter keeps its keys while the bindings are the same and prunes the rest."""
+    import gc
+
+    from textual.widgets._footer import FooterKey
+
+    app = make_app(tmp_path, FakeJobs())
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        await pilot.press("3")
+        await pilot.pause()
+        before = [id(k) for k in app.screen.query(FooterKey)]
+        assert any(k.description == "Pause" for k in app.screen.query(FooterKey))
+        for _ in range(3):
+            for key in ("4", "1", "5", "2", "3"):
+                await pilot.press(key)
+                await pilot.pause()
+            await pilot.press("ctrl+p")
+            await pilot.pause()
+            await pilot.press("escape")
+            await pilot.pause()
+        assert app.screen.__class__.__name__ == "MonitorScreen"
+        assert [id(k) for k in app.screen.query(FooterKey)] == before  # the same widgets, not rebuilt
+        gc.collect()
+        alive = [o for o in gc.get_objects() if isinstance(o, FooterKey)]
+        in_dom = [
+            k for name in app._screen_stacks for s in app._screen_stacks[name] for k in s.query(FooterKey)
+        ]
+        assert len(alive) == len(in_dom), (len(alive), len(in_dom))
+
+
+async def test_footer_follows_a_binding_that_changes():
+    """The footer is rebuilt when what it shows changes: a key disabled, then hidden, by check_action."""
+    from textual.app import App
+    from textual.widgets._footer import FooterKey
+
+    from console.widgets.footer import ConsoleFooter
+
+    class Tiny(App[None]):
+        BINDINGS: ClassVar[list[BindingType]] = [("x", "go", "Go"), ("y", "other", "Other")]
+        allowed: bool | None = True
+
+        def compose(self) -> Any:
+            yield ConsoleFooter()
+
+        def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+            return self.allowed if action == "go" else True
+
+    app = Tiny()
+    async with app.run_test(size=(80, 10)) as pilot:
+        await pilot.pause()
+        keys = {k.description: k for k in app.screen.query(FooterKey)}
+        assert {"Go", "Other"} <= set(keys) and not keys["Go"].disabled
+        app.allowed = None  # shown, disabled
+        app.refresh_bindings()
+        await pilot.pause()
+        await pilot.pause()
+        keys = {k.description: k for k in app.screen.query(FooterKey)}
+        assert keys["Go"].has_class("-disabled") and not keys["Other"].has_class("-disabled")
+        app.allowed = False  # hidden
+        app.refresh_bindings()
+        await pilot.pause()
+        await pilot.pause()
+        assert "Go" not in {k.description for k in app.screen.query(FooterKey)}
