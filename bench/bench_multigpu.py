@@ -14,6 +14,7 @@ Device counts beyond ``torch.cuda.device_count()`` are listed as not run.
     python bench/bench_multigpu.py --precision fp8 --executor fused --gpus 1    # the fused Triton engine
     python bench/bench_multigpu.py --precision fp16 --batch 8 --gpus 1,2,4,8    # an 8-GPU host
     python bench/bench_multigpu.py --precision fp16 --batch 8 --gpus 1 --per-device 2   # 2 streams, 1 GPU
+    python bench/bench_multigpu.py --precision fp8 --gpus 1 --single-stream     # + SingleStream p90
     python bench/bench_multigpu.py --simulate --gpus 1,2,4,8 --sample-ms 20     # CPU: simulated devices
 
 Simulated mode (default without CUDA): N fake devices that each take ``--sample-ms`` per sample
@@ -159,6 +160,26 @@ def harness_run(
     return float(result.samples_per_s or 0.0), result.per_device, result.valid
 
 
+def single_stream_run(
+    ws: Workspace, engine: Any, data: InMemoryData, plain: float, args: argparse.Namespace
+) -> tuple[dict[str, float], bool | None]:
+    """A LoadGen SingleStream PerformanceOnly run on one engine: latency percentiles (ms) and validity."""
+    from core.harness.runner import run_benchmark
+
+    cfg = RunConfig(
+        scenario="SingleStream",
+        test_mode="PerformanceOnly",
+        backend="torch",
+        precision=args.precision,
+        gpu_batch_size=args.batch,
+        single_stream_expected_latency_ms=1000.0 / plain,
+        min_duration=args.min_duration,
+        min_query_count=len(data.cases()),
+    )
+    result = run_benchmark(ws, cfg, lambda ev: None, CancelToken(), engine=engine, data=data)
+    return dict(result.latency_ms or {}), result.valid
+
+
 def row(
     name: str, k: int, sps: float, plain: float, base: float | None, per_device: dict[str, int], valid: Any
 ) -> list[object]:
@@ -187,6 +208,7 @@ def main(argv: list[str] | None = None) -> int:
         help="also run K engines (K workers) per device, to see if a second sample stream per GPU helps",
     )
     ap.add_argument("--min-duration", type=float, default=10.0, help="LoadGen min_duration, seconds")
+    ap.add_argument("--single-stream", action="store_true", help="also a SingleStream run on one device")
     args = ap.parse_args(argv)
     counts = sorted({1} | {int(x) for x in args.gpus.split(",") if x})  # 1 device: the scaling base
     if not args.simulate:
@@ -213,6 +235,7 @@ def main(argv: list[str] | None = None) -> int:
 
     engines: list[Any] = []
     rows: list[list[object]] = []
+    ss_line = ""
     base: float | None = None
     with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
         ws = Workspace.resolve(Path(tmp), env={})
@@ -239,7 +262,14 @@ def main(argv: list[str] | None = None) -> int:
             sps, per_device, valid = harness_run(ws, many, data, plain * k * args.per_device, args)
             name = f"harness, {k} device(s) x {args.per_device} engines"
             rows.append(row(name, k, sps, plain, base, per_device, valid))
+        if args.single_stream and not args.simulate:
+            lat, valid = single_stream_run(ws, engines[0], data, plain, args)
+            ss = ", ".join(f"{k} {lat[k]:.1f}" for k in ("p50", "p90", "p99", "mean") if k in lat)
+            verdict = "VALID" if valid else "INVALID"
+            ss_line = f"# SingleStream (LoadGen, 1 device): latency ms {ss}; {verdict}"
     print_table(["path", "devices", "samples/s", "vs plain x N", "scaling vs 1", "samples per device"], rows)
+    if ss_line:
+        print(ss_line)
     print(
         "# vs plain x N: samples/s / (N x the plain loop's samples/s on one device); 1.000 = linear, no loss"
     )

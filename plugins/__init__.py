@@ -4,6 +4,5 @@
 - plugins._kernels: the Triton kernels (channels-last activations).
 - plugins.ops: host wrappers and the torch custom ops ``torch.ops.unet3d.*``.
 - plugins.unet: the whole network as a chain of fused kernels (fp16 / bf16 / fp8), CUDA graph wrapper.
-- plugins.engine: a VolumeEngine over plugins.unet for core.harness.runner.run_benchmark.
 - plugins.tensorrt_plugins: NVIDIA's plugins as TensorRT QDP plugins (the tensorrt helper's).
 """

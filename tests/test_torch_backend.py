@@ -382,8 +382,9 @@ def test_cuda_fp8_kernels_match_simulation(bench_model_path) -> None:
     outs = []
     for plugins in (False, True):
         eng = tc.make_engine(
-            model, precision="fp8", batch_size=1, device="cuda", amax=amax, use_plugins=plugins
-        )
+            model, precision="fp8", batch_size=1, device="cuda", amax=amax, use_plugins=plugins,
+            executor="graph",
+        )  # fmt: skip
         assert eng.simulated is not plugins
         outs.append(eng.run(x.cuda()).float().cpu().numpy())
         eng.close()
@@ -419,6 +420,9 @@ def test_fused_executor_scale_mapping(bench_model_32) -> None:
     assert scales == pytest.approx({0: 2.0 / 448, 13: 0.1})
     with pytest.raises(UsageError):
         tc.make_engine(bench_model_32, device="cpu", executor="warp")
+    # fp8 on the CPU stays on the converted graph (simulated); on CUDA it defaults to "fused"
+    amax = {t: 4.0 for t in tc.quantizable_tensors(tc.convert(bench_model_32))}
+    assert tc.make_engine(bench_model_32, precision="fp8", device="cpu", amax=amax).executor == "graph"
 
 
 @pytest.mark.gpu

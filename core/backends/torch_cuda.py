@@ -1015,9 +1015,10 @@ def make_engine(
     """An engine from a model file or proto and (for int8/fp8) a tensor -> amax dict; what ``load``
     does after its checks, and what the benches call with in-memory random models.
 
-    ``executor``: "graph" (default; the converted graph, per-op kernels from plugins.ops where present)
-    or "fused" (plugins.unet.FusedUNet3D: the whole network as fused Triton kernels, CUDA only,
-    fp32/fp16/bf16/fp8, original-form models of the MLPerf topology). Env UNET3D_TORCH_EXECUTOR."""
+    ``executor``: "graph" (the converted graph, per-op kernels from plugins.ops where present; the
+    default except fp8 on CUDA) or "fused" (plugins.unet.FusedUNet3D: the whole network as fused
+    Triton kernels, CUDA only, fp32/fp16/bf16/fp8, original-form models of the MLPerf topology; the
+    default for fp8 on CUDA). Env UNET3D_TORCH_EXECUTOR."""
     dev = torch.device(device)
     if dev.type == "cuda" and dev.index is None:
         dev = torch.device("cuda", torch.cuda.current_device())
@@ -1042,7 +1043,10 @@ def _make_engine(
     model_sha256: str,
     executor: str | None,
 ) -> TorchEngine:
-    executor = executor or os.environ.get(ENV_EXECUTOR, "") or "graph"
+    # fp8 on CUDA defaults to the fused executor: the converted graph only simulates fp8 (cuDNN has no
+    # fp8 3D convolution), so it would be neither fast nor the arithmetic the fused kernels run
+    default = "fused" if precision == "fp8" and dev.type == "cuda" else "graph"
+    executor = executor or os.environ.get(ENV_EXECUTOR, "") or default
     if executor not in EXECUTORS:
         raise UsageError(f"torch executor {executor!r} is not one of {', '.join(EXECUTORS)}")
     if executor == "fused":
