@@ -181,7 +181,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--jobs", type=_positive_int, metavar="N", help="worker processes (default: cores)")
 
     p = add("calibrate", "build the INT8 calibration cache")
-    p.add_argument("--method", default="minmax", choices=("minmax", "percentile"))
+    p.add_argument(
+        "--method",
+        default="percentile",
+        choices=("minmax", "percentile"),
+        help="percentile (default: 99.99th, meets 99.9 %% of FP32 at fp8) or minmax (NVIDIA's INT8 choice)",
+    )
     p.add_argument("--run-args", "--run_args", dest="run_args", metavar="STR", help="NVIDIA RUN_ARGS string")
     p.add_argument("--benchmarks", metavar="LIST", help="3d-unet")
 
