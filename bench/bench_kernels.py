@@ -254,6 +254,15 @@ def section_tune(n: int, prec: str, budget_s: float, workers: int, min_gflop: fl
         meta[lay["name"]] = [
             [*t, 8 if t[0] * t[1] >= 128 * 128 else 4, 3, ca] for t in tiles for ca in (0, 1)
         ]
+        if lay["ks"] == 3 and lay["stride"] == 1:  # W-packed rows: P outputs along W per GEMM row
+            so_dims = (lay["s"],) * 3
+            for p_ in (2, 4):
+                bn = p_ * lay["cout"]
+                for bm in (64, 128, 256):
+                    for bk in (32, 64, 128):
+                        t = [bm, bn, bk, 8 if bm * bn >= 128 * 128 else 4, 3]
+                        if bm * bn <= 256 * 128 and ops.wpack_fits(so_dims, pk, [*t, 0, p_]):
+                            meta[lay["name"]] += [[*t, ca, p_] for ca in (0, 1)]
     _precompile([(lay, prec, c) for lay in table for c in meta[lay["name"]]], workers)
     rows, tuned = [], {}
 
@@ -282,7 +291,7 @@ def section_tune(n: int, prec: str, budget_s: float, workers: int, min_gflop: fl
         for _, c in res[:3]:
             for warps in (4, 8):
                 for stages in (3, 4):
-                    v = [*c[:3], warps, stages, c[5]]
+                    v = [*c[:3], warps, stages, *c[5:]]
                     if v != c and not (warps == 8 and c[0] * c[1] < 128 * 64) and v not in cands:
                         cands.append(v)
         stage_b[lay["name"]] = cands
@@ -302,12 +311,13 @@ def section_tune(n: int, prec: str, budget_s: float, workers: int, min_gflop: fl
         t_old = bench(lambda run=run, old=old: run(old), rep=25, warmup=3)
         best_ms, best = res[0]
         no_ca = next((ms for ms, c in res if not c[5]), float("inf"))
+        plain = next((ms for ms, c in res if len(c) < 7), float("inf"))
         fl = flops(lay, n)
         tuned[key] = best
         rows.append(dict(name=lay["name"], key=key, gflop=fl / 1e9, ms=best_ms, tflops=fl / best_ms / 1e9, cfg=best,
-                         before_ms=t_old, before_cfg=old, best_without_l1_ms=no_ca))  # fmt: skip
+                         before_ms=t_old, before_cfg=old, best_without_l1_ms=no_ca, best_unpacked_ms=plain))  # fmt: skip
         log(f"{lay['name']:14s} {lay['s']:3d}^3 {lay['cin']:3d}->{lay['cout']:4d} s{lay['stride']} | before {t_old:7.3f} ms {old} | "
-            f"tuned {best_ms:7.3f} ms {fl / best_ms / 1e9:5.0f} TF {best} | best without L1 gather {no_ca:7.3f} ms")  # fmt: skip
+            f"tuned {best_ms:7.3f} ms {fl / best_ms / 1e9:5.0f} TF {best} | best without L1 gather {no_ca:7.3f} ms, unpacked {plain:7.3f} ms")  # fmt: skip
     RESULTS.setdefault("tune", []).extend(rows)
     RESULTS.setdefault("tuned", {}).update(tuned)
     ops.TUNED.update(tuned)

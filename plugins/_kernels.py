@@ -354,6 +354,86 @@ def conv_igemm_kernel(
 
 
 @triton.jit
+def conv_wpack_kernel(
+    x_ptr,
+    w_ptr,
+    out_ptr,
+    colscale_ptr,
+    pmean_ptr,
+    pm2_ptr,
+    D,
+    H,
+    W,
+    CIN: tl.constexpr,
+    COUT: tl.constexpr,
+    P: tl.constexpr,
+    STATS: tl.constexpr,
+    IEEE: tl.constexpr,
+    UPCAST: tl.constexpr,
+    CACHE_A: tl.constexpr,
+    BM: tl.constexpr,
+    BK: tl.constexpr,
+):
+    """3^3 conv, stride 1, pad 1, channels-last, with P adjacent output voxels along W in one GEMM row
+    (the thin full-resolution layers): row m = (n, d, h, w0 = P*g); for each (kd, kh) its A row is the
+    (P+2)*CIN contiguous values of input voxels w0-1 .. w0+P, loaded once for all P outputs (the 3 kw
+    taps of neighbouring outputs overlap), and the weights are a block-banded (P*COUT, 9*(P+2)*CIN)
+    matrix (ops.pack_conv3_wpack). A bytes per output fall from 3*CIN to (P+2)*CIN/P per (kd, kh), at
+    the cost of (P+2)/3 more MMA work, which these layers have to spare (they are load-bound).
+    Columns q*COUT + co are output voxel w0+q, channel co: each row stores P*COUT contiguous values.
+    STATS: per-tile (mean, M2) over BM*P voxels (Chan's formula over the P column groups).
+    Grid (N*D*H*W / (P*BM),); BN = P*COUT, every M tile inside one sample."""
+    pid_m = tl.program_id(0)
+    BN: tl.constexpr = P * COUT
+    SPAN: tl.constexpr = (P + 2) * CIN
+    Wg = W // P
+    S_rows = D * H * Wg
+    m0 = pid_m * BM
+    n = m0 // S_rows
+    r = m0 - n * S_rows + tl.arange(0, BM)
+    g = r % Wg
+    oh = (r // Wg) % H
+    od = r // (Wg * H)
+    rk = tl.arange(0, BK)
+    rn = tl.arange(0, BN)
+    KTOT = 9 * SPAN
+    acc = tl.zeros([BM, BN], dtype=tl.float32)
+    for kk in range(0, KTOT, BK):
+        kdh = kk // SPAN
+        j0 = kk - kdh * SPAN
+        idd = od + kdh // 3 - 1
+        ih = oh + kdh % 3 - 1
+        vrow = (idd >= 0) & (idd < D) & (ih >= 0) & (ih < H)
+        iw = g[:, None] * P - 1 + (j0 + rk)[None, :] // CIN  # input voxel of each column
+        valid = vrow[:, None] & (iw >= 0) & (iw < W)
+        base = (((n * D + idd) * H + ih) * W + g * P - 1).to(tl.int64) * CIN
+        ptrs = x_ptr + base[:, None] + (j0 + rk)[None, :]
+        if CACHE_A:
+            a = tl.load(ptrs, mask=valid, other=0.0, cache_modifier=".ca")
+        else:
+            a = tl.load(ptrs, mask=valid, other=0.0)
+        b = tl.load(w_ptr + rn[None, :].to(tl.int64) * KTOT + (kk + rk)[:, None])
+        if UPCAST:
+            a = a.to(tl.float32)
+            b = b.to(tl.float32)
+        acc = tl.dot(a, b, acc, input_precision="ieee") if IEEE else tl.dot(a, b, acc)
+    acc = acc * tl.load(colscale_ptr + rn)[None, :]
+    if STATS:
+        cmean = tl.sum(acc, axis=0) / BM  # per column (BM voxels each), then over the P groups
+        dv = acc - cmean[None, :]
+        cm2 = tl.sum(dv * dv, axis=0)
+        gm = tl.reshape(cmean, (P, COUT))
+        tmean = tl.sum(gm, axis=0) / P
+        dm = gm - tmean[None, :]
+        tm2 = tl.sum(tl.reshape(cm2, (P, COUT)), axis=0) + BM * tl.sum(dm * dm, axis=0)
+        rc = tl.arange(0, COUT)
+        tl.store(pmean_ptr + pid_m * COUT + rc, tmean)
+        tl.store(pm2_ptr + pid_m * COUT + rc, tm2)
+    orow = (m0 + tl.arange(0, BM)).to(tl.int64) * BN
+    tl.store(out_ptr + orow[:, None] + rn[None, :], acc.to(out_ptr.dtype.element_ty))
+
+
+@triton.jit
 def conv_c1_kernel(
     x_ptr,
     w_ptr,

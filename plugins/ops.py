@@ -23,7 +23,7 @@ import json
 import math
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -193,6 +193,7 @@ class PackedConv:
     cout: int
     act_scale: float  # fp8: the input is quantized as x / act_scale
     dtype: torch.dtype
+    derived: dict[int, PackedConv] = field(default_factory=dict)  # W-packed forms, by P (wpack_weights)
 
 
 def _quant_weights(w2: Tensor, dtype: torch.dtype, act_scale: float) -> tuple[Tensor, Tensor]:
@@ -226,6 +227,59 @@ def pack_conv1(w2: Tensor, bias: Tensor | None, dtype: torch.dtype, act_scale: f
     wq, cs = _quant_weights(w2.detach(), dtype, act_scale)
     b = None if bias is None else bias.detach().float().contiguous()
     return PackedConv(wq, cs, b, 1, w2.shape[1], w2.shape[0], act_scale, dtype)
+
+
+def wpack_weights(p: PackedConv, pk: int) -> PackedConv:
+    """The banded (P*Cout, 9*(P+2)*Cin) weights of conv_wpack_kernel from a 3^3 PackedConv (already
+    quantized: fp8 -> fp32 -> fp8 is exact), built once per P and kept on ``p``. Row q*Cout + co,
+    column kdh*(P+2)*Cin + v*Cin + c holds w[co, c, kd, kh, kw = v - q] (zero where v - q is not a tap)."""
+    if pk not in p.derived:
+        cout, cin = p.cout, p.cin
+        wt = p.w.float().reshape(cout, 9, 3, cin)  # (co, kd*3 + kh, kw, c)
+        band = torch.zeros((pk, cout, 9, pk + 2, cin), device=p.w.device, dtype=torch.float32)
+        for q in range(pk):
+            band[q, :, :, q : q + 3, :] = wt
+        wb = band.reshape(pk * cout, 9 * (pk + 2) * cin).to(p.w.dtype).contiguous()
+        cs = p.colscale.repeat(pk).contiguous()  # column q*Cout + co scales like co
+        p.derived[pk] = PackedConv(wb, cs, None, 3, cin, cout, p.act_scale, p.dtype)
+    return p.derived[pk]
+
+
+def wpack_fits(s_dims: tuple[int, int, int], p: PackedConv, tile: Sequence[int]) -> bool:
+    """Whether a (BM, BN, BK, warps, stages, ca, P) tile can run conv_wpack_kernel on this layer."""
+    bm, _, bk = tile[:3]
+    pk = tile[6]
+    d, h, w = s_dims
+    span = (pk + 2) * p.cin
+    return (
+        p.ks == 3 and pk in (2, 4) and w % pk == 0 and (d * h * w // pk) % bm == 0 and span % bk == 0
+        and pk * p.cout <= 256 and p.cout & (p.cout - 1) == 0
+    )  # fmt: skip
+
+
+def _conv_wpack(
+    x: Tensor, p: PackedConv, tile: Sequence[int], stats: bool, out_dtype: torch.dtype, out: Tensor | None
+) -> tuple[Tensor, Partials | None]:
+    n, d, h, w, _ = x.shape
+    bm, _, bk, warps, stages, ca, pk = tile[:7]
+    wp = wpack_weights(p, pk)
+    s_out = d * h * w
+    if out is None:
+        out = torch.empty((n, d, h, w, p.cout), device=x.device, dtype=out_dtype)
+    mt = n * s_out // (pk * bm)
+    part = None
+    if stats:
+        pm = torch.empty((mt, p.cout), device=x.device, dtype=torch.float32)
+        part = Partials(pm, torch.empty_like(pm), n, s_out // (pk * bm), s_out, pk * bm)
+    dummy = wp.colscale
+    kernels().conv_wpack_kernel[(mt,)](
+        x, wp.w, out, wp.colscale, part.mean if part else dummy, part.m2 if part else dummy, d, h, w,
+        CIN=p.cin, COUT=p.cout, P=pk, STATS=stats,
+        IEEE=p.dtype == torch.float32 or (p.dtype == torch.bfloat16 and interpreting()),
+        UPCAST=p.dtype == torch.bfloat16 and interpreting(), CACHE_A=bool(ca),
+        BM=bm, BK=bk, num_warps=warps, num_stages=stages,
+    )  # fmt: skip
+    return out, part
 
 
 def _tuned_path() -> Path:
@@ -321,7 +375,23 @@ def conv3d_cl(
     epi = (2 if tmajor else 1) if pixel_shuffle else 0
     key = conv_key(n * s_out, s_out, p, stride, pro is not None, epi)
     alt = key[:-3] + ("0" if pro is not None else "1") + key[-2:]  # same shape, other prologue mode
-    tile = list(cfg or tuned_tile(key) or tuned_tile(alt) or conv_default_cfg(s_out, p))
+
+    def wpack_ok(t: Sequence[int]) -> bool:
+        return (
+            stride == 1 and pro is None and not pixel_shuffle and not off
+            and (out is None or out.shape[-1] == p.cout) and wpack_fits((do, ho, wo), p, t)
+        )  # fmt: skip
+
+    if cfg is not None:
+        tile = list(cfg)
+        if len(tile) > 6 and tile[6] > 1 and not wpack_ok(tile):
+            raise ValueError(f"conv3d_cl: W-packed tile {tile} does not fit this call")
+    else:  # a tuned W-packed tile serves only calls it fits (not the fused-prologue mode, say)
+        tuned = [t for t in (tuned_tile(key), tuned_tile(alt)) if t]
+        tile = next((list(t) for t in tuned if len(t) < 7 or t[6] <= 1 or wpack_ok(t)), None)
+        tile = tile or conv_default_cfg(s_out, p)
+    if len(tile) > 6 and tile[6] > 1:  # W-packed rows (thin full-resolution layers)
+        return _conv_wpack(x, p, tile, stats, out_dtype, out)
     bm, bn, bk, warps, stages = tile[:5]
     cache_a = bool(tile[5]) if len(tile) > 5 else False  # 5-element tiles predate the L1 flag
     if s_out % bm or p.cout % bn or p.cin % bk:

@@ -293,3 +293,64 @@ def test_tuned_tile_falls_back_to_another_batch_size(monkeypatch: pytest.MonkeyP
     assert ops.tuned_tile(ops.conv_key(1 * s, s, p, 1, False, 0)) == [512, 32, 32, 4, 3, 1]
     assert ops.tuned_tile(ops.conv_key(8 * s, s, p, 2, False, 0)) is None  # another stride
     assert ops.tuned_tile(ops.conv_key(8 * s, s, p, 1, True, 0)) is None  # another prologue mode
+
+
+@pytest.mark.parametrize(
+    ("precision", "pk", "cin", "tile"),
+    [
+        ("fp32", 2, 32, [16, 0, 32, 4, 3, 0, 2]),
+        ("fp32", 4, 32, [8, 0, 64, 4, 3, 1, 4]),
+        ("fp16", 2, 64, [16, 0, 128, 4, 3, 1, 2]),
+        ("fp8", 2, 32, [16, 0, 64, 4, 3, 0, 2]),
+    ],
+)
+def test_wpack_conv_equals_plain_conv_and_stats(precision: str, pk: int, cin: int, tile: list[int]) -> None:
+    """The W-packed kernel (P outputs along W per GEMM row, banded weights) against the plain
+    implicit-GEMM kernel on the same packed weights and input, stats epilogue included; edges in
+    every dimension (pad 1) and two samples (tiles never cross a sample)."""
+    torch.manual_seed(0)
+    x = torch.randn(2, 4, 4, 8, cin)
+    w = torch.randn(32, cin, 3, 3, 3) * 0.05
+    dt = ops.PRECISIONS[precision]
+    p = ops.pack_conv3(w, dt, 0.02)
+    xin = x.to(dt) if precision != "fp8" else (x / 0.02).clamp(-448, 448).to(dt)
+    od = torch.float32
+    want, wpart = ops.conv3d_cl(xin, p, 1, stats=True, out_dtype=od, cfg=[32, 32, 32, 4, 3])
+    got, gpart = ops.conv3d_cl(xin, p, 1, stats=True, out_dtype=od, cfg=tile)
+    assert got.shape == want.shape == (2, 4, 4, 8, 32)
+    assert rel(got, want) < (1e-6 if precision == "fp32" else 2e-3)
+    if precision == "fp32":  # and the reference conv itself
+        assert rel(ops.from_cl(got), ref.conv3x3x3(ops.from_cl(x), w, 1)) < 1e-5
+    g, b = torch.rand(32) + 0.5, torch.randn(32)
+    a1, b1 = ops.in_affine(wpart, g, b)
+    a2, b2 = ops.in_affine(gpart, g, b)
+    assert rel(a2, a1) < 1e-4 and rel(b2, b1) < 1e-4
+
+
+def test_wpack_tile_that_does_not_fit_is_refused() -> None:
+    p = ops.pack_conv3(torch.randn(32, 32, 3, 3, 3), torch.float32)
+    x = torch.randn(1, 4, 4, 6, 32)  # W = 6 is not a multiple of P = 4
+    with pytest.raises(ValueError, match="W-packed"):
+        ops.conv3d_cl(x, p, 1, cfg=[8, 0, 32, 4, 3, 0, 4])
+    with pytest.raises(ValueError, match="W-packed"):
+        ops.conv3d_cl(torch.randn(1, 4, 4, 8, 32), p, 2, cfg=[8, 0, 32, 4, 3, 0, 2])  # stride 2
+
+
+def test_tuned_wpack_tile_is_skipped_where_it_cannot_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A W-packed tile tuned for the apply mode also answers the fused-prologue key's lookup (the
+    "other prologue mode" fallback): such calls take the heuristic tile instead of failing."""
+    p = ops.pack_conv3(torch.randn(32, 32, 3, 3, 3) * 0.05, torch.float32)
+    x = torch.randn(1, 4, 4, 8, 32)
+    s = 4 * 4 * 8
+    monkeypatch.setattr(ops, "TUNED", {ops.conv_key(s, s, p, 1, False, 0): [16, 64, 32, 4, 3, 0, 2]})
+    a, b = torch.rand(1, 32) + 0.5, torch.randn(1, 32)
+    got, _ = ops.conv3d_cl(x, p, 1, pro=(a, b), out_dtype=torch.float32)  # prologue: plain kernel
+    xn = torch.relu(x * a[:, None, None, None, :] + b[:, None, None, None, :])
+    assert rel(ops.from_cl(got), ref.conv3x3x3(ops.from_cl(xn), p_w(p), 1)) < 1e-5
+    ops.conv3d_cl(x, p, 1, out_dtype=torch.float32)  # apply mode: the W-packed tile
+    assert 2 in p.derived
+
+
+def p_w(p: ops.PackedConv) -> torch.Tensor:
+    """(Cout, Cin, 3, 3, 3) fp32 weights back from a PackedConv's (Cout, 27*Cin) layout."""
+    return p.w.float().reshape(p.cout, 3, 3, 3, p.cin).permute(0, 4, 1, 2, 3)
