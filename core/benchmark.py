@@ -87,7 +87,24 @@ class RunConfig:
             raise UsageError(f"--gpu_batch_size={self.gpu_batch_size} must be at least 1")
         if self.gpus < 1:
             raise UsageError(f"--gpus={self.gpus} must be at least 1")
+        self.inference_streams  # noqa: B018  (validates --gpu_inference_streams)
         return self
+
+    @property
+    def inference_streams(self) -> int:
+        """Engines (each with its own SUT worker and CUDA stream) per device: NVIDIA's
+        ``--gpu_inference_streams`` (default 1). A second stream hides one sample's host work (upload,
+        label copy-back, LoadGen response) behind the other's GPU work."""
+        from core.errors import UsageError
+
+        raw = self.extra.get("gpu_inference_streams", "1")
+        try:
+            n = int(raw)
+        except ValueError:
+            n = 0
+        if n < 1:
+            raise UsageError(f"--gpu_inference_streams={raw} must be a whole number of at least 1")
+        return n
 
     def with_(self, **changes: object) -> RunConfig:
         return replace(self, **changes)  # type: ignore[arg-type]

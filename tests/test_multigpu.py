@@ -266,7 +266,7 @@ def test_single_stream_on_two_devices_warns(ws: Workspace) -> None:
     )
     result, lines = run(ws, cfg, sim_devices(2, 0.002))
     assert result.status == "complete" and sum(result.per_device.values()) == result.samples_completed
-    assert any(line.startswith("SingleStream keeps one sample in flight: 2 devices") for line in lines)
+    assert any(line.startswith("SingleStream keeps one sample in flight: 2 engines") for line in lines)
 
 
 def test_failing_device_fails_the_run_cleanly(ws: Workspace) -> None:
@@ -349,6 +349,24 @@ def test_runner_loads_one_engine_per_device(ws: Workspace, sim_backend: SimBacke
     assert set(result.per_device) == {"sim:0", "sim:1", "sim:2"}
     rj = json.loads((result.log_dir / "run.json").read_text())
     assert rj["gpus"] == 3 and "--gpus=3" in rj["run_args"]
+
+
+def test_runner_loads_inference_streams_engines_per_device(ws: Workspace, sim_backend: SimBackend) -> None:
+    """NVIDIA's --gpu_inference_streams=2 on 2 devices: 4 engines, two per device, all working, and
+    the run folder records the flag."""
+    cfg = RunConfig(test_mode="AccuracyOnly", gpus=2, extra={"gpu_inference_streams": "2"})
+    result = run_benchmark(ws, cfg, lambda e: None, CancelToken(), data=make_data(CASES))
+    assert sorted(c["device"] for c in sim_backend.load_calls) == [0, 0, 1, 1]
+    assert len(result.per_device) == 4 and sum(result.per_device.values()) == len(CASES)
+    assert result.accuracy is not None and result.accuracy.mean == 1.0
+    rj = json.loads((result.log_dir / "run.json").read_text())
+    assert rj["config"]["extra"] == {"gpu_inference_streams": "2"}
+
+
+@pytest.mark.parametrize("value", ["0", "two", "-1"])
+def test_bad_gpu_inference_streams_is_a_usage_error(value: str) -> None:
+    with pytest.raises(UsageError, match=rf"^--gpu_inference_streams={value} must be a whole number"):
+        RunConfig(extra={"gpu_inference_streams": value}).validate()
 
 
 @pytest.mark.parametrize("precision", ["int8", "fp8"])

@@ -742,6 +742,9 @@ class TorchEngine:
         self._patches: torch.Tensor | None = None
         if cuda_graphs and device.type == "cuda":
             self._capture()
+        # each engine works on a stream of its own, so two engines on one device
+        # (--gpu_inference_streams) overlap one sample's host work with the other's kernels
+        self._stream = torch.cuda.Stream(device) if device.type == "cuda" else None
 
     @property
     def input_dtype(self) -> str:
@@ -781,6 +784,14 @@ class TorchEngine:
 
     def _on_device(self) -> contextlib.AbstractContextManager[Any]:
         return torch.cuda.device(self.device) if self.device.type == "cuda" else contextlib.nullcontext()
+
+    def _on_stream(self) -> contextlib.ExitStack:
+        """The engine's device and its own stream (CPU: nothing)."""
+        stack = contextlib.ExitStack()
+        stack.enter_context(self._on_device())
+        if self._stream is not None:
+            stack.enter_context(torch.cuda.stream(self._stream))
+        return stack
 
     def run(self, windows: torch.Tensor) -> torch.Tensor:
         """(n, 1, 128^3) windows on the device (any float dtype, or int8 linear) -> (n, 3, 128^3) logits
@@ -846,8 +857,9 @@ class TorchEngine:
 
     def segment(self, volume: np.ndarray, cancel: Any = None, on_batch: Any = None) -> np.ndarray:
         """(1, D, H, W) -> (D, H, W) uint8 labels, all on the device (core.sliding_window.segment_torch)."""
-        labels = self.segment_device(self.upload(volume), cancel=cancel, on_batch=on_batch)
-        return labels.cpu().numpy().astype(np.uint8, copy=False)
+        with self._on_stream():
+            labels = self.segment_device(self.upload(volume), cancel=cancel, on_batch=on_batch)
+            return labels.cpu().numpy().astype(np.uint8, copy=False)
 
     def segment_device(self, vol: torch.Tensor, cancel: Any = None, on_batch: Any = None) -> torch.Tensor:
         """A volume already on the device (as ``upload`` makes it) -> (D, H, W) uint8 labels there."""
@@ -855,8 +867,11 @@ class TorchEngine:
         from core.sliding_window import segment_torch
 
         k = self.kernels
-        with self._on_device(), torch.inference_mode():
-            return segment_torch(
+        caller = torch.cuda.current_stream(self.device) if self._stream is not None else None
+        if self._stream is not None and caller is not None:
+            self._stream.wait_stream(caller)  # the volume may still be in flight on the caller's stream
+        with self._on_stream(), torch.inference_mode():
+            labels = segment_torch(
                 vol,
                 self.run,
                 self.batch_size,
@@ -866,6 +881,9 @@ class TorchEngine:
                 cancel=cancel or NEVER,
                 on_batch=on_batch,
             )
+        if self._stream is not None and caller is not None:
+            caller.wait_stream(self._stream)
+        return labels
 
     def close(self) -> None:
         self._graph = self._static_in = self._static_out = self._patches = None

@@ -235,13 +235,13 @@ def check_devices(backend: Any, name: str, gpus: int) -> tuple[str, ...]:
 
 
 def load_engines(backend: Any, ws: Workspace, cfg: RunConfig, engines: list[Any]) -> list[Any]:
-    """One engine per device (``device=0..gpus-1``), appended to ``engines`` as they load, so the
-    caller can close those that loaded when a later one fails. Each owns its buffers (and CUDA
-    graph); the sample data stays one shared host copy."""
+    """``--gpu_inference_streams`` engines per device (``device=0..gpus-1``; default one), appended to
+    ``engines`` as they load, so the caller can close those that loaded when a later one fails. Each
+    owns its buffers (and CUDA graph and stream); the sample data stays one shared host copy."""
     # int8 and fp8 both take their ranges from the calibration cache (the torch backend refuses fp8
     # without one; TensorRT reads it for int8 only)
     cache = ws.calibration_cache_path if cfg.precision in ("int8", "fp8") else None
-    for i in range(max(1, cfg.gpus)):
+    for i in [d for _ in range(cfg.inference_streams) for d in range(max(1, cfg.gpus))]:
         engines.append(
             backend.load(
                 ws.model_path,
@@ -345,10 +345,12 @@ def _run_benchmark(
         if own_engine:
             load_engines(backend, ws, cfg, engines)
             if len(engines) > 1:
-                events.log(f"{len(engines)} engines loaded, one sample stream per device")
+                k = cfg.inference_streams
+                per = f"{k} sample streams" if k > 1 else "one sample stream"
+                events.log(f"{len(engines)} engines loaded, {per} per device")
         if len(engines) > 1 and cfg.scenario == "SingleStream":
             msg = (
-                f"SingleStream keeps one sample in flight: {len(engines)} devices take turns, none is faster"
+                f"SingleStream keeps one sample in flight: {len(engines)} engines take turns, none is faster"
             )
             report(LogLine("warning", msg))
             events.log(f"warning: {msg}")
