@@ -209,6 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--min-duration", type=float, default=10.0, help="LoadGen min_duration, seconds")
     ap.add_argument("--single-stream", action="store_true", help="also a SingleStream run on one device")
+    ap.add_argument("--compare-pageable", action="store_true", help="plain loop also without pinned copies")
     args = ap.parse_args(argv)
     counts = sorted({1} | {int(x) for x in args.gpus.split(",") if x})  # 1 device: the scaling base
     if not args.simulate:
@@ -243,6 +244,11 @@ def main(argv: list[str] | None = None) -> int:
         stack.callback(lambda: [e.close() for e in engines])
         plain = plain_loop(engines[0], data, args.passes)
         rows.append(["plain loop (no LoadGen)", 1, plain, "1.000", "-", "-"])
+        if getattr(engines[0], "pinned", False) and args.compare_pageable:
+            engines[0].pinned = False  # the host copies through pageable memory, for comparison
+            pageable = plain_loop(engines[0], data, args.passes)
+            engines[0].pinned = True
+            rows.append(["plain loop, pageable copies", 1, pageable, f"{pageable / plain:.3f}", "-", "-"])
         for k in counts:
             if k > available:
                 rows.append(

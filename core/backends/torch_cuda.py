@@ -745,6 +745,9 @@ class TorchEngine:
         # each engine works on a stream of its own, so two engines on one device
         # (--gpu_inference_streams) overlap one sample's host work with the other's kernels
         self._stream = torch.cuda.Stream(device) if device.type == "cuda" else None
+        # host side of a sample through pinned buffers (as NVIDIA's QSL and response buffers): DMA
+        # copies instead of the driver's pageable staging, on the engine's stream
+        self.pinned = device.type == "cuda"
 
     @property
     def input_dtype(self) -> str:
@@ -848,6 +851,10 @@ class TorchEngine:
         """(1, D, H, W) float32 (or int8 linear) -> device tensor: int8 linear for int8/fp8 (as
         NVIDIA's harness), fp32 for fp32, fp16 otherwise."""
         v = torch.from_numpy(np.ascontiguousarray(volume))
+        if self.pinned:  # torch's caching host allocator reuses the pinned block once the copy is done
+            staged = torch.empty(v.shape, dtype=v.dtype, pin_memory=True)
+            staged.copy_(v)
+            v = staged.to(self.device, non_blocking=True)
         if self.in_dtype == torch.int8:
             return self.quantize_input(v.to(self.device))
         if v.dtype == torch.int8:
@@ -859,7 +866,12 @@ class TorchEngine:
         """(1, D, H, W) -> (D, H, W) uint8 labels, all on the device (core.sliding_window.segment_torch)."""
         with self._on_stream():
             labels = self.segment_device(self.upload(volume), cancel=cancel, on_batch=on_batch)
-            return labels.cpu().numpy().astype(np.uint8, copy=False)
+            if not self.pinned:
+                return labels.cpu().numpy().astype(np.uint8, copy=False)
+            host = torch.empty(labels.shape, dtype=torch.uint8, pin_memory=True)
+            host.copy_(labels, non_blocking=True)
+            torch.cuda.current_stream(self.device).synchronize()
+            return host.numpy()  # keeps the pinned block alive until the caller drops the labels
 
     def segment_device(self, vol: torch.Tensor, cancel: Any = None, on_batch: Any = None) -> torch.Tensor:
         """A volume already on the device (as ``upload`` makes it) -> (D, H, W) uint8 labels there."""
