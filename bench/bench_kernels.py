@@ -325,6 +325,39 @@ def section_tune(n: int, prec: str, budget_s: float, workers: int, min_gflop: fl
         f"after {sum(r['ms'] for r in rows):.2f} ms")  # fmt: skip
 
 
+def section_tune_apply(n: int) -> None:
+    """Tune the InstanceNorm apply pass (fp16 pre-norm -> normalized, ReLU, fp8) of the three largest
+    activation shapes: voxels per program (BV) and warps."""
+    log(f"== tuning the apply pass (fp16 -> fp8), batch {n}")
+    rows, tuned = [], {}
+    for c, r in ((32, 128), (64, 64), (128, 32)):
+        x = torch.randn(n, r, r, r, c, device="cuda", dtype=torch.float16)
+        a, b = torch.rand(n, c, device="cuda") + 0.5, torch.randn(n, c, device="cuda")
+        out = torch.empty(x.shape, device="cuda", dtype=ops.FP8)
+        key = ops.apply_key(r**3, c, x.dtype, ops.FP8)
+        ops.TUNED.pop(key, None)
+        t_default = bench(lambda x=x, a=a, b=b, out=out: ops.in_apply(x, a, b, out=out))
+        best = (t_default, None)
+        for bv in (32, 64, 128, 256, 512):
+            for warps in (4, 8):
+                ops.TUNED[key] = [bv, warps]
+                try:
+                    t = bench(lambda x=x, a=a, b=b, out=out: ops.in_apply(x, a, b, out=out))
+                except Exception:
+                    continue
+                if t < best[0]:
+                    best = (t, [bv, warps])
+        ops.TUNED.pop(key, None)
+        if best[1] is not None:
+            tuned[key] = best[1]
+            ops.TUNED[key] = best[1]
+        gbs = x.numel() * 3 / best[0] / 1e6
+        rows.append(dict(key=key, default_ms=t_default, ms=best[0], cfg=best[1], gb_s=gbs))
+        log(f"apply {c}ch {r}^3: default {t_default:.3f} ms -> {best[0]:.3f} ms {best[1]} ({gbs:.0f} GB/s)")
+    RESULTS.setdefault("tune_apply", []).extend(rows)
+    RESULTS.setdefault("tuned", {}).update(tuned)
+
+
 def section_misc(n: int) -> None:
     log(f"== memory-bound kernels, batch {n}")
     res = {}
@@ -518,6 +551,8 @@ def main() -> int:
         try:
             if sec == "net":
                 section_net(args.batch, precs, "default_tiles", tuple(args.net_modes.split(",")))
+            elif sec == "tune_apply":
+                section_tune_apply(args.batch)
             elif sec == "tune":
                 section_tune(args.batch, "fp8" if "fp8" in precs else precs[0], args.budget_s, args.workers)
             elif sec == "misc":

@@ -157,25 +157,19 @@ def in_apply(
         out = torch.empty(xcl.shape, device=xcl.device, dtype=out_dtype or xcl.dtype)
     oc = out.shape[-1]
     bc = min(64, _np2(c))
-    bv = max(16, 4096 // bc)
+    tuned = TUNED.get(apply_key(s, c, xcl.dtype, out.dtype))
+    bv, warps = (tuned[0], tuned[1]) if tuned and not interpreting() else (max(16, 4096 // bc), 4)
     tv = _cdiv(s, bv)
     kernels().in_apply_kernel[(n * tv, _cdiv(c, bc))](
-        xcl,
-        out,
-        a,
-        b,
-        s,
-        c,
-        tv,
-        oc,
-        off,
-        RELU=relu,
-        FP8_OUT=out.dtype == FP8,
-        EMU=interpreting(),
-        BV=bv,
-        BC=bc,
-    )
+        xcl, out, a, b, s, c, tv, oc, off,
+        RELU=relu, FP8_OUT=out.dtype == FP8, EMU=interpreting(), BV=bv, BC=bc, num_warps=warps,
+    )  # fmt: skip
     return out
+
+
+def apply_key(s: int, c: int, in_dtype: torch.dtype, out_dtype: torch.dtype) -> str:
+    """Tuned-tile key of an apply pass: (BV voxels per program, warps) per voxel count and channels."""
+    return f"apply|{s}|{c}|{str(in_dtype).split('.')[-1]}|{str(out_dtype).split('.')[-1]}"
 
 
 # --- convolutions --------------------------------------------------------------------------------

@@ -441,3 +441,19 @@ def test_cuda_fused_executor_matches_graph(bench_model_path, precision: str) -> 
         outs.append(eng.run(x.cuda()).float().cpu().numpy())
         eng.close()
     assert np.corrcoef(outs[0].ravel(), outs[1].ravel())[0, 1] > (0.999 if precision == "fp16" else 0.9)
+
+
+@pytest.mark.gpu
+@cuda
+def test_cuda_short_batches_replay_smaller_graphs(bench_model_path) -> None:
+    """Graphs for batch 4, 2 and 1 beside the full batch of 4: a sample's short last batch replays
+    the smallest that holds it, with the same per-window results (the fused kernels work per window)."""
+    model = onnx.load(str(bench_model_path))
+    x = torch.randn((4, 1, 128, 128, 128)).clamp_(-2.2, 2.64).cuda()
+    amax = _amax_of(model, x[:1].cpu().numpy())
+    eng = tc.make_engine(model, precision="fp8", batch_size=4, device="cuda", amax=amax)
+    assert eng.executor == "fused" and eng.graph_sizes == [1, 2, 4]
+    full = eng.run(x).float().clone()
+    for n in (1, 2, 3):
+        assert torch.equal(eng.run(x[:n]).float(), full[:n]), n
+    eng.close()

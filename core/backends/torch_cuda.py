@@ -736,9 +736,9 @@ class TorchEngine:
             self._fn = torch.compile(self._fn, mode=compile_mode, dynamic=False)
             if compile_mode in ("reduce-overhead", "max-autotune"):
                 cuda_graphs = False  # inductor captures its own CUDA graphs in these modes
-        self._graph: torch.cuda.CUDAGraph | None = None
-        self._static_in: torch.Tensor | None = None
-        self._static_out: torch.Tensor | None = None
+        # CUDA graphs by batch size: the full batch and halvings down to 1, so a sample's last, short
+        # batch replays the smallest graph that holds it instead of computing a full padded batch
+        self._graphs: dict[int, tuple[torch.cuda.CUDAGraph, torch.Tensor, torch.Tensor]] = {}
         self._patches: torch.Tensor | None = None
         if cuda_graphs and device.type == "cuda":
             self._capture()
@@ -757,20 +757,31 @@ class TorchEngine:
 
     @property
     def uses_cuda_graph(self) -> bool:
-        return self._graph is not None
+        return bool(self._graphs)
+
+    @property
+    def graph_sizes(self) -> list[int]:
+        return sorted(self._graphs)
 
     def _new_input(self, n: int) -> torch.Tensor:
         x = torch.zeros((n, 1, ROI, ROI, ROI), dtype=self.in_dtype, device=self.device)
         return x.contiguous(memory_format=CL3D) if self.channels_last else x
 
     def _capture(self) -> None:
-        """Warm up (Triton autotuning, cuDNN algorithm choice) on a side stream, then capture one
-        graph of a full static batch; short batches are padded into the same input buffer."""
+        """One graph per size in {batch, batch/2, ..., 1} (powers of two below the batch)."""
+        b = self.batch_size
+        sizes = {b} | {1 << i for i in range(b.bit_length()) if 1 << i < b}
+        for n in sorted(sizes, reverse=True):
+            self._capture_size(n)
+
+    def _capture_size(self, size: int) -> None:
+        """Warm up (Triton autotuning, cuDNN algorithm choice) on a side stream, then capture the graph
+        of one static batch of ``size`` windows; shorter batches are padded into its input buffer."""
         # everything on the engine's device (Triton launches on the current device), with a capture
         # stream of our own: torch.cuda.graph's shared default stream belongs to whichever device
         # was current when it was first made
         with torch.cuda.device(self.device):
-            x = self._new_input(self.batch_size)
+            x = self._new_input(size)
             side = torch.cuda.Stream(self.device)
             side.wait_stream(torch.cuda.current_stream(self.device))
             with torch.cuda.stream(side), torch.inference_mode():
@@ -783,7 +794,7 @@ class TorchEngine:
             with torch.inference_mode(), torch.cuda.graph(graph, stream=capture):
                 out = self._fn(x)
             torch.cuda.synchronize(self.device)
-        self._graph, self._static_in, self._static_out = graph, x, out
+        self._graphs[size] = (graph, x, out)
 
     def _on_device(self) -> contextlib.AbstractContextManager[Any]:
         return torch.cuda.device(self.device) if self.device.type == "cuda" else contextlib.nullcontext()
@@ -815,11 +826,11 @@ class TorchEngine:
         elif self.in_dtype != torch.int8 and windows.dtype == torch.int8:
             windows = windows.to(self.dtype) * (self.input_amax / INT8_MAX)
         with torch.inference_mode():
-            if self._graph is not None:
-                assert self._static_in is not None and self._static_out is not None
-                self._static_in[:n].copy_(windows)  # rows n.. keep stale data: IN is per sample
-                self._graph.replay()
-                return self._static_out[:n]
+            if self._graphs:
+                graph, static_in, static_out = self._graphs[min(k for k in self._graphs if k >= n)]
+                static_in[:n].copy_(windows)  # rows n.. keep stale data: IN is per sample
+                graph.replay()
+                return static_out[:n]
             x = windows.to(device=self.device, dtype=self.in_dtype)
             if self.channels_last:
                 x = x.contiguous(memory_format=CL3D)
@@ -898,7 +909,8 @@ class TorchEngine:
         return labels
 
     def close(self) -> None:
-        self._graph = self._static_in = self._static_out = self._patches = None
+        self._graphs.clear()
+        self._patches = None
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
 
