@@ -11,7 +11,6 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical, VerticalScroll
-from textual.screen import Screen
 from textual.widgets import Button, DataTable, Header, Label, Markdown, Select, Static
 
 from console import messages as m
@@ -19,6 +18,7 @@ from console.widgets.footer import ConsoleFooter
 from core.audit import FAILED, ICONS, PASSED, Audit
 from core.benchmark import SCENARIOS
 from core.errors import UnetError
+from screens.base import ConsoleScreen
 
 STATE_STYLE = {PASSED: "green", FAILED: "bold red"}
 
@@ -33,7 +33,7 @@ class StepsTable(DataTable[Any]):
     )
 
 
-class AuditScreen(Screen[None]):
+class AuditScreen(ConsoleScreen):
     HELP = StepsTable.HELP
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("a", "do_step", "Do step", id="audit.do", tooltip="Run the selected step's action"),
@@ -74,8 +74,19 @@ class AuditScreen(Screen[None]):
         t.add_column("Evidence", key="evidence")
         self.load("Offline")
         t.focus()
-        self.action_check_all(quiet=True)  # the saved state may be stale: look at the evidence now
-        self.watch(self.app, "runs", lambda _r: self.action_check_all(quiet=True), init=False)
+        self._stale = True  # the saved state may be stale: look at the evidence when first shown
+        self.watch(self.app, "runs", self._runs_changed, init=False)
+
+    def _runs_changed(self, _runs: Any) -> None:
+        if self.is_current:
+            self.action_check_all(quiet=True)
+        else:  # the console builds every screen at start-up: check when the auditor is shown
+            self._stale = True
+
+    def on_screen_resume(self) -> None:
+        if self._stale and self.is_current:  # not while the console builds its screens
+            self._stale = False
+            self.action_check_all(quiet=True)
 
     def load(self, scenario: str) -> None:
         app: Any = self.app

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 from textual.clock import MockClock
-from textual.worker import WorkerFailed
+from textual.worker import WorkerCancelled, WorkerFailed
 
 from console import messages as m
 from console.app import UnetConsole
@@ -56,7 +56,7 @@ def snapshot_app(jobs: FakeJobs) -> UnetConsole:
 
 
 async def settle(pilot: Any) -> None:
-    with contextlib.suppress(WorkerFailed):
+    with contextlib.suppress(WorkerFailed, WorkerCancelled):
         await pilot.app.workers.wait_for_complete()
     await pilot.pause()
     await pilot.pause()
