@@ -10,12 +10,12 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
-from textual.screen import Screen
 from textual.widgets import Button, DataTable, Header, Label, Static
 
 from console import messages as m
 from console.widgets.footer import ConsoleFooter
 from console.widgets.job_panel import JobPanel
+from screens.base import ConsoleScreen
 
 STATE_STYLE = {"ok": "green", "missing": "yellow", "broken": "bold red"}
 STATE_ICON = {"ok": "✔", "missing": "✘", "broken": "✘"}
@@ -40,7 +40,7 @@ class StatusTable(DataTable[Any]):
     )
 
 
-class DashboardScreen(Screen[None]):
+class DashboardScreen(ConsoleScreen):
     HELP = "The workspace at a glance. Use the buttons (or the palette, ctrl+p) to fix what is missing."
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("d", "job('demo')", "Demo", id="dashboard.demo", tooltip="Create the demo workspace here"),

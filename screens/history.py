@@ -10,11 +10,12 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
-from textual.screen import ModalScreen, Screen
+from textual.screen import ModalScreen
 from textual.widgets import DataTable, Header, Label, RichLog, Select, Static
 
 from console.widgets.footer import ConsoleFooter
 from core.audit import RunView
+from screens.base import ConsoleScreen
 
 RESULT_STYLE = {"VALID": "green", "INVALID": "bold red", "complete": "green"}
 LOG_FILES = ("mlperf_log_summary.txt", "mlperf_log_detail.txt", "accuracy.txt", "run.json", "user.conf")
@@ -102,7 +103,7 @@ class LogViewer(ModalScreen[None]):
             log.write(line)
 
 
-class HistoryScreen(Screen[None]):
+class HistoryScreen(ConsoleScreen):
     HELP = RunsTable.HELP
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("space", "mark", "Compare", id="history.mark", tooltip="Mark/unmark the run for comparison"),

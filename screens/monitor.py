@@ -13,15 +13,16 @@ from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
-from textual.screen import Screen
-from textual.widgets import DataTable, Digits, Header, Input, Label, ProgressBar, RichLog, Static
+from textual.widgets import Digits, Header, Input, Label, ProgressBar, Static
 from textual_plotext import PlotextPlot
 
 from console.widgets.footer import ConsoleFooter
 from console.widgets.job_panel import JobPanel
+from console.widgets.live import LiveTable, LogTail
 from core.audit import fp32_reference
 from core.benchmark import target_dice
 from core.harness.events import RunSnapshot
+from screens.base import ConsoleScreen
 
 LAT_ROWS = ("p50", "p90", "p95", "p97", "p99", "p99.9", "mean", "min", "max")
 TARGET_COLS = ("99", "99.9")
@@ -40,8 +41,33 @@ def badge(ok: bool | None) -> Text:
 class QpsPlot(PlotextPlot):
     HELP = "Samples per second over the run (sliding 10 s window), one point per sampling tick."
 
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._data: tuple[float, ...] = ()
+        self._drawn: tuple[Any, ...] | None = None
+        self._text: Any = None
 
-class DiceTable(DataTable[Any]):
+    def show(self, history: tuple[float, ...]) -> None:
+        """Plot ``history``; nothing happens when it is what the plot already shows."""
+        if history == self._data:
+            return
+        self._data = history
+        self.plt.clear_data()
+        if history:
+            self.plt.plot(list(range(len(history))), list(history), marker="braille")
+        self.refresh()
+
+    def render(self) -> Any:
+        # plotext rebuilds the whole figure (~12 ms at 70x13) on every render; Textual asks again on
+        # each screen switch, resize and repaint, so reuse it while data, size and theme are the same
+        key = (self._data, self.size, self.app.theme, self.theme)
+        if key != self._drawn or self._text is None:
+            self._text = super().render()
+            self._drawn = key
+        return self._text
+
+
+class DiceTable(LiveTable):
     HELP = (
         "Per-case DICE of an accuracy run: kidney (label 1), tumor (label 2) and their mean; the `mean` row "
         "is the benchmark's figure. 99 / 99.9 compare against 99 % and 99.9 % of the model's FP32 reference "
@@ -49,11 +75,11 @@ class DiceTable(DataTable[Any]):
     )
 
 
-class LatencyTable(DataTable[Any]):
+class LatencyTable(LiveTable):
     HELP = "Latency percentiles in ms: live estimates while running, LoadGen's summary values afterwards."
 
 
-class MonitorScreen(Screen[None]):
+class MonitorScreen(ConsoleScreen):
     HELP = (
         "The running (or last) LoadGen run. Esc cancels it: SIGINT to its process group, then SIGTERM, "
         "then SIGKILL. Space pauses the live view; / filters the log."
@@ -73,6 +99,7 @@ class MonitorScreen(Screen[None]):
         self._ref = 0.8617
         self._tail: tuple[str, ...] = ()
         self._feed: Any = None
+        self._title = ""
 
     def compose(self) -> ComposeResult:
         yield Header(show_clock=False)
@@ -94,7 +121,7 @@ class MonitorScreen(Screen[None]):
             yield DiceTable(id="dice", cursor_type="row", zebra_stripes=True)
             with Vertical(id="log-box"):
                 yield Input(placeholder="filter the log (/)", id="log-filter")
-                yield RichLog(id="log", max_lines=500, wrap=False, markup=False)
+                yield LogTail(id="log", max_lines=500, wrap=False, markup=False)
         yield JobPanel()
         yield ConsoleFooter()
 
@@ -151,23 +178,29 @@ class MonitorScreen(Screen[None]):
             chip = "last run"
         audit = f" {cfg.audit_test}" if cfg.audit_test else ""
         short = f"{cfg.scenario} {cfg.config_ver} {cfg.test_mode}{audit} {cfg.backend}/{cfg.precision}"
-        self.query_one("#run-title", Static).update(f"[{chip}] {short} | {cfg.cli_command()}")
+        title = f"[{chip}] {short} | {cfg.cli_command()}"
+        if title != self._title:  # the job changes ~10 times a second (progress); the title rarely
+            self._title = title
+            self.query_one("#run-title", Static).update(title)
 
     def _reset(self) -> None:
         self._official = False
         self._log_seen = 0
         self._tail = ()
-        self.query_one("#log", RichLog).clear()
+        self.query_one("#log", LogTail).clear()
         self.query_one("#verdict", Static).update("")
         self.query_one("#qps-label", Label).update("samples/s (live)")
         self._build_dice_rows()
         lat = self.query_one(LatencyTable)
         for r in LAT_ROWS:
-            lat.update_cell(r, "ms", "-")
-            lat.update_cell(r, "source", "")
+            lat.set_cells(r, {"ms": "-", "source": ""})
 
     # --- sampling ---
     def sample(self) -> None:
+        """The timer tick. While another screen is shown, or the palette / a modal covers this one,
+        only the run's log lines are collected (they would fall out of RunEvents' tail otherwise);
+        the widgets catch up on resume. (A covered screen is redrawn dimmed as a whole on each change:
+        ~50 ms a tick with the palette open.)"""
         if self.paused:
             return
         app: Any = self.app
@@ -175,14 +208,19 @@ class MonitorScreen(Screen[None]):
             self._feed = app.live
             self._reset()
         snap = app.live.snapshot()
+        if snap is not None:
+            self.merge_tail(snap.log_tail)
+        if not self.is_active:
+            return
         with app.batch_update():
-            if snap is not None:
-                self.merge_tail(snap.log_tail)
             if snap is not None and not self._official:
                 self.show_snapshot(snap)
             elif snap is not None:
                 self.show_dice(snap)
             self.show_logs()
+
+    def on_screen_resume(self) -> None:
+        self.call_after_refresh(self.sample)  # after the first frame: the switch itself stays short
 
     def show_snapshot(self, s: RunSnapshot) -> None:
         self.query_one("#qps", Digits).update(f"{s.qps:.3f}")
@@ -201,14 +239,8 @@ class MonitorScreen(Screen[None]):
         lat = self.query_one(LatencyTable)
         for r in LAT_ROWS:
             v = s.latency_ms.get(r)
-            lat.update_cell(r, "ms", fmt_ms(v))
-            lat.update_cell(r, "source", "live estimate" if v is not None else "")
-        hist = list(s.qps_history)
-        plot = self.query_one(QpsPlot)
-        plot.plt.clear_data()
-        if hist:
-            plot.plt.plot(list(range(len(hist))), hist, marker="braille")
-        plot.refresh()
+            lat.set_cells(r, {"ms": fmt_ms(v), "source": "live estimate" if v is not None else ""})
+        self.query_one(QpsPlot).show(tuple(s.qps_history))
         self.show_dice(s)
 
     def show_dice(self, s: RunSnapshot) -> None:
@@ -221,21 +253,31 @@ class MonitorScreen(Screen[None]):
                 self._rows.append(c.case)
                 dice.add_row(c.case, "-", "-", "-", "-", "-", key=c.case)
             comp = c.composite
-            dice.update_cell(c.case, "kidney", f"{c.kidney:.4f}")
-            dice.update_cell(c.case, "tumor", f"{c.tumor:.4f}")
-            dice.update_cell(c.case, "composite", f"{comp:.5f}")
-            dice.update_cell(c.case, "99", badge(comp >= t99))
-            dice.update_cell(c.case, "99.9", badge(comp >= t999))
+            dice.set_cells(
+                c.case,
+                {
+                    "kidney": f"{c.kidney:.4f}",
+                    "tumor": f"{c.tumor:.4f}",
+                    "composite": f"{comp:.5f}",
+                    "99": badge(comp >= t99),
+                    "99.9": badge(comp >= t999),
+                },
+            )
         k = sum(c.kidney for c in s.dice) / len(s.dice)
         t = sum(c.tumor for c in s.dice) / len(s.dice)
         mean = (k + t) / 2
         done = f"mean ({len(s.dice)}/{len(self._rows)})"
-        dice.update_cell("mean", "case", Text(done, style="bold"))
-        dice.update_cell("mean", "kidney", f"{k:.4f}")
-        dice.update_cell("mean", "tumor", f"{t:.4f}")
-        dice.update_cell("mean", "composite", Text(f"{mean:.5f}", style="bold"))
-        dice.update_cell("mean", "99", badge(mean >= t99))
-        dice.update_cell("mean", "99.9", badge(mean >= t999))
+        dice.set_cells(
+            "mean",
+            {
+                "case": Text(done, style="bold"),
+                "kidney": f"{k:.4f}",
+                "tumor": f"{t:.4f}",
+                "composite": Text(f"{mean:.5f}", style="bold"),
+                "99": badge(mean >= t99),
+                "99.9": badge(mean >= t999),
+            },
+        )
 
     def merge_tail(self, tail: tuple[str, ...]) -> None:
         """Append the run's own log lines (RunEvents.log) that are new since the last sample."""
@@ -257,17 +299,30 @@ class MonitorScreen(Screen[None]):
                 app.add_log("run", line)
 
     def show_logs(self) -> None:
+        """Write the log lines that are new since the last call, as one block (one render instead of
+        one per line: a 200 samples/s run brings ~100 lines per tick), at most the widget's bound."""
         app: Any = self.app
-        log = self.query_one("#log", RichLog)
+        log = self.query_one("#log", LogTail)
         flt = self.query_one("#log-filter", Input).value.strip().lower()
-        for n, level, text in list(app.logs):
+        new: list[tuple[str, str]] = []
+        for n, level, text in reversed(app.logs):
             if n <= self._log_seen:
-                continue
-            self._log_seen = n
+                break
             if flt and flt not in text.lower() and flt != level:
                 continue
-            style = {"error": "bold red", "warning": "yellow"}.get(level, "")
-            log.write(Text(text, style=style))
+            new.append((level, text))
+            if len(new) >= (log.max_lines or 500):
+                break
+        if app.logs:
+            self._log_seen = max(self._log_seen, app.logs[-1][0])
+        if not new:
+            return
+        block = Text(no_wrap=True, end="")
+        for i, (level, text) in enumerate(reversed(new)):
+            if i:
+                block.append("\n")
+            block.append(text, style={"error": "bold red", "warning": "yellow"}.get(level, ""))
+        log.write(block)
 
     # --- the official figures ---
     def show_official(self, result: dict[str, Any] | None) -> None:
@@ -326,8 +381,7 @@ class MonitorScreen(Screen[None]):
             table = self.query_one(LatencyTable)
             for r in LAT_ROWS:
                 v = lat.get(r)
-                table.update_cell(r, "ms", fmt_ms(v))
-                table.update_cell(r, "source", "LoadGen summary" if v is not None else "")
+                table.set_cells(r, {"ms": fmt_ms(v), "source": "LoadGen summary" if v is not None else ""})
 
     # --- actions ---
     def action_pause(self) -> None:
@@ -340,5 +394,5 @@ class MonitorScreen(Screen[None]):
     @on(Input.Changed, "#log-filter")
     def refilter(self) -> None:
         self._log_seen = 0
-        self.query_one("#log", RichLog).clear()
+        self.query_one("#log", LogTail).clear()
         self.show_logs()

@@ -10,13 +10,13 @@ from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Grid, Horizontal, Vertical, VerticalScroll
-from textual.screen import Screen
 from textual.widgets import Button, Header, Input, Label, Select, Static
 
 from console import messages as m
 from console.widgets.footer import ConsoleFooter
 from core.benchmark import AUDIT_TESTS, CONFIG_VERS, PRECISIONS, SCENARIOS, TEST_MODES, RunConfig
 from core.errors import UnetError
+from screens.base import ConsoleScreen
 
 BACKENDS = ("ort", "torch", "tensorrt")
 NUMBERS: tuple[tuple[str, str, Literal["integer", "number"]], ...] = (
@@ -29,7 +29,7 @@ NUMBERS: tuple[tuple[str, str, Literal["integer", "number"]], ...] = (
 )
 
 
-class RunSetupScreen(Screen[None]):
+class RunSetupScreen(ConsoleScreen):
     HELP = (
         "Every field maps to a `unet3d run` flag (NVIDIA's spelling). Empty durations and counts mean "
         "LoadGen's mlperf.conf values (600 s minimum: use 10-60 s for a quick look). The two commands "

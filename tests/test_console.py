@@ -11,7 +11,7 @@ from typing import Any, ClassVar
 import pytest
 from textual.binding import BindingType
 from textual.widgets import Button, DataTable, Static
-from textual.worker import WorkerFailed
+from textual.worker import WorkerCancelled, WorkerFailed
 
 from console import messages as m
 from console.app import UnetConsole
@@ -51,7 +51,8 @@ def flow(msgs: list[Any], job: str) -> list[str]:
 
 
 async def settle(app: UnetConsole, pilot: Any) -> None:
-    with contextlib.suppress(WorkerFailed):  # a worker that died is reported by the app; see its test
+    # a worker that died is reported by the app (see its test); a superseded one is cancelled
+    with contextlib.suppress(WorkerFailed, WorkerCancelled):
         await app.workers.wait_for_complete()
     await pilot.pause()
     await pilot.pause()
@@ -498,14 +499,23 @@ async def test_header_shows_config_and_ctrl_s_saves_a_screenshot(tmp_path):
         assert len(shots) == 1 and "SingleStream" in shots[0].read_text()
 
 
-async def test_footer_is_built_once_per_screen_and_leaks_no_keys(tmp_path):
+async def test_footer_is_built_once_per_screen_and_leaks_no_keys(tmp_path, monkeypatch):
     """Textual's Footer rebuilt ~20 FooterKeys on every screen switch and palette close, and each
     removed key stayed referenced from the Footer's watcher list (Textual #6666): ~1 MB per pair of
     switches. ConsoleFooter keeps its keys while the bindings are the same and prunes the rest."""
     import gc
+    import weakref
 
     from textual.widgets._footer import FooterKey
 
+    made: weakref.WeakSet[FooterKey] = weakref.WeakSet()  # every FooterKey this app creates
+    init = FooterKey.__init__
+
+    def tracked_init(self: FooterKey, *args: Any, **kwargs: Any) -> None:
+        init(self, *args, **kwargs)
+        made.add(self)
+
+    monkeypatch.setattr(FooterKey, "__init__", tracked_init)
     app = make_app(tmp_path, FakeJobs())
     async with app.run_test(size=SIZE) as pilot:
         await settle(app, pilot)
@@ -524,10 +534,9 @@ async def test_footer_is_built_once_per_screen_and_leaks_no_keys(tmp_path):
         assert app.screen.__class__.__name__ == "MonitorScreen"
         assert [id(k) for k in app.screen.query(FooterKey)] == before  # the same widgets, not rebuilt
         gc.collect()
-        alive = [o for o in gc.get_objects() if isinstance(o, FooterKey)]
-        in_dom = [
-            k for name in app._screen_stacks for s in app._screen_stacks[name] for k in s.query(FooterKey)
-        ]
+        alive = list(made)
+        screens = [s for stack in app._screen_stacks.values() for s in stack]
+        in_dom = [k for s in screens for k in s.query(FooterKey)]
         assert len(alive) == len(in_dom), (len(alive), len(in_dom))
 
 
@@ -564,3 +573,136 @@ async def test_footer_follows_a_binding_that_changes():
         await pilot.pause()
         await pilot.pause()
         assert "Go" not in {k.description for k in app.screen.query(FooterKey)}
+
+
+async def test_live_table_writes_changed_cells_and_keeps_no_dead_renders():
+    """console.widgets.live.LiveTable: an unchanged value is not rewritten, and the render caches hold
+    the current frame only (Textual keeps up to 10,000 dead cell renders after update_cell)."""
+    from textual.app import App
+
+    from console.widgets.live import LiveTable
+
+    class Tiny(App[None]):
+        def compose(self) -> Any:
+            yield LiveTable(id="t")
+
+    app = Tiny()
+    async with app.run_test(size=(60, 15)) as pilot:
+        t = app.query_one(LiveTable)
+        t.add_column("name", key="name")
+        t.add_column("ms", key="ms")
+        for r in ("p50", "p90", "p99"):
+            t.add_row(r, "-", key=r)
+        await pilot.pause()
+        assert t.set_cells("p50", {"ms": "1.0"}) == 1
+        assert t.set_cells("p50", {"ms": "1.0", "name": "p50"}) == 0  # nothing changed
+        for n in range(300):
+            t.set_cells("p90", {"ms": f"{n}.0"})
+            if n % 30 == 0:
+                await pilot.pause()
+        await pilot.pause()
+        assert cell(t, "p90", "ms") == "299.0" and cell(t, "p50", "ms") == "1.0"
+        caches = [t._cell_render_cache, t._row_render_cache, t._line_cache]
+        assert all(len(c) <= 12 for c in caches), [len(c) for c in caches]  # one frame: 3 rows x 2 cols
+
+
+async def test_log_tail_bounds_its_line_cache():
+    from textual.app import App
+
+    from console.widgets.live import LOG_LINE_CACHE, LogTail
+
+    class Tiny(App[None]):
+        def compose(self) -> Any:
+            yield LogTail(id="log", max_lines=500)
+
+    app = Tiny()
+    async with app.run_test(size=(60, 15)) as pilot:
+        log = app.query_one(LogTail)
+        for n in range(40):
+            log.write("\n".join(f"line {n}.{k}" for k in range(50)))
+            await pilot.pause()
+        assert len(log.lines) == 500 and str(log.lines[-1].text).rstrip() == "line 39.49"
+        assert len(log._line_cache) <= LOG_LINE_CACHE
+
+
+async def test_qps_plot_renders_once_per_change():
+    from textual.app import App
+
+    from screens.monitor import QpsPlot
+
+    class Tiny(App[None]):
+        def compose(self) -> Any:
+            yield QpsPlot()
+
+    app = Tiny()
+    async with app.run_test(size=(60, 15)) as pilot:
+        plot = app.query_one(QpsPlot)
+        plot.show((1.0, 2.0, 3.0))
+        await pilot.pause()
+        first = plot.render()
+        assert plot.render() is first  # same data, size and theme: plotext is not asked again
+        plot.show((1.0, 2.0, 3.0))
+        assert plot.render() is first
+        plot.show((1.0, 2.0, 3.0, 2.5))
+        assert plot.render() is not first
+
+
+def test_heap_freezer_freezes_once_per_import_burst():
+    import gc
+    import sys
+    import types
+
+    from console.heap import HeapFreezer
+
+    heap = HeapFreezer()
+    try:
+        assert heap.maybe_freeze() and gc.get_freeze_count() > 0
+        frozen = gc.get_freeze_count()
+        assert not heap.stale and not heap.maybe_freeze()  # nothing imported since
+        sys.modules["_unet3d_fake_module"] = types.ModuleType("_unet3d_fake_module")
+        assert heap.stale and heap.maybe_freeze() and gc.get_freeze_count() >= frozen
+    finally:
+        sys.modules.pop("_unet3d_fake_module", None)
+        heap.release()
+    assert gc.get_freeze_count() == 0
+
+
+async def test_screens_are_built_once_and_restyled_after_a_theme_change(tmp_path):
+    """All five screens exist after start-up (no compose on a first visit); switching back skips the
+    full restyle, but a theme changed while a screen was hidden still reaches it."""
+    app = make_app(tmp_path, FakeJobs())
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        built = {name: stack[0] for name, stack in app._screen_stacks.items()}
+        assert set(built) == set(app.MODES)
+        for key in ("2", "3", "4", "5", "1"):
+            await pilot.press(key)
+            await pilot.pause()
+        assert {name: stack[0] for name, stack in app._screen_stacks.items()} == built  # the same objects
+        monitor = built["monitor"]
+        restyles: list[bool] = []
+        full_restyle = monitor.update_node_styles
+
+        def counted(animate: bool = True) -> None:
+            restyles.append(True)
+            full_restyle(animate)
+
+        monitor.update_node_styles = counted  # type: ignore[method-assign]
+        await pilot.press("3")
+        await pilot.pause()
+        await pilot.press("1")
+        await pilot.pause()
+        assert restyles == []  # nothing app-wide changed: no full restyle on resume
+        app.add_class("-probe")  # an app-wide class changes while the monitor is hidden
+        await pilot.press("3")
+        await pilot.pause()
+        assert restyles == [True]
+        await pilot.press("1")
+        await pilot.pause()
+        before = monitor.query_one("#run-title").styles.background
+        app.theme = "textual-light"  # while the monitor is hidden
+        await pilot.pause()
+        await pilot.press("3")
+        await pilot.pause()
+        await pilot.pause()
+        assert monitor.query_one("#run-title").styles.background != before
