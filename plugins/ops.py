@@ -368,7 +368,6 @@ def conv3d_cl(
     s_out = do * ho * wo
     epi = (2 if tmajor else 1) if pixel_shuffle else 0
     key = conv_key(n * s_out, s_out, p, stride, pro is not None, epi)
-    alt = key[:-3] + ("0" if pro is not None else "1") + key[-2:]  # same shape, other prologue mode
 
     def wpack_ok(t: Sequence[int]) -> bool:
         return (
@@ -380,10 +379,10 @@ def conv3d_cl(
         tile = list(cfg)
         if len(tile) > 6 and tile[6] > 1 and not wpack_ok(tile):
             raise ValueError(f"conv3d_cl: W-packed tile {tile} does not fit this call")
-    else:  # a tuned W-packed tile serves only calls it fits (not the fused-prologue mode, say)
-        tuned = [t for t in (tuned_tile(key), tuned_tile(alt)) if t]
-        tile = next((list(t) for t in tuned if len(t) < 7 or t[6] <= 1 or wpack_ok(t)), None)
-        tile = tile or conv_default_cfg(s_out, p)
+    else:  # tiles are tuned per prologue mode: one tuned for fp8 input can overflow shared memory
+        # when the prologue loads fp16; a W-packed tile serves only the calls it fits
+        t = tuned_tile(key)
+        tile = list(t) if t and (len(t) < 7 or t[6] <= 1 or wpack_ok(t)) else conv_default_cfg(s_out, p)
     if len(tile) > 6 and tile[6] > 1:  # W-packed rows (thin full-resolution layers)
         return _conv_wpack(x, p, tile, stats, out_dtype, out)
     bm, bn, bk, warps, stages = tile[:5]
@@ -563,7 +562,8 @@ def conv3x3x3_c1(x: Tensor, w: Tensor, in_scale: float | None = None) -> Tensor:
     (same dtype out); channels-last out."""
     if x.dtype == torch.int8 and in_scale is None:
         raise ValueError("conv3x3x3_c1: an int8 input needs in_scale")
-    if not use_triton(x):
+    cout = w.shape[0]
+    if not use_triton(x) or cout & (cout - 1) or cout < 16:  # the kernel's shapes; else plain torch
         return ref.conv3x3x3_c1(x, w, in_scale).contiguous(memory_format=torch.channels_last_3d)
     out_dtype = torch.float16 if x.dtype == torch.int8 else x.dtype
     dot = torch.float16 if x.dtype in (torch.int8, torch.float16) else x.dtype
@@ -587,7 +587,8 @@ def conv3x3x3(
     per-output-channel weight scales and the per-tensor activation scale act_scale); out fp16
     (bf16 for bf16, fp32 for fp32)."""
     out_dtype = {"bf16": torch.bfloat16, "fp32": torch.float32}.get(precision, torch.float16)
-    if not use_triton(x):
+    kmin = 32 if precision == "fp8" else 16
+    if not use_triton(x) or w.shape[1] % kmin or w.shape[0] % 16:  # the kernel's shapes; else torch
         if precision == "fp8":
             y = ref.conv3x3x3_fp8_sim(x, w, stride, act_scale)
         else:

@@ -208,6 +208,11 @@ class FusedUNet3D:
         self.prologue = prologue
         if precision not in ("fp32", "fp16", "bf16", "fp8"):
             raise ValueError(f"FusedUNet3D: unknown precision {precision!r}")
+        c0 = int(layers.first.weight.shape[0])
+        if c0 & (c0 - 1) or c0 < 16 or any(w % 16 for w in layers.widths):
+            raise ValueError(
+                f"widths {layers.widths}: the fused kernels need multiples of 16 (the first a power of two)"
+            )
         self.layers = layers
         self.precision = precision
         self.device = torch.device(device)
