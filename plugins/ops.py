@@ -30,6 +30,7 @@ from typing import Any
 
 import torch
 from torch import Tensor
+from torch.nn import functional as tnf
 
 from plugins import reference as ref
 
@@ -589,8 +590,12 @@ def conv3x3x3(
     out_dtype = {"bf16": torch.bfloat16, "fp32": torch.float32}.get(precision, torch.float16)
     kmin = 32 if precision == "fp8" else 16
     if not use_triton(x) or w.shape[1] % kmin or w.shape[0] % 16:  # the kernel's shapes; else torch
-        if precision == "fp8":
-            y = ref.conv3x3x3_fp8_sim(x, w, stride, act_scale)
+        if precision == "fp8":  # e4m3 operands, exact products, fp32 sums (cuDNN; CUDA-graph safe)
+            ws = ref.weight_scales_fp8(w)
+            wq = ref.quantize_fp8(w, ws.reshape(-1, 1, 1, 1, 1)).float()  # exact in fp32 and TF32
+            xq = ref.quantize_fp8(x, act_scale).float()
+            y = tnf.conv3d(xq, wq, stride=stride, padding=1).float()
+            y = y * (ws * act_scale).reshape(1, -1, 1, 1, 1)
         else:
             y = ref.conv3x3x3(x.to(PRECISIONS[precision]), w.to(PRECISIONS[precision]), stride)
         return y.to(out_dtype).contiguous(memory_format=torch.channels_last_3d)
