@@ -567,11 +567,26 @@ def cmd_status(args: argparse.Namespace, out: Output, report: StderrReporter, ca
 
 
 def cmd_download(args: argparse.Namespace, out: Output, report: StderrReporter, cancel: CancelToken) -> int:
-    from core import download
+    from core.lock import workspace_lock
 
     ws = _workspace(args)
     both = not args.model and not args.data
     done: dict[str, Any] = {}
+    with workspace_lock(ws, "download"):  # never while a job reads the model or the raw cases
+        _download(args, ws, both, done, report, cancel)
+    if args.json:
+        out.json(done)
+    else:
+        for key, value in done.items():
+            out.write(f"{key}: {value}\n")
+    return ExitCode.OK
+
+
+def _download(
+    args: argparse.Namespace, ws: Workspace, both: bool, done: dict[str, Any], report: Any, cancel: Any
+) -> None:
+    from core import download
+
     if args.model or both:
         _echo(f"{PROG} download --model -> {ws.model_path}")
         done["model"] = download.download_model(
@@ -589,12 +604,6 @@ def cmd_download(args: argparse.Namespace, out: Output, report: StderrReporter, 
             verify=not args.no_verify,
             force=args.force,
         )
-    if args.json:
-        out.json(done)
-    else:
-        for key, value in done.items():
-            out.write(f"{key}: {value}\n")
-    return ExitCode.OK
 
 
 def cmd_preprocess(args: argparse.Namespace, out: Output, report: StderrReporter, cancel: CancelToken) -> int:

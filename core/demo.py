@@ -117,6 +117,7 @@ def run_demo(
     from core.accuracy import fp32_reference_for
     from core.cli import result_row
     from core.harness.runner import run_benchmark_isolated as run_benchmark  # one process per run
+    from core.lock import workspace_lock
     from core.preprocess import run_preprocess
     from core.synthetic import write_demo_dataset
 
@@ -128,21 +129,24 @@ def run_demo(
         report(Phase(name, detail))
         return time.monotonic()
 
-    t = step("synthesize", f"{n_inference}+{n_calibration} phantom cases -> {ws.data_dir}")
-    _check_data_dir(ws)
-    lists = write_demo_dataset(ws.data_dir, n_inference, n_calibration, seed, report, cancel)
-    seconds["synthesize"] = time.monotonic() - t
+    # the lock covers writing the dataset, the model and the preprocessed data (preprocessing re-enters
+    # it); the runs take it themselves, in their own processes
+    with workspace_lock(ws, "demo"):
+        t = step("synthesize", f"{n_inference}+{n_calibration} phantom cases -> {ws.data_dir}")
+        _check_data_dir(ws)
+        lists = write_demo_dataset(ws.data_dir, n_inference, n_calibration, seed, report, cancel)
+        seconds["synthesize"] = time.monotonic() - t
 
-    t = step("model", f"demo model -> {ws.model_path}")
-    install_demo_model(ws)
-    ref, source = fp32_reference_for(ws.model_path)
-    report(LogLine("info", f"FP32 reference DICE {ref:.5f} ({source})"))
-    seconds["model"] = time.monotonic() - t
+        t = step("model", f"demo model -> {ws.model_path}")
+        install_demo_model(ws)
+        ref, source = fp32_reference_for(ws.model_path)
+        report(LogLine("info", f"FP32 reference DICE {ref:.5f} ({source})"))
+        seconds["model"] = time.monotonic() - t
 
-    t = step("preprocess", str(ws.preprocessed_dir))
-    sets = ("inference", "calibration") if n_calibration else ("inference",)
-    run_preprocess(ws, sets=sets, report=report, cancel=cancel)
-    seconds["preprocess"] = time.monotonic() - t
+        t = step("preprocess", str(ws.preprocessed_dir))
+        sets = ("inference", "calibration") if n_calibration else ("inference",)
+        run_preprocess(ws, sets=sets, report=report, cancel=cancel)
+        seconds["preprocess"] = time.monotonic() - t
 
     result = DemoResult(ws.root, list(lists.inference), ref)
     cfg = RunConfig(scenario="Offline", test_mode="AccuracyOnly", backend="ort", precision="fp32")

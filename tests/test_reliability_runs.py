@@ -295,3 +295,20 @@ def test_accuracy_script_refuses_a_bad_log(
     err = _errors(r.stderr)
     assert len(err) == 1 and str(log) in err[0] and problem in err[0], err
     assert r.stdout == ""  # no table, no number
+
+
+@pytest.mark.parametrize("command", [["download", "--model"], ["demo", "--skip_performance"]])
+def test_download_and_demo_setup_are_refused_while_another_job_holds_the_workspace(
+    tmp_path: Path, command: list[str]
+) -> None:
+    """Downloads and the demo's dataset/model/preprocessing take the workspace lock too: started while
+    a run holds it, they stop at once with the holder named, having written nothing."""
+    ws = Workspace.resolve(tmp_path / "ws", env={})
+    with workspace_lock(ws, "run"):
+        before = sorted(p.relative_to(ws.root) for p in ws.root.rglob("*"))
+        proc = unet3d(*command, ws=ws.root, timeout=120)
+        after = sorted(p.relative_to(ws.root) for p in ws.root.rglob("*"))
+    assert proc.returncode == ExitCode.USAGE, proc.stderr
+    assert "in use by pid" in proc.stderr and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: ")
+    assert after == before and not ws.model_path.exists()
