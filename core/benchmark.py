@@ -144,6 +144,7 @@ class RunConfig:
                 parts.append(f"--{name}={value}")
         if self.gpus != 1:
             parts.append(f"--gpus={self.gpus}")
+        parts += [f"--{k}={shlex.quote(v)}" for k, v in sorted(self.extra.items())]  # NVIDIA's other flags
         return " ".join(parts)
 
     def cli_command(self) -> str:

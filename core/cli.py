@@ -146,8 +146,9 @@ def _add_run_flags(p: argparse.ArgumentParser) -> None:
         const=True,
         help="min_duration 60 s and min_query_count 1 (unless given)",
     )
+    shown = {"gpu_inference_streams": "engines per GPU, each with its own stream (default 1)"}
     for name in EXTRA_FLAGS:
-        p.add_argument(f"--{name}", metavar="V", help=argparse.SUPPRESS)
+        p.add_argument(f"--{name}", metavar="V", help=shown.get(name, argparse.SUPPRESS))
 
 
 def build_parser() -> argparse.ArgumentParser:
