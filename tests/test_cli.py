@@ -168,7 +168,7 @@ def test_download_without_network_exits_3_and_leaves_no_file(tmp_path: Path) -> 
     )
     assert r.returncode == ExitCode.MISSING, r.stderr
     assert "huggingface.co" in error_lines(r.stderr)[0]
-    # nothing but the workspace lock file (empty once released; downloads take the lock)
+    # nothing but the workspace lock file (downloads take the workspace lock)
     lock = tmp_path / "build" / ".unet3d.lock"
     assert [p for p in tmp_path.rglob("*") if p.is_file() and p != lock] == []
 
