@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, ClassVar
 
-from textual import on, work
+from textual import events, on, work
 from textual.app import App, SystemCommand
 from textual.binding import Binding, BindingType
 from textual.clock import Clock
@@ -25,7 +25,7 @@ from textual.worker import Worker, WorkerState, get_current_worker
 
 from console import messages as m
 from console.commands import ConsoleCommands
-from console.heap import HeapFreezer
+from console.heap import HeapFreezer, break_strip_cycles
 from console.state import JOB_TITLES, JobState
 from console.workers import Jobs, LiveFeed, RealJobs, core_reporter
 from core import config as core_config
@@ -193,8 +193,10 @@ class UnetConsole(App[None], inherit_bindings=False):
         self.refresh_status()
         if self.prebuild:
             await self.build_screens()
+        break_strip_cycles()  # console.heap: Textual's Strip made ~4k objects/s of cyclic garbage
+        self.heap.start()  # console.heap: frozen long-lived heap, full collections when quiet
         self.call_after_refresh(self.heap.maybe_freeze)
-        self.set_interval(2.0, self.heap.maybe_freeze)  # again after lazy imports (console.heap)
+        self.set_interval(1.0, self.heap.tick)
 
     async def build_screens(self) -> None:
         """Compose every mode's screen once, at start-up, then show the first one again.
@@ -211,6 +213,11 @@ class UnetConsole(App[None], inherit_bindings=False):
 
     def on_unmount(self) -> None:
         self.heap.release()
+
+    async def on_event(self, event: events.Event) -> None:
+        if isinstance(event, (events.Key, events.Resize, events.MouseDown)):
+            self.heap.input_seen()  # no full collection right after input (console.heap)
+        await super().on_event(event)
 
     @property
     def job_running(self) -> bool:

@@ -1,30 +1,62 @@
-"""Keep Python's full garbage collections short on the UI thread.
+"""Keep Python's full garbage collections short, rare and out of the way of the UI thread.
 
 A full (generation 2) collection walks every object the collector tracks and holds the GIL while it
 does. The console process holds ~300k of them once Textual, five screens and the backends' modules
-(torch, onnxruntime: imported by the status probe) are loaded, and a streaming run triggers a full
-collection about twice a second: 100-200 ms each on the 2-core dev VM, the largest part of every UI
-freeze over 100 ms that we measured. Almost all of those objects live for the whole session.
+(torch, onnxruntime: imported by the status probe) are loaded, and with Python's default policy a
+streaming run triggered a full collection about twice a second: 100-200 ms each on the 2-core dev VM,
+the largest part of every UI freeze over 100 ms we measured. Two measures:
 
-``gc.freeze()`` moves every object alive now into a permanent generation that collections skip, so
-the collections that remain walk only what was created since (render caches, the run's buffers):
-tens of ms. Reference counting still frees frozen objects; only a reference cycle among them would
-never be collected, so we freeze just after a full collection (no garbage left to trap) and only when
-the long-lived part grew: start-up, and whenever new modules were imported (the status probe imports
-the backends lazily, in a worker thread). That is a handful of times per session, each one pause
-the length of one full collection.
+* ``gc.freeze()`` moves every object alive now into a permanent generation that collections skip.
+  Almost all of those 300k live for the whole session. Reference counting still frees frozen
+  objects; only a reference cycle among them is never collected, so we freeze just after a full
+  collection (no garbage left to trap) and only when the long-lived part grew: at start-up and when
+  new modules were imported (the status probe imports the backends lazily, in a worker thread). We
+  do not refreeze periodically: frozen objects that later become cyclic garbage are trapped for
+  good, and Textual makes cyclic garbage continuously (refreezing every 5 s trapped ~500 objects/s).
+* What stays unfrozen is the render state of the five screens (~60-130k objects after resizes), so a
+  full collection still costs 30-90 ms. Python would run one whenever enough objects survived into
+  the oldest generation, in the middle of a screen switch or a resize as often as not. We switch the
+  automatic full collection off (generations 0 and 1 stay automatic: a few ms each) and run it
+  ourselves every ``FULL_EVERY`` seconds when no key, mouse or resize event arrived for ``QUIET``
+  seconds, or unconditionally after ``3 * FULL_EVERY``. Garbage between two full collections is
+  bounded by that interval.
+* Textual 8.2.8's Strip (one rendered line) caches itself: ``divide`` at its own length stores
+  ``[self]`` and ``crop_extend`` over its whole length stores ``self`` in the Strip's own caches, a
+  reference cycle, so every discarded line (with its segments and seven caches) waited for a full
+  collection: ~4,000 objects/s of garbage while the monitor streams, which made each of our rare
+  full collections 2-3 times longer (180-250 ms). ``break_strip_cycles`` returns the same results
+  without caching ``self``: 95 % less cyclic garbage; reference counting frees the rest at once.
 """
 
 from __future__ import annotations
 
 import gc
 import sys
+import time
+from typing import Any
+
+FULL_EVERY = 10.0  # seconds between full collections
+QUIET = 0.3  # no input for this long before one
+NEVER = 1_000_000_000  # generation-2 threshold that the collector never reaches
 
 
 class HeapFreezer:
-    def __init__(self) -> None:
+    def __init__(self, full_every: float = FULL_EVERY, quiet: float = QUIET) -> None:
+        self.full_every = full_every
+        self.quiet = quiet
         self._modules = -1
+        self._thresholds: tuple[int, int, int] | None = None
+        self._last_full = time.monotonic()
+        self.last_input = 0.0
         self.freezes = 0
+        self.full_collections = 0
+
+    def start(self) -> None:
+        """Take over generation-2 collections (``tick`` runs them)."""
+        if self._thresholds is None:
+            self._thresholds = gc.get_threshold()
+            t0, t1, _t2 = self._thresholds
+            gc.set_threshold(t0, t1, NEVER)
 
     def maybe_freeze(self) -> bool:
         """Collect and freeze if modules were imported since the last freeze; True when it froze."""
@@ -35,6 +67,7 @@ class HeapFreezer:
         gc.collect()
         gc.freeze()
         self.freezes += 1
+        self._last_full = time.monotonic()
         return True
 
     @property
@@ -42,7 +75,57 @@ class HeapFreezer:
         """Modules were imported since the last freeze (the next check will collect and freeze)."""
         return len(sys.modules) != self._modules
 
+    def input_seen(self) -> None:
+        self.last_input = time.monotonic()
+
+    def tick(self) -> None:
+        """Called about once a second on the UI thread: freeze after imports, else a full collection
+        when one is due and the user is not in the middle of something."""
+        if self.maybe_freeze():
+            return
+        now = time.monotonic()
+        since = now - self._last_full
+        quiet = now - self.last_input >= self.quiet
+        if (since >= self.full_every and quiet) or since >= 3 * self.full_every:
+            gc.collect()
+            self._last_full = now
+            self.full_collections += 1
+
     def release(self) -> None:
-        """Make the frozen objects collectable again (the app is gone; tests run many apps)."""
+        """Give the collector back its own policy and the frozen objects (the app is gone; tests run
+        many apps in one process)."""
+        if self._thresholds is not None:
+            gc.set_threshold(*self._thresholds)
+            self._thresholds = None
         gc.unfreeze()
         self._modules = -1
+
+
+def break_strip_cycles() -> bool:
+    """Patch textual.strip.Strip so that no Strip caches itself (see the module docstring). The
+    results are the objects Textual returns; only the self-referencing cache entry is not stored.
+    Idempotent; False when Strip no longer has these methods (a Textual upgrade: re-measure)."""
+    from textual.strip import Strip
+
+    if getattr(Strip, "_unet3d_no_self_cache", False):
+        return True
+    divide, crop_extend = getattr(Strip, "divide", None), getattr(Strip, "crop_extend", None)
+    if divide is None or crop_extend is None:
+        return False
+
+    def divide_no_self(self: Strip, cuts: Any) -> Any:
+        cell_length = self.cell_length
+        cuts = [cut for cut in cuts if cut <= cell_length]
+        if cuts == [cell_length]:
+            return [self]  # Textual caches this list in self._divide_cache: a cycle
+        return divide(self, cuts)
+
+    def crop_extend_no_self(self: Strip, start: int, end: int, style: Any) -> Strip:
+        if start <= 0 and end == self.cell_length:
+            return self  # Textual caches self in self._crop_extend_cache: a cycle
+        return crop_extend(self, start, end, style)
+
+    Strip.divide = divide_no_self  # type: ignore[method-assign]
+    Strip.crop_extend = crop_extend_no_self  # type: ignore[method-assign]
+    Strip._unet3d_no_self_cache = True  # type: ignore[attr-defined]
+    return True

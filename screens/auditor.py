@@ -15,6 +15,7 @@ from textual.widgets import Button, DataTable, Header, Label, Markdown, Select, 
 
 from console import messages as m
 from console.widgets.footer import ConsoleFooter
+from console.widgets.live import LiveTable
 from core.audit import FAILED, ICONS, PASSED, Audit
 from core.benchmark import SCENARIOS
 from core.errors import UnetError
@@ -23,7 +24,7 @@ from screens.base import ConsoleScreen
 STATE_STYLE = {PASSED: "green", FAILED: "bold red"}
 
 
-class StepsTable(DataTable[Any]):
+class StepsTable(LiveTable):
     HELP = (
         "The auditor steps: setup, the four runs ({default, high_accuracy} x {PerformanceOnly, "
         "AccuracyOnly}), new weights (replace model, calibrate, run high_accuracy), a new dataset (place "
@@ -109,9 +110,14 @@ class AuditScreen(ConsoleScreen):
         for s in self.audit.steps:
             r = self.audit.results[s.id]
             style = STATE_STYLE.get(r.state, "yellow")
-            t.update_cell(s.id, "icon", Text(ICONS[r.state], style=style))
-            t.update_cell(s.id, "state", Text(r.state, style=style))
-            t.update_cell(s.id, "evidence", r.evidence)
+            t.set_cells(
+                s.id,
+                {
+                    "icon": Text(ICONS[r.state], style=style),
+                    "state": Text(r.state, style=style),
+                    "evidence": r.evidence,
+                },
+            )
         c = self.audit.counts()
         self.query_one("#audit-counts", Static).update(
             f"  {c[PASSED]} passed, {c[FAILED]} failed, {c['pending']} pending"

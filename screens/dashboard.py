@@ -15,6 +15,7 @@ from textual.widgets import Button, DataTable, Header, Label, Static
 from console import messages as m
 from console.widgets.footer import ConsoleFooter
 from console.widgets.job_panel import JobPanel
+from console.widgets.live import LiveTable
 from screens.base import ConsoleScreen
 
 STATE_STYLE = {"ok": "green", "missing": "yellow", "broken": "bold red"}
@@ -32,7 +33,7 @@ def section_rows(sec: Any, max_items: int = 8) -> list[tuple[str, str, str, str,
         return [(sec.name, i.name, i.state, i.detail, i.fix) for i in sec.items]
 
 
-class StatusTable(DataTable[Any]):
+class StatusTable(LiveTable):
     HELP = (
         "Everything `unet3d status` reports: the KiTS19 cases (raw and preprocessed, both sets), the model "
         "(path, checksum, opset, parameters), the calibration cache, engines, the backends this machine can "

@@ -14,6 +14,7 @@ from textual.screen import ModalScreen
 from textual.widgets import DataTable, Header, Label, RichLog, Select, Static
 
 from console.widgets.footer import ConsoleFooter
+from console.widgets.live import LiveTable
 from core.audit import RunView
 from screens.base import ConsoleScreen
 
@@ -21,7 +22,7 @@ RESULT_STYLE = {"VALID": "green", "INVALID": "bold red", "complete": "green"}
 LOG_FILES = ("mlperf_log_summary.txt", "mlperf_log_detail.txt", "accuracy.txt", "run.json", "user.conf")
 
 
-class RunsTable(DataTable[Any]):
+class RunsTable(LiveTable):
     HELP = (
         "Every result folder under build/logs, newest last. Incomplete, cancelled or failed runs are shown "
         "as such. Space marks a run for comparison (two at most); Enter opens its logs; r re-runs it."
@@ -183,7 +184,7 @@ class HistoryScreen(ConsoleScreen):
         else:
             self.marked = [*self.marked, key][-2:]
         for k in self._runs:
-            t.update_cell(k, "mark", "●" if k in self.marked else " ")
+            t.set_cells(k, {"mark": "●" if k in self.marked else " "})
         self.show_compare()
 
     def show_compare(self) -> None:

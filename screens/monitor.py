@@ -24,6 +24,7 @@ from core.benchmark import target_dice
 from core.harness.events import RunSnapshot
 from screens.base import ConsoleScreen
 
+LOG_TAIL_LINES = 200  # the run's full log is in its files; each kept line costs ~20 objects (console.heap)
 LAT_ROWS = ("p50", "p90", "p95", "p97", "p99", "p99.9", "mean", "min", "max")
 TARGET_COLS = ("99", "99.9")
 
@@ -121,7 +122,7 @@ class MonitorScreen(ConsoleScreen):
             yield DiceTable(id="dice", cursor_type="row", zebra_stripes=True)
             with Vertical(id="log-box"):
                 yield Input(placeholder="filter the log (/)", id="log-filter")
-                yield LogTail(id="log", max_lines=500, wrap=False, markup=False)
+                yield LogTail(id="log", max_lines=LOG_TAIL_LINES, wrap=False, markup=False)
         yield JobPanel()
         yield ConsoleFooter()
 
@@ -311,7 +312,7 @@ class MonitorScreen(ConsoleScreen):
             if flt and flt not in text.lower() and flt != level:
                 continue
             new.append((level, text))
-            if len(new) >= (log.max_lines or 500):
+            if len(new) >= (log.max_lines or LOG_TAIL_LINES):
                 break
         if app.logs:
             self._log_seen = max(self._log_seen, app.logs[-1][0])

@@ -706,3 +706,70 @@ async def test_screens_are_built_once_and_restyled_after_a_theme_change(tmp_path
         await pilot.pause()
         await pilot.pause()
         assert monitor.query_one("#run-title").styles.background != before
+
+
+def test_strip_no_longer_caches_itself():
+    """console.heap.break_strip_cycles: same results as Textual's Strip, but a Strip is never in its
+    own caches (that reference cycle made every discarded line wait for a full collection)."""
+    import gc
+    import types
+
+    from rich.segment import Segment
+    from textual.strip import Strip
+
+    from console.heap import break_strip_cycles
+
+    assert break_strip_cycles()
+    s = Strip([Segment("hello "), Segment("world")])
+    n = s.cell_length
+    assert s.divide([n]) == [s] and s.crop_extend(0, n, None) is s
+    assert [str(p.text) for p in s.divide([5, n])] == ["hello", " world"]
+    assert str(s.crop_extend(6, n + 3, None).text) == "world   "
+    assert str(s.crop_extend(0, 5, None).text) == "hello"
+
+    def reaches_itself(obj: object) -> bool:
+        stack, seen = list(gc.get_referents(obj)), set()
+        while stack:
+            x = stack.pop()
+            if x is obj:
+                return True
+            if id(x) in seen or isinstance(x, (str, int, type, types.ModuleType)):
+                continue  # (types lead to modules and everything else)
+            seen.add(id(x))
+            stack.extend(gc.get_referents(x))
+        return False
+
+    assert not reaches_itself(s)
+
+
+def test_full_collections_wait_for_a_quiet_moment(monkeypatch):
+    import gc
+
+    from console import heap as heap_mod
+
+    now = [1000.0]
+    monkeypatch.setattr(heap_mod.time, "monotonic", lambda: now[0])
+    h = heap_mod.HeapFreezer(full_every=10.0, quiet=0.3)
+    try:
+        h.start()
+        assert gc.get_threshold()[2] == heap_mod.NEVER  # the collector no longer starts them itself
+        h.tick()  # first tick: freezes (modules changed since "never")
+        assert h.freezes == 1 and h.full_collections == 0
+        now[0] += 11
+        h.input_seen()  # a key just now: not yet
+        h.tick()
+        assert h.full_collections == 0
+        now[0] += 0.5
+        h.tick()
+        assert h.full_collections == 1
+        now[0] += 9
+        h.tick()
+        assert h.full_collections == 1  # not due yet
+        for _ in range(25):  # input all the time: still one after 3 intervals
+            now[0] += 1
+            h.input_seen()
+            h.tick()
+        assert h.full_collections == 2
+    finally:
+        h.release()
+    assert gc.get_threshold()[2] != heap_mod.NEVER and gc.get_freeze_count() == 0

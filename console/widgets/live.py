@@ -16,13 +16,29 @@ from textual.widgets import DataTable, RichLog
 from textual.widgets.data_table import CellDoesNotExist, ColumnKey, RowKey
 
 LOG_LINE_CACHE = 128  # rendered lines kept by a LogTail: a few screens' worth
+# LiveTable's render caches (Textual: 1,000 rows / 10,000 cells / 1,000 lines): a few frames of a
+# full-height table; entries made stale by a focus or hover change (new keys) go sooner
+TABLE_CACHES = {
+    "_row_render_cache": 256,
+    "_row_renderable_cache": 256,
+    "_line_cache": 256,
+    "_cell_render_cache": 1024,
+}
 
 
 class LiveTable(DataTable[Any]):
     """A DataTable whose cells change while it is shown.
 
     ``set_cells`` writes only the cells whose value changed (an unchanged write still invalidates
-    every cached render) and then drops the render caches, which that write made stale anyway."""
+    every cached render) and then drops the render caches, which that write made stale anyway.
+    Its caches are also bounded to a few frames (TABLE_CACHES)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        for name, size in TABLE_CACHES.items():
+            cache = getattr(self, name, None)  # Textual 8.2.8's names; harmless if they go away
+            if cache is not None and hasattr(cache, "maxsize"):
+                cache.maxsize = size
 
     def set_cells(self, row: str, values: dict[str, Any]) -> int:
         """Update ``row``'s cells from ``{column key: value}``; returns how many changed."""
