@@ -1,10 +1,11 @@
 """The console under a long streaming run (opt-in; the test suite runs 12 s of it).
 
-    .venv/bin/python tools/console_load.py [--seconds 600] [--rate 500]
+    nice .venv/bin/python tools/console_load.py [--seconds 600] [--rate 200]
 
 Runs tests/test_reliability_console.py's scenario (a fake run streaming ``rate`` samples/s through the
 real RunEvents / LiveFeed / message path while a Pilot switches screens, opens the palette and resizes)
-and prints the UI heartbeat gaps, the UI thread's CPU per gap and the RSS over time.
+and prints the UI heartbeat gaps, the UI thread's CPU per gap (worst per action: switch, palette,
+resize, monitor redraw) and the RSS over time.
 """
 
 from __future__ import annotations
@@ -37,7 +38,12 @@ async def main(seconds: float, rate: float) -> None:
             )
         print(report(out, jobs.sent, seconds))
         print(f"buffers within their bounds: {bounded}")
-        for t, r in out["rss"][:: max(1, len(out["rss"]) // 12)]:
+        heap = app.heap
+        print(f"console.heap: {heap.freezes} freezes, {heap.full_collections} full collections")
+        rss = out["rss"]
+        half = [r for t, r in rss if t >= rss[-1][0] / 2]
+        print(f"RSS over the second half: {half[0]:.1f} -> {half[-1]:.1f} MB (max {max(half):.1f})")
+        for t, r in rss[:: max(1, len(rss) // 12)]:
             print(f"  t={t:6.0f} s  RSS {r:6.1f} MB")
 
 

@@ -16,13 +16,13 @@ from textual.widgets import DataTable, RichLog
 from textual.widgets.data_table import CellDoesNotExist, ColumnKey, RowKey
 
 LOG_LINE_CACHE = 128  # rendered lines kept by a LogTail: a few screens' worth
-# LiveTable's render caches (Textual: 1,000 rows / 10,000 cells / 1,000 lines): a few frames of a
-# full-height table; entries made stale by a focus or hover change (new keys) go sooner
+# LiveTable's render caches (Textual: 1,000 rows / 10,000 cells / 1,000 lines): two frames of a
+# full-height table (~50 rows); entries made stale by a focus, hover or size change (new keys) go
 TABLE_CACHES = {
-    "_row_render_cache": 256,
-    "_row_renderable_cache": 256,
-    "_line_cache": 256,
-    "_cell_render_cache": 1024,
+    "_row_render_cache": 128,
+    "_row_renderable_cache": 128,
+    "_line_cache": 128,
+    "_cell_render_cache": 512,
 }
 
 
@@ -56,6 +56,9 @@ class LiveTable(DataTable[Any]):
             self.drop_stale_renders()
         return changed
 
+    def on_resize(self) -> None:
+        self.drop_stale_renders()  # every cached line and cell was for the old width
+
     def drop_stale_renders(self) -> None:
         clear = getattr(self, "_clear_caches", None)  # Textual 8.2.8; harmless if it goes away
         if clear is not None:
@@ -70,3 +73,8 @@ class LogTail(RichLog):
         cache = getattr(self, "_line_cache", None)
         if cache is not None and hasattr(cache, "maxsize"):
             cache.maxsize = LOG_LINE_CACHE
+
+    def on_resize(self) -> None:
+        cache = getattr(self, "_line_cache", None)
+        if cache is not None:
+            cache.clear()  # keyed by width: the old size's lines are never asked for again
