@@ -30,6 +30,7 @@ the largest part of every UI freeze over 100 ms we measured. Two measures:
 
 from __future__ import annotations
 
+import collections
 import gc
 import sys
 import time
@@ -50,6 +51,8 @@ class HeapFreezer:
         self.last_input = 0.0
         self.freezes = 0
         self.full_collections = 0
+        # (monotonic time, "freeze" | "full", seconds it took, modules loaded): the latest 200
+        self.log: collections.deque[tuple[float, str, float, int]] = collections.deque(maxlen=200)
 
     def start(self) -> None:
         """Take over generation-2 collections (``tick`` runs them)."""
@@ -64,10 +67,12 @@ class HeapFreezer:
         if n == self._modules:
             return False
         self._modules = n
+        t0 = time.monotonic()
         gc.collect()
         gc.freeze()
         self.freezes += 1
         self._last_full = time.monotonic()
+        self.log.append((t0, "freeze", self._last_full - t0, n))
         return True
 
     @property
@@ -88,8 +93,9 @@ class HeapFreezer:
         quiet = now - self.last_input >= self.quiet
         if (since >= self.full_every and quiet) or since >= 3 * self.full_every:
             gc.collect()
-            self._last_full = now
+            self._last_full = time.monotonic()
             self.full_collections += 1
+            self.log.append((now, "full", self._last_full - now, len(sys.modules)))
 
     def release(self) -> None:
         """Give the collector back its own policy and the frozen objects (the app is gone; tests run

@@ -40,6 +40,10 @@ async def main(seconds: float, rate: float) -> None:
         print(f"buffers within their bounds: {bounded}")
         heap = app.heap
         print(f"console.heap: {heap.freezes} freezes, {heap.full_collections} full collections")
+        for kind in ("freeze", "full"):
+            took = [d * 1e3 for _t, k, d, _n in heap.log if k == kind]
+            if took:
+                print(f"  {kind}: {len(took)} logged, {min(took):.0f}-{max(took):.0f} ms")
         rss = out["rss"]
         half = [r for t, r in rss if t >= rss[-1][0] / 2]
         print(f"RSS over the second half: {half[0]:.1f} -> {half[-1]:.1f} MB (max {max(half):.1f})")
