@@ -221,7 +221,8 @@ class MonitorScreen(ConsoleScreen):
             self.show_logs()
 
     def on_screen_resume(self) -> None:
-        self.call_after_refresh(self.sample)  # after the first frame: the switch itself stays short
+        # catch up a moment after the switch has been painted, not in the same stretch of UI work
+        self.set_timer(0.05, self.sample)
 
     def show_snapshot(self, s: RunSnapshot) -> None:
         self.query_one("#qps", Digits).update(f"{s.qps:.3f}")

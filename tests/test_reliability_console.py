@@ -135,7 +135,8 @@ async def load_scenario(app: UnetConsole, pilot: Any, jobs: StreamingJobs) -> di
 
     Each heartbeat gap is labelled with the UI action in progress when it ended: ``switch`` (keys
     4 1 5 2 3), ``palette`` (ctrl+p, typing, Esc), ``resize``, ``redraw`` (the monitor alone, its
-    0.5 s sampling of the stream). The run ends on the monitor after each round."""
+    0.5 s sampling of the stream), or ``gc`` when console.heap ran a full collection in it. Each
+    round ends on the monitor."""
     startup_cpu = await warm_up(app, pilot)
     label = ["start"]
     beats: list[tuple[float, float, str]] = []
@@ -180,10 +181,19 @@ async def load_scenario(app: UnetConsole, pilot: Any, jobs: StreamingJobs) -> di
     with contextlib.suppress(Exception):
         await app.workers.wait_for_complete()
     await pilot.pause()
-    measured = [(a, b) for a, b in itertools.pairwise(beats) if b[2] in ACTIONS]
-    gaps = [b[0] - a[0] for a, b in measured]
-    cpu = [b[1] - a[1] for a, b in measured]
-    by_action = {act: max((b[1] - a[1] for a, b in measured if b[2] == act), default=0.0) for act in ACTIONS}
+    # a gap in which console.heap ran a full collection (or a freeze) is labelled "gc" instead
+    collections_at = [t for t, _kind, _took, _n in app.heap.log]
+
+    def label_of(a: tuple[float, float, str], b: tuple[float, float, str]) -> str:
+        return "gc" if any(a[0] <= t <= b[0] for t in collections_at) else b[2]
+
+    measured = [(a, b, label_of(a, b)) for a, b in itertools.pairwise(beats) if b[2] in ACTIONS]
+    gaps = [b[0] - a[0] for a, b, _ in measured]
+    cpu = [b[1] - a[1] for a, b, _ in measured]
+    by_action = {
+        act: max((b[1] - a[1] for a, b, lab in measured if lab == act), default=0.0)
+        for act in (*ACTIONS, "gc")
+    }
     return {
         "gaps": gaps,
         "cpu": cpu,
@@ -216,7 +226,8 @@ async def test_console_stays_responsive_and_bounded_under_a_streaming_run(tmp_pa
     # memory: after the first third (buffers filled), RSS stays flat
     settled = [r for t, r in out["rss"] if t > seconds / 3]
     assert settled and max(settled) - settled[0] < 25.0, out["rss"]
-    # the target: no operation keeps the UI thread busy for 100 ms (docs/RELIABILITY.md)
+    # the target: nothing keeps the UI thread busy for 100 ms, the collector's rare full collections
+    # (label "gc") included (docs/RELIABILITY.md)
     over = {act: round(cpu * 1e3) for act, cpu in out["by_action"].items() if cpu >= 0.100}
     assert not over, f"UI thread busy >= 100 ms between two heartbeats (ms): {over}"
 
