@@ -22,7 +22,11 @@ from core.errors import Cancelled, MissingInputError
 from core.harness.events import RunEvents
 from core.workspace import Workspace
 
-HEAD = "import json, os, signal, subprocess, sys, time\n"
+# a child started from a background job inherits SIGINT ignored; these stand-ins get Python's default
+HEAD = (
+    "import json, os, signal, subprocess, sys, time\n"
+    "signal.signal(signal.SIGINT, signal.default_int_handler)\n"
+)
 
 
 def script(body: str) -> list[str]:

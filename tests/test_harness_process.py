@@ -176,6 +176,8 @@ from tests.test_harness_fakes import FakeVolumeEngine, make_data
 tok = CancelToken()
 if sys.argv[2] == "handler":  # the console's runner: SIGINT sets the token
     signal.signal(signal.SIGINT, lambda *_: tok.cancel())
+else:  # Python's default (a child of a background job would inherit SIGINT ignored)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 cfg = RunConfig(scenario="Offline", offline_expected_qps=5, min_duration=30)
 engine = FakeVolumeEngine(delay=0.2)
 print("start", flush=True)
