@@ -240,7 +240,7 @@ def _precompile(jobs: list[tuple[dict[str, Any], str, list[int]]], workers: int)
 
 def section_tune(n: int, prec: str, budget_s: float, workers: int, min_gflop: float = 20.0) -> None:
     """Tune every GEMM layer of the fused network in apply mode: stage A times every (BM, BN, BK) tile
-    with and without the L1-cached A gather (4 or 8 warps by tile size, 3 stages); stage B times the
+    with each L1 flag set (activations, weights: ca bits 0, 1; 4 or 8 warps by tile size, 3 stages); stage B times the
     best three with 4/8 warps and 3/4 stages. Kernels are compiled in parallel first. Layers under
     ``min_gflop`` per batch (< 1 % of the network together) keep the heuristic tile."""
     log(f"== tuning all GEMM layers, {prec}, apply mode, batch {n}")
@@ -252,7 +252,7 @@ def section_tune(n: int, prec: str, budget_s: float, workers: int, min_gflop: fl
         pk = ops.PackedConv(None, None, None, lay["ks"], lay["cin"], lay["cout"], 1.0, ops.PRECISIONS[prec])  # type: ignore[arg-type]
         tiles = sorted({tuple(c[:3]) for c in ops.conv_candidates(so, pk)})
         meta[lay["name"]] = [
-            [*t, 8 if t[0] * t[1] >= 128 * 128 else 4, 3, ca] for t in tiles for ca in (0, 1)
+            [*t, 8 if t[0] * t[1] >= 128 * 128 else 4, 3, ca] for t in tiles for ca in (0, 1, 2, 3)
         ]
         if lay["ks"] == 3 and lay["stride"] == 1:  # W-packed rows: P outputs along W per GEMM row
             so_dims = (lay["s"],) * 3
@@ -262,7 +262,7 @@ def section_tune(n: int, prec: str, budget_s: float, workers: int, min_gflop: fl
                     for bk in (32, 64, 128):
                         t = [bm, bn, bk, 8 if bm * bn >= 128 * 128 else 4, 3]
                         if bm * bn <= 256 * 128 and ops.wpack_fits(so_dims, pk, [*t, 0, p_]):
-                            meta[lay["name"]] += [[*t, ca, p_] for ca in (0, 1)]
+                            meta[lay["name"]] += [[*t, ca, p_] for ca in (0, 1, 2, 3)]
     _precompile([(lay, prec, c) for lay in table for c in meta[lay["name"]]], workers)
     rows, tuned = [], {}
 
@@ -457,6 +457,17 @@ def section_net(n: int, precisions: list[str], tag: str, modes: tuple[str, ...] 
             f"({954.6 / (t_graph / n):.0f} TFLOP/s eff.); vs fp32 torch: rel err {err:.2e}, argmax agree {agree:.5f}; "
             f"est. {1000 / (t_graph / n * 64.2):.2f} samples/s at 64.2 windows/sample (net only)"
         )
+        if mode == "apply":  # the same without the shared skip buffers (one apply pass more per level)
+            f2 = FusedUNet3D.from_reference(
+                m, precision=prec, device="cuda", prologue=mode, share_skips=False
+            )
+            f2.act_scales = {i: v for i, v in f.act_scales.items()}
+            f2.pack()
+            g2 = GraphedModel(f2, n, dtype=torch.int8)
+            t2 = bench(lambda g2=g2: g2(x), rep=300)
+            out[f"{tag}_{prec_tag}_unshared_graph_ms"] = t2
+            log(f"  without shared skip buffers: graph {t2:.2f} ms per batch -> {t2 / n:.3f} ms/window")
+            del g2, f2
         # per-kernel breakdown (eager, GPU time by kernel name)
         from torch.profiler import ProfilerActivity, profile
 

@@ -243,6 +243,7 @@ def conv_igemm_kernel(
     Cout,
     OC,
     OFF,
+    XC,
     KS: tl.constexpr,
     STRIDE: tl.constexpr,
     PRO: tl.constexpr,
@@ -259,10 +260,13 @@ def conv_igemm_kernel(
     BN: tl.constexpr,
     BK: tl.constexpr,
     CACHE_A: tl.constexpr = False,
+    EPK: tl.constexpr = 1,
+    CACHE_B: tl.constexpr = False,
 ):
     """Implicit-GEMM convolution, kernel KS^3 (3: pad 1; 1: pad 0), channels-last.
 
-    x (N, D, H, W, Cin) in the compute dtype, or any float dtype when PRO (the previous layer's
+    x (N, D, H, W, Cin) with XC values per voxel (XC > Cin: a channel slice of a concat buffer), in the
+    compute dtype, or any float dtype when PRO (the previous layer's
     InstanceNorm apply fused in: a = relu(x*pa[n, c] + pb[n, c]), zero padding applied after it, then
     cast to the weights' dtype, e.g. float8 e4m3 with the activation scale folded into pa/pb).
     w (Cout, KS^3*Cin), K-contiguous, k = tap*Cin + c. acc*colscale[co] (+ bias) is the output.
@@ -271,7 +275,8 @@ def conv_igemm_kernel(
     goes to voxel (2d+td, 2h+th, 2w+tw), channel OFF + k of an (N, 2D, 2H, 2W, OC) buffer (fused concat).
     Every M tile lies inside one sample (S_out % BM == 0), so per-sample vectors are one row.
     CACHE_A: gather A through L1 (cp.async.ca): the 27 taps of a tile re-read each input row up to
-    27 times, and the default (.cg, L2 only) leaves the thin 128^3 layers bound by L2 bandwidth."""
+    27 times, and the default (.cg, L2 only) leaves the thin 128^3 layers bound by L2 bandwidth.
+    CACHE_B: the same for the weights, which every M tile re-reads whole."""
     pid_m = tl.program_id(0)
     pid_n = tl.program_id(1)
     S_out = Do * Ho * Wo
@@ -303,7 +308,7 @@ def conv_igemm_kernel(
             ih = oh * STRIDE
             iw = ow * STRIDE
             valid = sp < S_out
-        row = (((nD + idd) * H + ih) * W + iw).to(tl.int64) * Cin
+        row = (((nD + idd) * H + ih) * W + iw).to(tl.int64) * XC
         if CACHE_A:
             ptrs = x_ptr + row[:, None] + (c0 + rk)[None, :]
             a = tl.load(ptrs, mask=valid[:, None], other=0.0, cache_modifier=".ca")
@@ -317,7 +322,8 @@ def conv_igemm_kernel(
                 af = tl.maximum(af, 0.0)
             af = tl.where(valid[:, None], af, 0.0)
             a = to_fp8(af, EMU) if FP8_A else af.to(w_ptr.dtype.element_ty)
-        b = tl.load(w_ptr + rn[None, :].to(tl.int64) * KTOT + (kk + rk)[:, None])
+        b_ptrs = w_ptr + rn[None, :].to(tl.int64) * KTOT + (kk + rk)[:, None]
+        b = tl.load(b_ptrs, cache_modifier=".ca") if CACHE_B else tl.load(b_ptrs)
         if UPCAST:  # the interpreter's bf16 dot is wrong; fp32 products of bf16 values are exact
             a = a.to(tl.float32)
             b = b.to(tl.float32)
@@ -340,9 +346,8 @@ def conv_igemm_kernel(
             k = rn // 8
             t = rn % 8
         else:  # t-major, t*K + k: a tile's columns are contiguous channels of one voxel (coalesced)
-            KK = Cout // 8
-            t = rn // KK
-            k = rn % KK
+            t = rn // EPK  # EPK = Cout // 8 as a constant: the stores become contiguous vectors
+            k = rn % EPK
         td = t // 4
         th = (t // 2) % 2
         tw = t % 2
@@ -373,6 +378,7 @@ def conv_wpack_kernel(
     CACHE_A: tl.constexpr,
     BM: tl.constexpr,
     BK: tl.constexpr,
+    CACHE_B: tl.constexpr = False,
 ):
     """3^3 conv, stride 1, pad 1, channels-last, with P adjacent output voxels along W in one GEMM row
     (the thin full-resolution layers): row m = (n, d, h, w0 = P*g); for each (kd, kh) its A row is the
@@ -412,7 +418,8 @@ def conv_wpack_kernel(
             a = tl.load(ptrs, mask=valid, other=0.0, cache_modifier=".ca")
         else:
             a = tl.load(ptrs, mask=valid, other=0.0)
-        b = tl.load(w_ptr + rn[None, :].to(tl.int64) * KTOT + (kk + rk)[:, None])
+        b_ptrs = w_ptr + rn[None, :].to(tl.int64) * KTOT + (kk + rk)[:, None]
+        b = tl.load(b_ptrs, cache_modifier=".ca") if CACHE_B else tl.load(b_ptrs)
         if UPCAST:
             a = a.to(tl.float32)
             b = b.to(tl.float32)

@@ -241,7 +241,9 @@ def wpack_weights(p: PackedConv, pk: int) -> PackedConv:
 
 
 def wpack_fits(s_dims: tuple[int, int, int], p: PackedConv, tile: Sequence[int]) -> bool:
-    """Whether a (BM, BN, BK, warps, stages, ca, P) tile can run conv_wpack_kernel on this layer."""
+    """Whether a (BM, BN, BK, warps, stages, ca, P) tile can run conv_wpack_kernel on this layer.
+    Tiles (both GEMM kernels): ca bit 0 gathers the activations through L1, bit 1 the weights; P > 1
+    selects the W-packed kernel."""
     bm, _, bk = tile[:3]
     pk = tile[6]
     d, h, w = s_dims
@@ -271,7 +273,7 @@ def _conv_wpack(
         x, wp.w, out, wp.colscale, part.mean if part else dummy, part.m2 if part else dummy, d, h, w,
         CIN=p.cin, COUT=p.cout, P=pk, STATS=stats,
         IEEE=p.dtype == torch.float32 or (p.dtype == torch.bfloat16 and interpreting()),
-        UPCAST=p.dtype == torch.bfloat16 and interpreting(), CACHE_A=bool(ca),
+        UPCAST=p.dtype == torch.bfloat16 and interpreting(), CACHE_A=bool(ca & 1), CACHE_B=bool(ca & 2),
         BM=bm, BK=bk, num_warps=warps, num_stages=stages,
     )  # fmt: skip
     return out, part
@@ -362,6 +364,9 @@ def conv3d_cl(
     n, d, h, w, cin = x.shape
     if cin != p.cin:
         raise ValueError(f"conv3d_cl: input has {cin} channels, weights expect {p.cin}")
+    xc = x.stride(3)  # values per voxel: > cin when x is a channel slice of a concat buffer
+    if x.stride(4) != 1 or xc < cin or x.stride()[:3] != (d * h * w * xc, h * w * xc, w * xc):
+        x, xc = x.contiguous(), cin
     if p.ks == 3:
         do, ho, wo = ((d - 1) // stride + 1, (h - 1) // stride + 1, (w - 1) // stride + 1)
     else:
@@ -372,7 +377,7 @@ def conv3d_cl(
 
     def wpack_ok(t: Sequence[int]) -> bool:
         return (
-            stride == 1 and pro is None and not pixel_shuffle and not off
+            stride == 1 and pro is None and not pixel_shuffle and not off and xc == cin
             and (out is None or out.shape[-1] == p.cout) and wpack_fits((do, ho, wo), p, t)
         )  # fmt: skip
 
@@ -387,7 +392,7 @@ def conv3d_cl(
     if len(tile) > 6 and tile[6] > 1:  # W-packed rows (thin full-resolution layers)
         return _conv_wpack(x, p, tile, stats, out_dtype, out)
     bm, bn, bk, warps, stages = tile[:5]
-    cache_a = bool(tile[5]) if len(tile) > 5 else False  # 5-element tiles predate the L1 flag
+    ca = tile[5] if len(tile) > 5 else 0  # 5-element tiles predate the L1 flags
     if s_out % bm or p.cout % bn or p.cin % bk:
         raise ValueError(f"conv3d_cl: tile {bm}x{bn}x{bk} does not fit S={s_out} Cin={p.cin} Cout={p.cout}")
     if pixel_shuffle:
@@ -411,12 +416,13 @@ def conv3d_cl(
         pro[0] if pro is not None else dummy, pro[1] if pro is not None else dummy,
         p.colscale, p.bias if p.bias is not None else dummy,
         part.mean if part else dummy, part.m2 if part else dummy,
-        d, h, w, do, ho, wo, p.cin, p.cout, oc, off,
+        d, h, w, do, ho, wo, p.cin, p.cout, oc, off, xc,
         KS=p.ks, STRIDE=stride, PRO=pro is not None, PRO_RELU=pro_relu, HAS_BIAS=p.bias is not None,
         STATS=stats, EPI=epi, FP8_A=p.dtype == FP8, FP8_OUT=out.dtype == FP8,
         IEEE=p.dtype == torch.float32 or (p.dtype == torch.bfloat16 and interpreting()),
         UPCAST=p.dtype == torch.bfloat16 and interpreting(), EMU=interpreting(),
-        BM=bm, BN=bn, BK=bk, CACHE_A=cache_a, num_warps=warps, num_stages=stages,
+        BM=bm, BN=bn, BK=bk, CACHE_A=bool(ca & 1), CACHE_B=bool(ca & 2), EPK=p.cout // 8 if epi == 2 else 1,
+        num_warps=warps, num_stages=stages,
     )  # fmt: skip
     return out, part
 

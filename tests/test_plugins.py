@@ -299,7 +299,7 @@ def test_tuned_tile_falls_back_to_another_batch_size(monkeypatch: pytest.MonkeyP
     ("precision", "pk", "cin", "tile"),
     [
         ("fp32", 2, 32, [16, 0, 32, 4, 3, 0, 2]),
-        ("fp32", 4, 32, [8, 0, 64, 4, 3, 1, 4]),
+        ("fp32", 4, 32, [8, 0, 64, 4, 3, 3, 4]),
         ("fp16", 2, 64, [16, 0, 128, 4, 3, 1, 2]),
         ("fp8", 2, 32, [16, 0, 64, 4, 3, 0, 2]),
     ],
@@ -354,3 +354,31 @@ def test_tuned_wpack_tile_is_skipped_where_it_cannot_run(monkeypatch: pytest.Mon
 def p_w(p: ops.PackedConv) -> torch.Tensor:
     """(Cout, Cin, 3, 3, 3) fp32 weights back from a PackedConv's (Cout, 27*Cin) layout."""
     return p.w.float().reshape(p.cout, 3, 3, 3, p.cin).permute(0, 4, 1, 2, 3)
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_conv_reads_a_channel_slice_of_a_concat_buffer(stride: int) -> None:
+    """The down conv reads the normalized skip where the decoder's concat buffer holds it (channels
+    32..63 of 64 per voxel): the same values as from a contiguous copy, bit for bit; and the tile's
+    cache flags (bit 0 activations, bit 1 weights through L1) change nothing but the cache path."""
+    torch.manual_seed(1)
+    buf = torch.randn(2, 4, 4, 8, 64)
+    p = ops.pack_conv3(torch.randn(32, 32, 3, 3, 3) * 0.05, torch.float32)
+    view = buf[..., 32:]
+    assert not view.is_contiguous()
+    want, wpart = ops.conv3d_cl(view.contiguous(), p, stride, stats=True, out_dtype=torch.float32,
+                                cfg=[16, 32, 32, 4, 3, 0])  # fmt: skip
+    for ca in (0, 1, 2, 3):
+        got, gpart = ops.conv3d_cl(
+            view, p, stride, stats=True, out_dtype=torch.float32, cfg=[16, 32, 32, 4, 3, ca]
+        )
+        assert torch.equal(got, want) and torch.equal(gpart.mean, wpart.mean)
+    assert (
+        rel(
+            ops.from_cl(want),
+            ref.conv3x3x3(
+                ops.from_cl(view.contiguous()), p.w.reshape(32, 3, 3, 3, 32).permute(0, 4, 1, 2, 3), stride
+            ),
+        )
+        < 1e-5
+    )

@@ -164,6 +164,29 @@ def test_fused_unet_full_width(precision: str, prologue: str) -> None:
     assert torch.equal(g(x), got)
 
 
+@pytest.mark.parametrize("precision", ["fp16", "fp8"])
+def test_shared_skip_buffers_change_nothing_but_scales(precision: str) -> None:
+    """Skips normalized once into the concat buffers (the down convs read a channel slice there) give
+    the same logits in fp16 (scale 1: the same values, bit for bit) and, in fp8, the same to within the
+    quantization step the down convs' coarser shared scale can move."""
+    from plugins.unet import FusedUNet3D
+
+    m = ref.UNet3D().to(DEV).eval()
+    x = torch.randint(-127, 128, (2, 1, 128, 128, 128), dtype=torch.int8, device=DEV)
+    outs = []
+    for share in (False, True):
+        f = FusedUNet3D.from_reference(m, precision=precision, device=DEV, share_skips=share)
+        if precision == "fp8":
+            f.calibrate([x])
+        assert bool(f.share) is share
+        outs.append(f(x))
+    if precision == "fp16":
+        assert torch.equal(outs[0], outs[1])
+    else:
+        assert rel(outs[1], outs[0]) < 0.05
+        assert float((outs[1].argmax(1) == outs[0].argmax(1)).float().mean()) > 0.97
+
+
 @pytest.mark.parametrize(
     "cin,dt,tile",
     [
