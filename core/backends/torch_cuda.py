@@ -123,8 +123,8 @@ def fake_quant(x: torch.Tensor, amax: float, kind: str) -> torch.Tensor:
     return _fq_int8(x, amax) if kind == "int8" else _fq_fp8(x, amax)
 
 
-def fake_quant_weight(w: torch.Tensor, kind: str, axis: int = 0) -> tuple[torch.Tensor, list[float]]:
-    """Per-output-channel symmetric weight quantization; returns (dequantized w, per-channel amax)."""
+def _fq_weight(w: torch.Tensor, kind: str, axis: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """(dequantized w, per-channel amax) on the device: no host sync, so it can run in a CUDA graph."""
     dims = [d for d in range(w.dim()) if d != axis]
     amax = w.abs().amax(dim=dims, keepdim=True).clamp_min(1e-12)
     qmax = INT8_MAX if kind == "int8" else FP8_MAX
@@ -133,6 +133,12 @@ def fake_quant_weight(w: torch.Tensor, kind: str, axis: int = 0) -> tuple[torch.
         q = torch.clamp(torch.round(w / s), -INT8_MAX, INT8_MAX) * s
     else:
         q = (w / s).to(torch.float8_e4m3fn).to(w.dtype) * s
+    return q, amax
+
+
+def fake_quant_weight(w: torch.Tensor, kind: str, axis: int = 0) -> tuple[torch.Tensor, list[float]]:
+    """Per-output-channel symmetric weight quantization; returns (dequantized w, per-channel amax)."""
+    q, amax = _fq_weight(w, kind, axis)
     return q, [float(a) for a in amax.flatten()]
 
 
@@ -212,7 +218,7 @@ class Conv(Node):
             if k.conv3x3x3 is not None:
                 return k.conv3x3x3(x, self.weight, self.stride[0], "fp8", self.fp8_amax / FP8_MAX).to(x.dtype)
             xq = fake_quant(x, self.fp8_amax, "fp8")
-            wq, _ = fake_quant_weight(self.weight, "fp8")
+            wq, _ = _fq_weight(self.weight, "fp8")  # not fake_quant_weight: its host copy breaks capture
             return F.conv3d(xq, wq, None, self.stride, self.padding, self.dilation, self.group)
         if self.pre_pad is not None:
             x = F.pad(x, self.pre_pad)
