@@ -236,6 +236,11 @@ def main(argv: list[str] | None = None) -> int:
 
     engines: list[Any] = []
     rows: list[list[object]] = []
+
+    def add(r: list[object]) -> None:  # each row also as it completes: a run cut short keeps its figures
+        rows.append(r)
+        print("# done: " + " | ".join(f"{v:.4g}" if isinstance(v, float) else str(v) for v in r), flush=True)
+
     ss_line = ""
     base: float | None = None
     with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
@@ -243,23 +248,21 @@ def main(argv: list[str] | None = None) -> int:
         engines.append(build(0))
         stack.callback(lambda: [e.close() for e in engines])
         plain = plain_loop(engines[0], data, args.passes)
-        rows.append(["plain loop (no LoadGen)", 1, plain, "1.000", "-", "-"])
+        add(["plain loop (no LoadGen)", 1, plain, "1.000", "-", "-"])
         if getattr(engines[0], "pinned", False) and args.compare_pageable:
             engines[0].pinned = False  # the host copies through pageable memory, for comparison
             pageable = plain_loop(engines[0], data, args.passes)
             engines[0].pinned = True
-            rows.append(["plain loop, pageable copies", 1, pageable, f"{pageable / plain:.3f}", "-", "-"])
+            add(["plain loop, pageable copies", 1, pageable, f"{pageable / plain:.3f}", "-", "-"])
         for k in counts:
             if k > available:
-                rows.append(
-                    [f"harness, {k} device(s)", k, "not run", "-", "-", f"only {available} device(s) here"]
-                )
+                add([f"harness, {k} device(s)", k, "not run", "-", "-", f"only {available} device(s) here"])
                 continue
             while len(engines) < k:
                 engines.append(build(len(engines)))
             sps, per_device, valid = harness_run(ws, engines[:k], data, plain * k, args)
             base = sps if k == 1 else base
-            rows.append(row(f"harness, {k} device(s)", k, sps, plain, base, per_device, valid))
+            add(row(f"harness, {k} device(s)", k, sps, plain, base, per_device, valid))
         if args.per_device > 1:
             k = min(max(counts), available)
             extra = [build(i) for i in range(k) for _ in range(args.per_device - 1)]
@@ -267,15 +270,16 @@ def main(argv: list[str] | None = None) -> int:
             many = engines[:k] + extra
             sps, per_device, valid = harness_run(ws, many, data, plain * k * args.per_device, args)
             name = f"harness, {k} device(s) x {args.per_device} engines"
-            rows.append(row(name, k, sps, plain, base, per_device, valid))
+            add(row(name, k, sps, plain, base, per_device, valid))
         if args.single_stream and not args.simulate:
             lat, valid = single_stream_run(ws, engines[0], data, plain, args)
             ss = ", ".join(f"{k} {lat[k]:.1f}" for k in ("p50", "p90", "p99", "mean") if k in lat)
             verdict = "VALID" if valid else "INVALID"
             ss_line = f"# SingleStream (LoadGen, 1 device): latency ms {ss}; {verdict}"
+            print(ss_line, flush=True)
     print_table(["path", "devices", "samples/s", "vs plain x N", "scaling vs 1", "samples per device"], rows)
     if ss_line:
-        print(ss_line)
+        print(ss_line, flush=True)
     print(
         "# vs plain x N: samples/s / (N x the plain loop's samples/s on one device); 1.000 = linear, no loss"
     )
