@@ -382,3 +382,27 @@ def test_conv_reads_a_channel_slice_of_a_concat_buffer(stride: int) -> None:
         )
         < 1e-5
     )
+
+
+def test_skip_sharing_map_and_scales() -> None:
+    """Which down conv reads its input from which decoder block's concat buffer, and with which fp8
+    scale: encoder positions 1, 3, 5, 7, 9 (after each skip) <- decoder blocks 4..0, the down conv
+    taking the buffer's scale; not where the two GEMMs differ in dtype (a 16-channel skip stays fp16
+    for the down conv while the 32-channel buffer is fp8), not in the fused-prologue mode, not when
+    switched off."""
+    from plugins.unet import FusedUNet3D
+
+    torch.manual_seed(0)
+    m = ref.UNet3D((32, 64, 64, 64, 64)).eval()
+    scales = {i: 0.01 * (i + 1) for i in range(27)}
+    f = FusedUNet3D.from_reference(m, precision="fp8", device="cpu", act_scales=scales)
+    assert f.share == {1: 4, 3: 3, 5: 2, 7: 1, 9: 0}
+    for j, blk in f.share.items():
+        down, c1 = f.layers.encoder[j], f.layers.decoder[blk][1]
+        assert down.stride == 2 and down.in_scale == c1.in_scale == scales[c1.index]
+        assert down.packed.act_scale == c1.in_scale
+    assert f.layers.encoder[2].in_scale == scales[f.layers.encoder[2].index]  # not a down conv: its own
+    half = FusedUNet3D.from_reference(ref.UNet3D((16, 32, 64, 64, 64)).eval(), precision="fp8", device="cpu")
+    assert half.share == {3: 3, 5: 2, 7: 1, 9: 0}
+    assert FusedUNet3D.from_reference(m, precision="fp8", device="cpu", prologue="fused").share == {}
+    assert FusedUNet3D.from_reference(m, precision="fp16", device="cpu", share_skips=False).share == {}
