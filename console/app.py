@@ -25,7 +25,7 @@ from textual.worker import Worker, WorkerState, get_current_worker
 
 from console import messages as m
 from console.commands import ConsoleCommands
-from console.heap import HeapFreezer, break_strip_cycles
+from console.heap import HeapFreezer, break_strip_cycles, lazy_strip_caches, unlink_lru_on_clear
 from console.state import JOB_TITLES, JobState
 from console.workers import Jobs, LiveFeed, RealJobs, core_reporter
 from core import config as core_config
@@ -35,6 +35,7 @@ from core.errors import UnetError
 from core.jobs import CancelToken, Reporter
 from core.workspace import Workspace
 from screens.auditor import AuditScreen
+from screens.base import ConsoleScreen
 from screens.dashboard import DashboardScreen
 from screens.help import HelpScreen
 from screens.history import HistoryScreen
@@ -191,9 +192,12 @@ class UnetConsole(App[None], inherit_bindings=False):
     async def on_mount(self) -> None:
         self._show_config()
         self.refresh_status()
+        # console.heap: fewer objects per rendered line, less cyclic garbage (same results)
+        break_strip_cycles()
+        lazy_strip_caches()
+        unlink_lru_on_clear()
         if self.prebuild:
             await self.build_screens()
-        break_strip_cycles()  # console.heap: Textual's Strip made ~4k objects/s of cyclic garbage
         self.heap.start()  # console.heap: frozen long-lived heap, full collections when quiet
         self.call_after_refresh(self.heap.maybe_freeze)
         self.set_interval(1.0, self.heap.tick)
@@ -217,7 +221,19 @@ class UnetConsole(App[None], inherit_bindings=False):
     async def on_event(self, event: events.Event) -> None:
         if isinstance(event, (events.Key, events.Resize, events.MouseDown)):
             self.heap.input_seen()  # no full collection right after input (console.heap)
+        if isinstance(event, events.Resize):
+            self.drop_hidden_render_state()
         await super().on_event(event)
+
+    def drop_hidden_render_state(self) -> int:
+        """The terminal was resized: the hidden mode screens' rendered lines are for the old size and
+        are rendered afresh when shown; until then every full collection would walk them (console.heap:
+        ~70 % of the screens' render state after a resize)."""
+        n = 0
+        for mode, stack in self._screen_stacks.items():
+            if mode != self.current_mode:
+                n += sum(s.drop_render_state() for s in stack if isinstance(s, ConsoleScreen))
+        return n
 
     @property
     def job_running(self) -> bool:

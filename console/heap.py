@@ -26,6 +26,14 @@ the largest part of every UI freeze over 100 ms we measured. Two measures:
   collection: ~4,000 objects/s of garbage while the monitor streams, which made each of our rare
   full collections 2-3 times longer (180-250 ms). ``break_strip_cycles`` returns the same results
   without caching ``self``: 95 % less cyclic garbage; reference counting frees the rest at once.
+* What a full collection still walked (counted by type and by owner at each scheduled collection of a
+  streaming run): ~25k of ~100k unfrozen objects were FIFOCaches, seven per Strip, made by Strip's
+  __init__ and mostly never written (``lazy_strip_caches``: made on first store); the hidden screens'
+  lines and box models for the size before the last resize, ~70 % of the screens' render state
+  (``UnetConsole.drop_hidden_render_state``); and ``LRUCache.clear`` left its ring of entries with
+  their values as cyclic garbage, ~15-30k objects per collection (``unlink_lru_on_clear``). After the
+  three: 40-65k unfrozen objects, 2-6k of them garbage; full collections 15-88 ms instead of 28-163 ms
+  (docs/RELIABILITY.md). The first two patches are permanent (same results, Textual 8.2.8 checked).
 """
 
 from __future__ import annotations
@@ -134,4 +142,128 @@ def break_strip_cycles() -> bool:
     Strip.divide = divide_no_self  # type: ignore[method-assign]
     Strip.crop_extend = crop_extend_no_self  # type: ignore[method-assign]
     Strip._unet3d_no_self_cache = True  # type: ignore[attr-defined]
+    return True
+
+
+# Textual 8.2.8's Strip.__init__ creates seven FIFOCaches per Strip (crop, divide, style, ...), most of
+# which are never written: 7 of the ~9 objects a rendered line costs the collector.
+STRIP_CACHES = {
+    "_divide_cache": 4,
+    "_crop_cache": 16,
+    "_style_cache": 16,
+    "_filter_cache": 4,
+    "_line_length_cache": 4,
+    "_crop_extend_cache": 4,
+    "_offsets_cache": 4,
+}
+_STRIP_INIT_NAMES = (  # what Textual 8.2.8's Strip.__init__ touches; anything else: not patched
+    "list",
+    "_segments",
+    "_cell_length",
+    "FIFOCache",
+    *STRIP_CACHES,
+    "_render_cache",
+    "_link_ids",
+    "_cell_count",
+)
+
+
+class _NoCacheYet:
+    """What a Strip cache that was never written reads as: every lookup misses; the first store
+    creates the Strip's own FIFOCache (of Textual's size) in the slot."""
+
+    __slots__ = ("_size", "_slot", "_strip")
+
+    def __init__(self, strip: Any, slot: Any, size: int) -> None:
+        self._strip, self._slot, self._size = strip, slot, size
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        return default
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        from textual.cache import FIFOCache
+
+        cache: FIFOCache[Any, Any] = FIFOCache(self._size)
+        cache[key] = value
+        self._slot.__set__(self._strip, cache)
+
+    def __len__(self) -> int:
+        return 0
+
+    def clear(self) -> None:
+        pass
+
+
+class _LazySlot:
+    """Data descriptor in place of a Strip cache slot (see _NoCacheYet)."""
+
+    __slots__ = ("size", "slot")
+
+    def __init__(self, slot: Any, size: int) -> None:
+        self.slot, self.size = slot, size
+
+    def __get__(self, obj: Any, owner: Any = None) -> Any:
+        if obj is None:
+            return self
+        try:
+            return self.slot.__get__(obj, owner)
+        except AttributeError:
+            return _NoCacheYet(obj, self.slot, self.size)
+
+    def __set__(self, obj: Any, value: Any) -> None:
+        self.slot.__set__(obj, value)
+
+    def __delete__(self, obj: Any) -> None:
+        self.slot.__delete__(obj)
+
+
+def lazy_strip_caches() -> bool:
+    """Patch textual.strip.Strip so that its seven caches are created on first store, not in every
+    Strip's __init__. Same results and the same caching; a rendered line that is never cropped,
+    divided or styled costs the collector 2 objects instead of 9. Permanent and idempotent (Strips
+    made under the patch lack the slots until written, so it cannot be undone while they live);
+    False when Strip's __init__ is not the one this replaces (a Textual upgrade: re-measure)."""
+    from textual.strip import Strip
+
+    if getattr(Strip, "_unet3d_lazy_caches", False):
+        return True
+    if Strip.__init__.__code__.co_names != _STRIP_INIT_NAMES:
+        return False
+    for name in STRIP_CACHES:
+        slot = Strip.__dict__.get(name)
+        if slot is None or not hasattr(slot, "__set__"):
+            return False
+    for name, size in STRIP_CACHES.items():
+        setattr(Strip, name, _LazySlot(Strip.__dict__[name], size))
+
+    def init_without_caches(self: Strip, segments: Any, cell_length: int | None = None) -> None:
+        self._segments = list(segments)
+        self._cell_length = cell_length
+        self._render_cache = None
+        self._link_ids = None
+        self._cell_count = None
+
+    Strip.__init__ = init_without_caches  # type: ignore[method-assign]
+    Strip._unet3d_lazy_caches = True  # type: ignore[attr-defined]
+    return True
+
+
+def unlink_lru_on_clear() -> bool:
+    """Patch textual.cache.LRUCache.clear to unlink its entries. Entries are a ring of
+    ``[prev, next, key, value]`` lists; ``clear`` dropped the dict and the head, leaving the ring (and
+    every cached value: rendered rows, lines, box models) as cyclic garbage for the next full
+    collection. LiveTable clears its DataTable's caches on every update. Idempotent, same behaviour."""
+    from textual.cache import LRUCache
+
+    if getattr(LRUCache, "_unet3d_unlink", False):
+        return True
+    clear = LRUCache.clear
+
+    def clear_unlinked(self: LRUCache[Any, Any]) -> None:
+        for link in self._cache.values():
+            link.clear()  # only the cache holds its links; callers got link[3], the value
+        clear(self)
+
+    LRUCache.clear = clear_unlinked  # type: ignore[method-assign]
+    LRUCache._unet3d_unlink = True  # type: ignore[attr-defined]
     return True

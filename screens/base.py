@@ -6,6 +6,10 @@ theme, classes or pseudo-classes changed while it was hidden): 30-60 ms of UI-th
 switch on the 2-core dev VM, for styles that had not changed. Nodes inside the screen restyle
 themselves when their own classes change, hidden or not, so the full pass is needed only when
 something app-wide changed since the screen's last one; we skip it otherwise.
+
+A hidden screen keeps the rendered lines and box models of its last size until it is shown again,
+when Textual lays it out and renders it at the new size anyway. After a resize those are dead weight
+that every full garbage collection walks (console.heap): ``drop_render_state`` lets them go.
 """
 
 from __future__ import annotations
@@ -29,3 +33,27 @@ class ConsoleScreen(Screen[None]):
         if event.refresh_styles and state == self._styled_for:
             event.refresh_styles = False
         self._styled_for = state
+
+    def drop_render_state(self) -> int:
+        """Forget every widget's rendered lines and box models (the screen is hidden and the terminal
+        was resized: it will be laid out and rendered at the new size when shown). Each widget is
+        marked dirty, so whatever is rendered next is rendered afresh. Returns the widgets dropped."""
+        from textual.widget import Widget
+
+        n = 0
+        for widget in self.walk_children(Widget, with_self=True):
+            set_dirty = getattr(widget, "_set_dirty", None)  # Textual 8.2.8's; harmless if gone
+            if set_dirty is None:
+                return n
+            set_dirty()  # clears the styles cache (its lines) and marks the whole widget for render
+            if widget._dirty_regions:
+                cache = widget._render_cache
+                widget._render_cache = type(cache)(cache.size, [])  # re-rendered: it is dirty
+            box_models = getattr(widget, "_box_model_cache", None)
+            if box_models is not None:
+                box_models.clear()  # keyed by the container's size
+            drop = getattr(widget, "drop_stale_renders", None)  # LiveTable, LogTail
+            if drop is not None:
+                drop()
+            n += 1
+        return n

@@ -773,3 +773,120 @@ def test_full_collections_wait_for_a_quiet_moment(monkeypatch):
     finally:
         h.release()
     assert gc.get_threshold()[2] != heap_mod.NEVER and gc.get_freeze_count() == 0
+
+
+def test_strip_caches_are_made_on_first_store():
+    """console.heap.lazy_strip_caches: a new Strip holds none of its seven FIFOCaches (7 of the ~9
+    objects a rendered line cost each full collection); crops, divisions and styles give the same
+    results as the segments say and are cached in the Strip's own cache once stored."""
+    import gc
+
+    from rich.segment import Segment
+    from rich.style import Style
+    from textual.cache import FIFOCache
+    from textual.strip import Strip
+
+    from console.heap import STRIP_CACHES, break_strip_cycles, lazy_strip_caches
+
+    assert lazy_strip_caches() and lazy_strip_caches()  # idempotent
+    assert break_strip_cycles()
+    bold = Style(bold=True)
+    s = Strip([Segment("hello "), Segment("world", bold)])
+    assert not any(isinstance(r, FIFOCache) for r in gc.get_referents(s))
+    assert all(len(getattr(s, name)) == 0 for name in STRIP_CACHES)
+    text = "hello world"
+    for a, b in [(0, 5), (2, 9), (6, 11), (3, 4)]:
+        c = s.crop(a, b)
+        assert c.text == text[a:b] and c.cell_length == b - a
+        assert s.crop(a, b) is c  # the second time from the cache
+    assert isinstance(s._crop_cache, FIFOCache) and len(s._crop_cache) == 4
+    parts = s.divide([3, 8, 11])
+    assert [p.text for p in parts] == ["hel", "lo wo", "rld"] and s.divide([3, 8, 11]) is parts
+    red = Style(color="red")
+    styled = s.apply_style(red)
+    assert [(seg.text, seg.style) for seg in styled] == [("hello ", red), ("world", red + bold)]
+    assert s.apply_style(red) is styled
+    assert s.adjust_cell_length(13).text == "hello world  " and s.adjust_cell_length(4).text == "hell"
+    assert not isinstance(s._offsets_cache, FIFOCache)  # never written: still none
+    assert not any(isinstance(r, FIFOCache) for r in gc.get_referents(Strip([Segment("x")])))
+
+
+def test_lru_cache_clear_leaves_no_garbage_cycle():
+    """console.heap.unlink_lru_on_clear: LRUCache.clear used to leave its ring of entries (and every
+    value) as cyclic garbage; now reference counting frees them at once. Eviction is unchanged."""
+    import gc
+    import weakref
+
+    from textual.cache import LRUCache
+
+    from console.heap import unlink_lru_on_clear
+
+    class Value:
+        pass
+
+    assert unlink_lru_on_clear() and unlink_lru_on_clear()
+    for size in (1, 3):
+        cache: LRUCache[int, Value] = LRUCache(size)
+        values = [Value() for _ in range(size + 1)]
+        refs = [weakref.ref(v) for v in values]
+        for i in range(size + 1):
+            cache[i] = values[i]
+        assert 0 not in cache and cache.get(size) is values[size]  # the oldest was evicted
+        del values
+        gc.disable()  # nothing but reference counting frees them
+        try:
+            assert refs[0]() is None
+            cache.clear()
+            assert [r() for r in refs] == [None] * (size + 1)
+        finally:
+            gc.enable()
+        cache[7] = Value()
+        assert isinstance(cache.get(7), Value) and len(cache) == 1
+
+
+async def test_hidden_screens_forget_their_renders_on_resize_and_render_afresh(tmp_path):
+    """After a resize the hidden mode screens drop their rendered lines (for the old size; every
+    full collection walked them); shown again, a screen renders exactly what a full re-render gives."""
+    from textual.widget import Widget
+    from textual.widgets import ProgressBar
+
+    def cached_lines(screen: Any) -> int:
+        return sum(len(w._styles_cache._cache) for w in screen.walk_children(Widget, with_self=True))
+
+    def cells(app: UnetConsole) -> list[tuple[str, Any, Any]]:
+        strips = app.screen._compositor.render_strips()
+        return [
+            (ch, seg.style and seg.style.color, seg.style and seg.style.bgcolor)
+            for s in strips
+            for seg in s
+            for ch in seg.text
+        ]
+
+    app = make_app(tmp_path, FakeJobs())
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        for key in ("2", "3", "4", "5", "1"):
+            await pilot.press(key)
+            await pilot.pause()
+        hidden = [stack[0] for mode, stack in app._screen_stacks.items() if mode != app.current_mode]
+        for screen in hidden:  # an indeterminate bar is animated: its cells change by themselves
+            for bar in screen.query(ProgressBar):
+                bar.update(total=100, progress=40)
+        await pilot.pause()
+        assert len(hidden) == 4 and all(cached_lines(s) > 0 for s in hidden)
+        await pilot.resize_terminal(100, 30)
+        await pilot.pause()
+        await pilot.pause()
+        assert [cached_lines(s) for s in hidden] == [0, 0, 0, 0]
+        assert cached_lines(app.screen) > 0  # the shown one is not touched
+        for key in ("2", "3", "4", "5"):
+            await pilot.press(key)
+            await pilot.pause()
+            await pilot.pause()
+            shown = cells(app)
+            assert len(shown) == 100 * 30
+            for w in app.screen.walk_children(Widget, with_self=True):
+                w.refresh(layout=True)
+            await pilot.pause()
+            await pilot.pause()
+            assert cells(app) == shown, key

@@ -75,6 +75,9 @@ class LogTail(RichLog):
             cache.maxsize = LOG_LINE_CACHE
 
     def on_resize(self) -> None:
+        self.drop_stale_renders()  # keyed by width: the old size's lines are never asked for again
+
+    def drop_stale_renders(self) -> None:
         cache = getattr(self, "_line_cache", None)
         if cache is not None:
-            cache.clear()  # keyed by width: the old size's lines are never asked for again
+            cache.clear()
