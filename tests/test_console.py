@@ -890,3 +890,32 @@ async def test_hidden_screens_forget_their_renders_on_resize_and_render_afresh(t
             await pilot.pause()
             await pilot.pause()
             assert cells(app) == shown, key
+
+
+def test_geometry_caches_are_emptied_before_a_full_collection(monkeypatch):
+    """console.heap.clear_geometry_caches: Textual's memoised Region operations are emptied (their
+    tuples of Regions were walked by every full collection) and still give the same answers."""
+    import gc
+
+    from textual.geometry import Region
+
+    from console import heap as heap_mod
+
+    a, b = Region(0, 0, 10, 5), Region(4, 2, 10, 10)
+    assert a.intersection(b) == Region(4, 2, 6, 3) and a.union(b) == Region(0, 0, 14, 12)
+    assert heap_mod.clear_geometry_caches() >= 2
+    assert Region.intersection.cache_info().currsize == 0 and Region.union.cache_info().currsize == 0
+    assert a.intersection(b) == Region(4, 2, 6, 3)  # recomputed
+    now = [1000.0]
+    monkeypatch.setattr(heap_mod.time, "monotonic", lambda: now[0])
+    h = heap_mod.HeapFreezer(full_every=10.0, quiet=0.3)
+    try:
+        h.start()
+        h.tick()  # freezes
+        a.intersection(b)
+        now[0] += 11
+        h.tick()  # a full collection, after emptying the caches
+        assert h.full_collections == 1 and Region.intersection.cache_info().currsize == 0
+    finally:
+        h.release()
+    assert gc.get_freeze_count() == 0

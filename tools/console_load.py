@@ -43,7 +43,8 @@ async def main(seconds: float, rate: float) -> None:
         for kind in ("freeze", "full"):
             took = [d * 1e3 for _t, k, d, _n in heap.log if k == kind]
             if took:
-                print(f"  {kind}: {len(took)} logged, {min(took):.0f}-{max(took):.0f} ms")
+                mid = sorted(took)[len(took) // 2]
+                print(f"  {kind}: {len(took)} logged, {min(took):.0f}-{max(took):.0f} ms (median {mid:.0f})")
         rss = out["rss"]
         half = [r for t, r in rss if t >= rss[-1][0] / 2]
         print(f"RSS over the second half: {half[0]:.1f} -> {half[-1]:.1f} MB (max {max(half):.1f})")

@@ -30,20 +30,29 @@ class JobPanel(Horizontal):
     def on_mount(self) -> None:
         self.watch(self.app, "job", self.show, init=True)
 
+    @staticmethod
+    def _set(label: Label, text: str, layout: bool = False) -> None:
+        """Only a changed text is written, and the label's box (1fr wide, one line high) does not
+        depend on its text: a layout pass of the whole screen for every progress step (10 a second
+        while a run streams) made the screen's full re-render the largest UI cost of a run."""
+        if str(label.content) == text:
+            return
+        label.update(text, layout=layout or "\n" in text)
+
     def show(self, job: JobState | None) -> None:
         label = self.query_one("#job-label", Label)
         bar = self.query_one("#job-bar", ProgressBar)
-        hint = self.query_one("#job-hint", Label)
+        hint = self.query_one("#job-hint", Label)  # width auto: its text sizes it (layout=True)
         for cls in ("-idle", "-failed", "-cancelled"):
             self.remove_class(cls)
         if job is None:
             self.add_class("-idle")
-            label.update("No job running")
-            hint.update("")
+            self._set(label, "No job running")
+            self._set(hint, "", layout=True)
             return
-        label.update(job.line())
+        self._set(label, job.line())
         if job.running:
-            hint.update("Esc to cancel")
+            self._set(hint, "Esc to cancel", layout=True)
             if job.total:
                 bar.update(total=job.total, progress=job.done)
             else:
@@ -54,4 +63,4 @@ class JobPanel(Horizontal):
                 self.add_class("-failed")
             elif job.outcome == "cancelled":
                 self.add_class("-cancelled")
-            hint.update("")
+            self._set(hint, "", layout=True)
