@@ -33,7 +33,10 @@ the largest part of every UI freeze over 100 ms we measured. Two measures:
   (``UnetConsole.drop_hidden_render_state``); and ``LRUCache.clear`` left its ring of entries with
   their values as cyclic garbage, ~15-30k objects per collection (``unlink_lru_on_clear``). After the
   three: 40-65k unfrozen objects, 2-6k of them garbage; full collections 15-88 ms instead of 28-163 ms
-  (docs/RELIABILITY.md). The first two patches are permanent (same results, Textual 8.2.8 checked).
+  (docs/RELIABILITY.md). Textual's memoised Region operations (~10k tuples of Regions) are emptied
+  just before each scheduled collection (``clear_geometry_caches``). The patches of Textual classes
+  are permanent (same results; each checks Textual 8.2.8's code first); the collector's policy and
+  the frozen generation are given back when the app exits (``release``).
 """
 
 from __future__ import annotations
