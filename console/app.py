@@ -223,6 +223,7 @@ class UnetConsole(App[None], inherit_bindings=False):
             self.heap.input_seen()  # no full collection right after input (console.heap)
         if isinstance(event, events.Resize):
             self.drop_hidden_render_state()
+            self.drop_stale_renders()
         await super().on_event(event)
 
     def drop_hidden_render_state(self) -> int:
@@ -233,6 +234,19 @@ class UnetConsole(App[None], inherit_bindings=False):
         for mode, stack in self._screen_stacks.items():
             if mode != self.current_mode:
                 n += sum(s.drop_render_state() for s in stack if isinstance(s, ConsoleScreen))
+        return n
+
+    def drop_stale_renders(self) -> int:
+        """The terminal is being resized: the shown screens' live tables and log forget their cached
+        renders for the old size now, before the screen is laid out and rendered at the new one
+        (console.widgets.live). Returns how many widgets dropped theirs."""
+        n = 0
+        for screen in self.screen_stack:  # the current mode's: the palette or a modal may be on top
+            for widget in screen.walk_children(with_self=False):
+                drop = getattr(widget, "drop_stale_renders", None)  # LiveTable, LogTail
+                if drop is not None:
+                    drop()
+                    n += 1
         return n
 
     @property

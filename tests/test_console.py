@@ -892,6 +892,92 @@ async def test_hidden_screens_forget_their_renders_on_resize_and_render_afresh(t
             assert cells(app) == shown, key
 
 
+async def test_a_resize_or_a_switch_lays_the_screen_out_once_and_renders_what_a_full_pass_gives(
+    tmp_path, monkeypatch
+):
+    """screens.base.ConsoleScreen: the Resize a screen posts itself after a layout that changed its
+    size is not answered with a second layout at the same size (Textual's handler did: 2-15 ms of
+    UI-thread CPU per resize or switch); what is shown equals a full relayout and re-render."""
+    from textual.screen import Screen
+    from textual.widget import Widget
+    from textual.widgets import ProgressBar
+
+    sized: list[tuple[str, Any]] = []
+    original = Screen._screen_resized
+
+    def counting(self: Screen[Any], size: Any) -> None:
+        sized.append((type(self).__name__, tuple(size)))
+        original(self, size)
+
+    monkeypatch.setattr(Screen, "_screen_resized", counting)
+
+    def cells(app: UnetConsole) -> list[tuple[str, Any, Any]]:
+        strips = app.screen._compositor.render_strips()
+        return [
+            (ch, seg.style and seg.style.color, seg.style and seg.style.bgcolor)
+            for s in strips
+            for seg in s
+            for ch in seg.text
+        ]
+
+    async def same_as_a_full_pass(app: UnetConsole, pilot: Any, size: tuple[int, int]) -> None:
+        shown = cells(app)
+        assert len(shown) == size[0] * size[1]
+        for w in app.screen.walk_children(Widget, with_self=True):
+            w.refresh(layout=True)
+        await pilot.pause()
+        await pilot.pause()
+        assert cells(app) == shown, type(app.screen).__name__
+
+    app = make_app(tmp_path, FakeJobs())
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        for stack in app._screen_stacks.values():  # an indeterminate bar animates by itself
+            for bar in stack[0].query(ProgressBar):
+                bar.update(total=100, progress=40)
+        await pilot.pause()
+        sized.clear()
+        await pilot.resize_terminal(100, 30)
+        for _ in range(4):
+            await pilot.pause()
+        assert sized == [("DashboardScreen", (100, 30))]  # was twice: the app's Resize, then its own
+        await same_as_a_full_pass(app, pilot, (100, 30))
+        for key, name in (("2", "RunSetupScreen"), ("3", "MonitorScreen"), ("1", "DashboardScreen")):
+            sized.clear()
+            await pilot.press(key)
+            for _ in range(4):
+                await pilot.pause()
+            assert sized == [(name, (100, 30))], key  # App.switch_mode's layout only
+            await same_as_a_full_pass(app, pilot, (100, 30))
+
+
+async def test_live_tables_drop_the_old_size_renders_before_the_resize_not_after(tmp_path, monkeypatch):
+    """console.widgets.live: the monitor's tables and log forget their cached renders when the resize
+    arrives (UnetConsole.drop_stale_renders), not in on_resize, which Textual sends after rendering at
+    the new size (that threw the new renders away and rendered the tables twice)."""
+    from console.widgets.live import LiveTable, LogTail
+
+    app = make_app(tmp_path, FakeJobs())
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        await pilot.press("3")
+        await pilot.pause(0.2)
+        live = [w for w in app.screen.query("*") if isinstance(w, (LiveTable, LogTail))]
+        assert len(live) == 3
+        dropped: list[str] = []
+        for w in live:
+            drop = w.drop_stale_renders
+            monkeypatch.setattr(w, "drop_stale_renders", lambda w=w, d=drop: (dropped.append(w.id), d()))
+        await pilot.resize_terminal(100, 30)
+        for _ in range(4):
+            await pilot.pause()
+        assert sorted(dropped) == ["dice", "latency", "log"]  # once each, at the resize event
+        tables = [w for w in live if isinstance(w, LiveTable)]
+        assert all(len(t._line_cache) > 0 for t in tables)  # the new size's lines are kept
+        assert app.drop_stale_renders() == 3
+        assert all(len(t._line_cache) == 0 for t in tables)
+
+
 def test_geometry_caches_are_emptied_before_a_full_collection(monkeypatch):
     """console.heap.clear_geometry_caches: Textual's memoised Region operations are emptied (their
     tuples of Regions were walked by every full collection) and still give the same answers."""

@@ -6,6 +6,11 @@ Why: every object a widget keeps is walked by each full garbage collection, whic
 stays until the LRU bound pushes it out (10,000 cells, 1,000 rows and lines): the latency table,
 updated 18 times per 0.5 s sample, grew ~30 k dead cache objects a minute. RichLog caches rendered
 lines by absolute line number (1,024 of them); a log that keeps scrolling never asks for most again.
+
+After a terminal resize every cached line and cell is for the old size: ``drop_stale_renders`` is
+called by the App when the resize arrives, before the screen is laid out and rendered at the new size
+(``UnetConsole.drop_stale_renders``). It used to run in ``on_resize``, which Textual sends after
+that render: it threw the new size's lines away and made the table render everything a second time.
 """
 
 from __future__ import annotations
@@ -56,9 +61,6 @@ class LiveTable(DataTable[Any]):
             self.drop_stale_renders()
         return changed
 
-    def on_resize(self) -> None:
-        self.drop_stale_renders()  # every cached line and cell was for the old width
-
     def drop_stale_renders(self) -> None:
         clear = getattr(self, "_clear_caches", None)  # Textual 8.2.8; harmless if it goes away
         if clear is not None:
@@ -73,9 +75,6 @@ class LogTail(RichLog):
         cache = getattr(self, "_line_cache", None)
         if cache is not None and hasattr(cache, "maxsize"):
             cache.maxsize = LOG_LINE_CACHE
-
-    def on_resize(self) -> None:
-        self.drop_stale_renders()  # keyed by width: the old size's lines are never asked for again
 
     def drop_stale_renders(self) -> None:
         cache = getattr(self, "_line_cache", None)
