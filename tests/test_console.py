@@ -625,6 +625,40 @@ async def test_log_tail_bounds_its_line_cache():
         assert len(log._line_cache) <= LOG_LINE_CACHE
 
 
+async def test_monitor_rates_line_lays_out_only_when_its_height_changes():
+    """screens.monitor.set_text: a new text of the same height is written without a layout pass of
+    the screen (one each monitor tick before); one that wraps to more lines, or has more lines, is laid
+    out, and the widget's height follows."""
+    from textual.app import App
+    from textual.containers import Vertical
+
+    from screens.monitor import set_text
+
+    class Tiny(App[None]):
+        CSS = "#box { width: 30; } #rates { padding: 0 1; }"
+
+        def compose(self) -> Any:
+            with Vertical(id="box"):
+                yield Static("", id="rates", markup=False)
+
+    app = Tiny()
+    async with app.run_test(size=(60, 15)) as pilot:
+        rates = app.query_one("#rates", Static)
+        await pilot.pause()
+        assert rates.size.height == 1
+        assert set_text(rates, "1.0 windows/s") is False
+        assert set_text(rates, "2.5 windows/s") is False
+        assert set_text(rates, "2.5 windows/s") is False  # unchanged: nothing written
+        await pilot.pause()
+        assert rates.size.height == 1 and str(rates.render()) == "2.5 windows/s"
+        assert set_text(rates, "12345.6 windows/s   12345 windows   phase: running") is True  # wraps
+        await pilot.pause()
+        assert rates.size.height == 2
+        assert set_text(rates, "2 windows/s\ncuda:0 5 done\ncuda:1 4 done") is True
+        await pilot.pause()
+        assert rates.size.height == 3 and str(rates.render()).endswith("cuda:1 4 done")
+
+
 async def test_qps_plot_renders_once_per_change():
     from textual.app import App
 
