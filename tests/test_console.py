@@ -878,6 +878,17 @@ def test_lru_cache_clear_leaves_no_garbage_cycle():
         assert isinstance(cache.get(7), Value) and len(cache) == 1
 
 
+def screen_cells(app: UnetConsole) -> list[tuple[str, Any, Any]]:
+    """Every cell the shown screen renders now: character, foreground and background."""
+    strips = app.screen._compositor.render_strips()
+    return [
+        (ch, seg.style and seg.style.color, seg.style and seg.style.bgcolor)
+        for s in strips
+        for seg in s
+        for ch in seg.text
+    ]
+
+
 async def test_hidden_screens_forget_their_renders_on_resize_and_render_afresh(tmp_path):
     """After a resize the hidden mode screens drop their rendered lines (for the old size; every
     full collection walked them); shown again, a screen renders exactly what a full re-render gives."""
@@ -886,15 +897,6 @@ async def test_hidden_screens_forget_their_renders_on_resize_and_render_afresh(t
 
     def cached_lines(screen: Any) -> int:
         return sum(len(w._styles_cache._cache) for w in screen.walk_children(Widget, with_self=True))
-
-    def cells(app: UnetConsole) -> list[tuple[str, Any, Any]]:
-        strips = app.screen._compositor.render_strips()
-        return [
-            (ch, seg.style and seg.style.color, seg.style and seg.style.bgcolor)
-            for s in strips
-            for seg in s
-            for ch in seg.text
-        ]
 
     app = make_app(tmp_path, FakeJobs())
     async with app.run_test(size=SIZE) as pilot:
@@ -917,13 +919,13 @@ async def test_hidden_screens_forget_their_renders_on_resize_and_render_afresh(t
             await pilot.press(key)
             await pilot.pause()
             await pilot.pause()
-            shown = cells(app)
+            shown = screen_cells(app)
             assert len(shown) == 100 * 30
             for w in app.screen.walk_children(Widget, with_self=True):
                 w.refresh(layout=True)
             await pilot.pause()
             await pilot.pause()
-            assert cells(app) == shown, key
+            assert screen_cells(app) == shown, key
 
 
 async def test_a_resize_or_a_switch_lays_the_screen_out_once_and_renders_what_a_full_pass_gives(
@@ -945,23 +947,14 @@ async def test_a_resize_or_a_switch_lays_the_screen_out_once_and_renders_what_a_
 
     monkeypatch.setattr(Screen, "_screen_resized", counting)
 
-    def cells(app: UnetConsole) -> list[tuple[str, Any, Any]]:
-        strips = app.screen._compositor.render_strips()
-        return [
-            (ch, seg.style and seg.style.color, seg.style and seg.style.bgcolor)
-            for s in strips
-            for seg in s
-            for ch in seg.text
-        ]
-
     async def same_as_a_full_pass(app: UnetConsole, pilot: Any, size: tuple[int, int]) -> None:
-        shown = cells(app)
+        shown = screen_cells(app)
         assert len(shown) == size[0] * size[1]
         for w in app.screen.walk_children(Widget, with_self=True):
             w.refresh(layout=True)
         await pilot.pause()
         await pilot.pause()
-        assert cells(app) == shown, type(app.screen).__name__
+        assert screen_cells(app) == shown, type(app.screen).__name__
 
     app = make_app(tmp_path, FakeJobs())
     async with app.run_test(size=SIZE) as pilot:
