@@ -226,24 +226,9 @@ class RealJobs:
         return core_module("core.calibration").run_calibration(ws, report=report, cancel=cancel)
 
     def build_engine(self, ws: Workspace, cfg: RunConfig, report: cj.Reporter, cancel: cj.CancelToken) -> Any:
-        """Load the backend's engine for cfg (TensorRT builds and caches its plan here)."""
-        from core.backends import get_backend
+        from core.engine import build_engine
 
-        report(cj.Phase("building", f"{cfg.backend} {cfg.precision} batch {cfg.gpu_batch_size}"))
-        backend = get_backend(cfg.backend)
-        av = backend.availability()
-        if not av.ok:
-            from core.errors import BackendUnavailableError
-
-            raise BackendUnavailableError(f"backend {cfg.backend}: {av.reason}")
-        cache = ws.calibration_cache_path if cfg.precision == "int8" else None
-        cancel.check()
-        engine = backend.load(
-            ws.model_path, precision=cfg.precision, batch_size=cfg.gpu_batch_size, calibration_cache=cache
-        )
-        engine.close()
-        report(cj.Progress("engine", 1, 1, unit="engine"))
-        return {"backend": cfg.backend, "precision": cfg.precision, "batch": cfg.gpu_batch_size}
+        return build_engine(ws, cfg, report, cancel).to_dict()
 
     def benchmark(
         self, ws: Workspace, cfg: RunConfig, report: cj.Reporter, cancel: cj.CancelToken, live: LiveFeed

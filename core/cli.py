@@ -681,7 +681,7 @@ def cmd_run(args: argparse.Namespace, out: Output, report: StderrReporter, cance
         out.write(f"calibration cache: {run_calibration(ws, report=report, cancel=cancel)}\n")
         return ExitCode.OK
     if action == "generate_engines":
-        return _generate_engines(ws, configs, out)
+        return _generate_engines(ws, configs, out, report, cancel)
 
     if len(configs) > 1:
         # LoadGen takes its configuration once per process (a second FromConfig marks the run's log
@@ -747,11 +747,11 @@ def _run_each_in_child(
     return rows, ExitCode.OK
 
 
-def _generate_engines(ws: Workspace, configs: list[RunConfig], out: Output) -> int:
-    from core.backends import get_backend
+def _generate_engines(
+    ws: Workspace, configs: list[RunConfig], out: Output, report: StderrReporter, cancel: CancelToken
+) -> int:
+    from core.engine import build_engine
 
-    if not ws.model_path.exists():
-        raise MissingInputError(f"{ws.model_path}: model not found (run: {PROG} download --model)")
     seen = set()
     for cfg in configs:
         key = (cfg.backend, cfg.precision, cfg.gpu_batch_size)
@@ -759,12 +759,8 @@ def _generate_engines(ws: Workspace, configs: list[RunConfig], out: Output) -> i
             continue
         seen.add(key)
         _echo(f"{PROG} run --action=generate_engines --backend={cfg.backend} --precision={cfg.precision}")
-        cache = ws.calibration_cache_path if ws.calibration_cache_path.exists() else None
-        engine = get_backend(cfg.backend).load(
-            ws.model_path, precision=cfg.precision, batch_size=cfg.gpu_batch_size, calibration_cache=cache
-        )
-        engine.close()
-        out.write(f"engine ready: {cfg.backend} {cfg.precision} batch {cfg.gpu_batch_size}\n")
+        built = build_engine(ws, cfg, report, cancel)
+        out.write(f"engine ready: {built.backend} {built.precision} batch {built.batch_size}\n")
     return ExitCode.OK
 
 

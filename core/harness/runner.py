@@ -31,6 +31,7 @@ import numpy as np
 from core.accuracy import AccuracyReport, score_log
 from core.backends.base import VolumeEngine
 from core.benchmark import RunConfig
+from core.engine import load_engine
 from core.errors import (
     BackendUnavailableError,
     BadInputError,
@@ -238,20 +239,8 @@ def load_engines(backend: Any, ws: Workspace, cfg: RunConfig, engines: list[Any]
     """``--gpu_inference_streams`` engines per device (``device=0..gpus-1``; default one), appended to
     ``engines`` as they load, so the caller can close those that loaded when a later one fails. Each
     owns its buffers (and CUDA graph and stream); the sample data stays one shared host copy."""
-    # int8 and fp8 both take their ranges from the calibration cache (the torch backend refuses fp8
-    # without one; TensorRT reads it for int8 only)
-    cache = ws.calibration_cache_path if cfg.precision in ("int8", "fp8") else None
     for i in [d for _ in range(cfg.inference_streams) for d in range(max(1, cfg.gpus))]:
-        engines.append(
-            backend.load(
-                ws.model_path,
-                precision=cfg.precision,
-                batch_size=cfg.gpu_batch_size,
-                device=i,
-                calibration_cache=cache if cache is not None and cache.is_file() else None,
-                workspace=ws,
-            )
-        )
+        engines.append(load_engine(backend, ws, cfg, device=i))
     return engines
 
 
