@@ -63,7 +63,9 @@ def build_engine(
     from core.backends import get_backend
 
     if not ws.model_path.is_file():
-        raise MissingInputError("model not found (run `unet3d download --model` or set MODEL_DIR)", ws.model_path)
+        raise MissingInputError(
+            "model not found (run `unet3d download --model` or set MODEL_DIR)", ws.model_path
+        )
     what = f"{cfg.backend} {cfg.precision} batch {cfg.gpu_batch_size}"
     report(Phase("building", what))
     backend = get_backend(cfg.backend)

@@ -96,7 +96,12 @@ def test_console_build_engine_passes_the_calibration_cache(
 def test_build_engine_job(ws: Workspace, backend: FakeBackend) -> None:
     events: list[object] = []
     built = build_engine(ws, RunConfig(backend="torch", precision="fp16"), events.append, NEVER)
-    assert built.to_dict() == {"backend": "torch", "precision": "fp16", "batch_size": 1, "engine": "fake-engine"}
+    assert built.to_dict() == {
+        "backend": "torch",
+        "precision": "fp16",
+        "batch_size": 1,
+        "engine": "fake-engine",
+    }
     (load,) = backend.loads
     assert load["calibration_cache"] is None and load["workspace"] == ws and load["device"] == 0
     assert events[0] == Phase("building", "torch fp16 batch 1")
