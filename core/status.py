@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 from core.workspace import Workspace
@@ -254,52 +253,11 @@ def backend_items() -> tuple[ItemStatus, ...]:
     return tuple(items)
 
 
-def record_text(rec: Any) -> tuple[str, str, dict[str, Any]]:
-    """Name, detail and data of a history RunRecord, without depending on its exact fields."""
-    data: dict[str, Any] = {}
-    if hasattr(rec, "to_dict"):
-        try:
-            data = dict(rec.to_dict())
-        except Exception:
-            data = {}
-    if not data and hasattr(rec, "__dataclass_fields__"):
-        data = {k: getattr(rec, k) for k in rec.__dataclass_fields__}
-
-    def get(*names: str) -> Any:
-        for n in names:
-            if data.get(n) is not None:
-                return data[n]
-            if getattr(rec, n, None) is not None:
-                return getattr(rec, n)
-        return None
-
-    name = str(get("run_id", "name", "log_dir") or "run")
-    name = Path(name).name
-    parts = [str(x) for x in (get("scenario"), get("test_mode"), get("backend"), get("precision")) if x]
-    status = get("status")
-    if status and status != "complete":
-        parts.append(str(status))
-    valid = get("valid")
-    if valid is not None:
-        parts.append("VALID" if valid else "INVALID")
-    qps = get("samples_per_s", "qps")
-    if isinstance(qps, (int, float)):
-        parts.append(f"{qps:.3f} samples/s")
-    acc = get("accuracy", "mean_dice")
-    if isinstance(acc, (int, float)):
-        parts.append(f"DICE {acc:.5f}")
-    elif isinstance(acc, dict) and isinstance(acc.get("mean"), (int, float)):
-        parts.append(f"DICE {acc['mean']:.5f}")
-    safe = {k: v for k, v in data.items() if isinstance(v, (str, int, float, bool, type(None)))}
-    return name, " ".join(parts), safe
-
-
 def run_items(ws: Workspace, limit: int = 10) -> tuple[ItemStatus, ...]:
     try:
-        mod = _import("core.history")
-        if mod is None:
-            return (ItemStatus("runs", BROKEN, "core.history is not available in this build", ""),)
-        runs = list(mod.list_runs(ws))
+        from core.history import list_runs
+
+        runs = list_runs(ws)
     except Exception as exc:
         return (ItemStatus("runs", BROKEN, _one_line(exc), ""),)
     if not runs:
@@ -308,17 +266,11 @@ def run_items(ws: Workspace, limit: int = 10) -> tuple[ItemStatus, ...]:
         )
     items = []
     for rec in runs[:limit]:  # list_runs gives the newest first
-        try:
-            name, detail, data = record_text(rec)
-            # a run in progress, or a complete run LoadGen did not call INVALID, is ok; an incomplete,
-            # cancelled or failed run must never look like a result
-            good = data.get("status") == "running" or (
-                data.get("status") == "complete" and data.get("valid") is not False
-            )
-            state = OK if good else BROKEN
-            items.append(ItemStatus(name, state, detail, "", data=data))
-        except Exception as exc:
-            items.append(ItemStatus("run", BROKEN, _one_line(exc), ""))
+        # a run in progress, or a complete run LoadGen did not call INVALID, is ok; an incomplete,
+        # cancelled or failed run must never look like a result
+        good = rec.status == "running" or (rec.complete and rec.valid is not False)
+        data = {k: v for k, v in rec.to_dict().items() if isinstance(v, (str, int, float, bool, type(None)))}
+        items.append(ItemStatus(rec.run_id, OK if good else BROKEN, rec.summary(), "", data=data))
     return tuple(items)
 
 

@@ -113,29 +113,36 @@ def test_a_failing_section_becomes_one_broken_item(ws: Workspace, monkeypatch: p
 
 def test_run_history_items(ws: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
     import core.history
-    from core.history import RunRecord
+    from core.benchmark import RunConfig
+    from core.history import Accuracy, Metrics, RunRecord
+
+    def rec(name: str, mode: str, status: str, valid: bool | None, sps: float | None = None,
+            dice: float | None = None) -> RunRecord:  # fmt: skip
+        acc = Accuracy(dice) if dice is not None else None
+        return RunRecord(name, Path(f"/l/{name}"), None, status, RunConfig(test_mode=mode), valid=valid,
+                         metrics=Metrics(sps, {}, acc))  # fmt: skip
 
     recs = [
-        RunRecord("r1", Path("/l/r1"), "2026-11-29T05:00:00", "Offline", "AccuracyOnly", "default", "ort",
-                  "fp32", "complete", None, None, 0.81234),
-        RunRecord("r2", Path("/l/r2"), None, "Offline", "PerformanceOnly", "default", "ort", "fp32",
-                  "broken", None, None, None),
-    ]  # fmt: skip
-    recs += [
-        RunRecord("r3", Path("/l/r3"), None, "Offline", "AccuracyOnly", "default", "ort", "fp32",
-                  "incomplete", None, None, None),
-        RunRecord("r4", Path("/l/r4"), None, "Offline", "PerformanceOnly", "default", "ort", "fp32",
-                  "cancelled", True, 1.5, None),
-        RunRecord("r5", Path("/l/r5"), None, "Offline", "PerformanceOnly", "default", "ort", "fp32",
-                  "complete", False, 1.5, None),
-    ]  # fmt: skip
+        rec("r1", "AccuracyOnly", "complete", None, dice=0.81234),
+        rec("r2", "PerformanceOnly", "broken", None),
+        rec("r3", "AccuracyOnly", "incomplete", None),
+        rec("r4", "PerformanceOnly", "cancelled", None, 1.5),
+        rec("r5", "PerformanceOnly", "complete", False, 1.5),
+        rec("r6", "PerformanceOnly", "complete", True, 1.5),
+    ]
     monkeypatch.setattr(core.history, "list_runs", lambda _ws: recs)
     items = st.run_items(ws)
     # only a complete, not-INVALID run shows as ok; incomplete/cancelled/INVALID never look like results
     assert [(i.name, i.state) for i in items] == [
-        ("r1", OK), ("r2", BROKEN), ("r3", BROKEN), ("r4", BROKEN), ("r5", BROKEN)
+        ("r1", OK), ("r2", BROKEN), ("r3", BROKEN), ("r4", BROKEN), ("r5", BROKEN), ("r6", OK)
     ]  # fmt: skip
-    assert items[0].detail == "Offline AccuracyOnly ort fp32 DICE 0.81234"
+    assert items[0].detail == "Offline AccuracyOnly ort fp32 complete DICE 0.81234"
+    # no throughput for a cancelled or INVALID run; LoadGen's figure for a VALID one
+    assert [i.detail for i in items[3:]] == [
+        "Offline PerformanceOnly ort fp32 cancelled",
+        "Offline PerformanceOnly ort fp32 INVALID",
+        "Offline PerformanceOnly ort fp32 VALID 1.500 samples/s",
+    ]
 
 
 def test_table_summarises_long_sections(ws: Workspace) -> None:
