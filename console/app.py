@@ -268,7 +268,9 @@ class UnetConsole(App[None], inherit_bindings=False):
             runs = self.jobs.history(self.ws)
         except Exception as exc:  # a broken log folder must not blank the dashboard
             runs = []
-            self.call_from_thread(self.notify, f"run history unreadable: {exc}", severity="error")
+            self.call_from_thread(
+                self.notify, f"run history unreadable: {exc}", severity="error", markup=False
+            )
         if not get_current_worker().is_cancelled:
             self.post_message(m.StatusRefreshed(report, runs))
 
@@ -364,7 +366,7 @@ class UnetConsole(App[None], inherit_bindings=False):
         try:
             cfg = cfg.validate()
         except UnetError as exc:
-            self.notify(str(exc), severity="error")
+            self.notify(str(exc), severity="error", markup=False)
             return False
         if self.job_running:
             assert self.job is not None
@@ -452,7 +454,7 @@ class UnetConsole(App[None], inherit_bindings=False):
             text = f"{type(err).__name__}: {err}".replace("\n", " ") if err else "unknown error"
             self.post_message(m.Failed(w.group, text, 1))
         elif event.state == WorkerState.ERROR and w.group == "status":
-            self.notify(f"status probe failed: {w.error}", severity="error")
+            self.notify(f"status probe failed: {w.error}", severity="error", markup=False)
 
     # ------------------------------------------------------------------------------- actions
     def action_mode(self, mode: str) -> None:
@@ -498,7 +500,7 @@ class UnetConsole(App[None], inherit_bindings=False):
             tmp.write_text(json.dumps(res, indent=2, default=str) + "\n")
             tmp.replace(target)
         except OSError as exc:
-            self.notify(f"{target}: {exc.strerror}", severity="error")
+            self.notify(f"{target}: {exc.strerror}", severity="error", markup=False)
             return
         self.notify(f"Summary written to {target}")
 
@@ -508,7 +510,7 @@ class UnetConsole(App[None], inherit_bindings=False):
             folder.mkdir(parents=True, exist_ok=True)
             path = self.save_screenshot(path=str(folder))
         except OSError as exc:
-            self.notify(f"{folder}: {exc.strerror}", severity="error")
+            self.notify(f"{folder}: {exc.strerror}", severity="error", markup=False)
             return
         self.notify(f"Screenshot saved to {path}")
 
@@ -531,7 +533,7 @@ class UnetConsole(App[None], inherit_bindings=False):
         try:
             path = Audit.load(self.ws).export_markdown()
         except (UnetError, OSError) as exc:
-            self.notify(str(exc), severity="error")
+            self.notify(str(exc), severity="error", markup=False)
             return
         self.notify(f"Audit report written to {path}")
 

@@ -188,10 +188,51 @@ def model_items(ws: Workspace) -> tuple[ItemStatus, ...]:
     return (ItemStatus("model", OK, detail, "", data=data),)
 
 
-def calibration_items(ws: Workspace, model_sha: str | None) -> tuple[ItemStatus, ...]:
+def _torch_installed() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("torch") is not None
+
+
+def calibration_needs(backends: tuple[ItemStatus, ...]) -> dict[str, list[str]]:
+    """Which backends read the cache, from the backends' items (no backend is probed twice):
+    "none" (backends available here that run no calibrated precision: "ort fp32"), "here" and
+    "elsewhere" (available / unavailable backends running int8 or fp8)."""
+    from core.benchmark import CALIBRATED_PRECISIONS
+
+    out: dict[str, list[str]] = {"none": [], "here": [], "elsewhere": []}
+    for item in backends:
+        precisions = [p for p in item.data.get("precisions") or () if isinstance(p, str)]
+        if any(p in CALIBRATED_PRECISIONS for p in precisions):
+            out["here" if item.ok else "elsewhere"].append(item.name)
+        elif item.ok and precisions:
+            out["none"].append(f"{item.name} {'/'.join(precisions)}")
+    return out
+
+
+def calibration_items(
+    ws: Workspace, model_sha: str | None, backends: tuple[ItemStatus, ...] | None = None
+) -> tuple[ItemStatus, ...]:
+    """The calibration cache. Only int8 and fp8 read it (RunConfig.needs_calibration_cache): an absent
+    cache is missing only where an available backend runs one of them; on a CPU workspace (ort, fp32)
+    it is not needed, and ``unet3d calibrate`` (which needs torch) is not offered as a fix."""
     path = ws.calibration_cache_path
     if not path.exists():
-        return (ItemStatus("calibration cache", MISSING, f"{path} not found", FIX_CALIBRATE),)
+        needs = calibration_needs(backend_items() if backends is None else backends)
+        data: dict[str, Any] = {"path": str(path), **needs}
+        torch = _torch_installed()
+        if not needs["here"]:
+            parts = ["not made; not needed here"]
+            if needs["none"]:
+                parts[0] += f": {', '.join(needs['none'])} runs without one"
+            if needs["elsewhere"]:
+                parts.append(f"int8/fp8 on {', '.join(needs['elsewhere'])} (not available here) need it")
+            if not torch:
+                parts.append("calibrating needs torch (pip install '.[gpu]')")
+            return (ItemStatus("calibration cache", OK, "; ".join(parts), "", data=data),)
+        detail = f"{path} not found: int8/fp8 on {', '.join(needs['here'])} need it (fp32/fp16/bf16 do not)"
+        fix = FIX_CALIBRATE if torch else f"pip install '.[gpu]', then {FIX_CALIBRATE}"
+        return (ItemStatus("calibration cache", MISSING, detail, fix, data=data),)
     try:
         mod = _import("core.calibration_cache")
         if mod is None:
@@ -230,6 +271,16 @@ def engine_items(ws: Workspace) -> tuple[ItemStatus, ...]:
     )
 
 
+def _precisions(name: str) -> list[str]:
+    """The precisions a backend runs ([] when its module cannot load here)."""
+    try:
+        from core.backends import get_backend
+
+        return list(get_backend(name).precisions)
+    except Exception:
+        return []
+
+
 def backend_items() -> tuple[ItemStatus, ...]:
     try:
         from core.backends import availability, backend_names
@@ -245,11 +296,8 @@ def backend_items() -> tuple[ItemStatus, ...]:
         except Exception as exc:
             ok, reason, devices = False, _one_line(exc), ()
         detail = ", ".join(devices) if ok else reason
-        items.append(
-            ItemStatus(
-                name, OK if ok else MISSING, detail, "", data={"devices": list(devices), "reason": reason}
-            )
-        )
+        data: dict[str, Any] = {"devices": list(devices), "reason": reason, "precisions": _precisions(name)}
+        items.append(ItemStatus(name, OK if ok else MISSING, detail, "", data=data))
     return tuple(items)
 
 
@@ -289,13 +337,14 @@ def collect_status(ws: Workspace) -> StatusReport:
     pre = _guarded("preprocessed", "core.preprocess", "preprocessed_status", ws, FIX_PREPROCESS)
     model = model_items(ws)
     model_sha = model[0].data.get("sha256") if model and model[0].ok else None
+    backends = backend_items()
     sections = (
         Section("dataset", dataset),
         Section("preprocessed", pre),
         Section("model", model),
-        Section("calibration", calibration_items(ws, model_sha)),
+        Section("calibration", calibration_items(ws, model_sha, backends)),
         Section("engines", engine_items(ws)),
-        Section("backends", backend_items()),
+        Section("backends", backends),
         Section("runs", run_items(ws)),
     )
     return StatusReport(paths, sections)

@@ -268,3 +268,22 @@ def test_a_cancelled_run_leaves_its_step_pending(ws, tmp_path, monkeypatch):
     assert (
         audit.check("run.default.PerformanceOnly").evidence == "build/logs/v: VALID 2.5 samples/s (ort fp32)"
     )
+
+
+def test_the_calibration_step_needs_the_cache_itself(ws, monkeypatch):
+    """core.status calls an absent cache fine on a CPU workspace (nothing there reads it); the audit step
+    "Calibration cache present" still waits for the file."""
+    not_needed = ItemStatus("calibration cache", "ok", "not made; not needed here: ort fp32 runs without one")
+    report = fake_status()
+    report = StatusReport({}, tuple(Section("calibration", (not_needed,)) if s.name == "calibration" else s
+                                    for s in report.sections))  # fmt: skip
+    monkeypatch.setattr(core.status, "collect_status", lambda _ws: report)
+    audit = A.Audit.load(ws)
+    r = audit.check("calibration")
+    assert r.state == A.PENDING
+    assert r.evidence == (
+        "build/calibration/calibration_cache.json not found; status: not made; not needed here: ort fp32 "
+        "runs without one"
+    )
+    touch(ws.calibration_cache_path, 1.0)
+    assert audit.check("calibration").state == A.PASSED

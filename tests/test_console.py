@@ -1143,3 +1143,29 @@ def test_geometry_caches_are_emptied_before_a_full_collection(monkeypatch):
     finally:
         h.release()
     assert gc.get_freeze_count() == 0
+
+
+async def test_an_install_hint_keeps_its_brackets(tmp_path):
+    """A failed job's line reached the job strip through Rich markup: "pip install '.[gpu]'" was shown
+    as "pip install '.'" (the [gpu] taken for a style tag)."""
+    from console.widgets.job_panel import JobPanel
+    from core.errors import MissingInputError
+
+    message = "calibration needs torch (pip install '.[gpu]')"
+
+    class NoTorch(FakeJobs):
+        def calibrate(self, ws, report, cancel):
+            raise MissingInputError(message)
+
+    app = make_app(tmp_path, NoTorch())
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        assert app.start_job("calibrate")
+        await until(pilot, lambda: app.job is not None and not app.job.running)
+        await pilot.pause()
+        assert isinstance(app.screen, ErrorModal)
+        assert str(app.screen.query_one("#message").render()) == message
+        await pilot.press("escape")
+        await pilot.pause()
+        label = app.screen.query_one(JobPanel).query_one("#job-label")
+        assert str(label.render()) == f"Calibrate: failed: {message}"

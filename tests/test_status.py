@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from core import status as st
+from core.benchmark import PRECISIONS
 from core.status import BROKEN, MISSING, OK, ItemStatus, Section, collect_status, render_table
 from core.workspace import Workspace
 
@@ -25,7 +26,12 @@ def ws(tmp_path: Path) -> Workspace:
 def quick_backends(monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> None:
     """Backend probing imports torch and tensorrt (seconds); only the backend test needs it."""
     if "real_backends" not in request.fixturenames:
-        fixed = (ItemStatus("ort", OK, "cpu"), ItemStatus("tensorrt", MISSING, "tensorrt is not installed"))
+        fixed = (
+            ItemStatus("ort", OK, "cpu", data={"precisions": ["fp32"]}),
+            ItemStatus(
+                "tensorrt", MISSING, "tensorrt is not installed", data={"precisions": list(PRECISIONS)}
+            ),
+        )
         monkeypatch.setattr(st, "backend_items", lambda: fixed)
 
 
@@ -41,11 +47,12 @@ def test_empty_workspace_is_all_missing_with_fixes(ws: Workspace) -> None:
     assert sec["model"].items[0] == ItemStatus(
         "model", MISSING, f"{ws.model_path} not found", st.FIX_MODEL, data={"path": str(ws.model_path)}
     )
-    assert sec["calibration"].items[0].fix == "unet3d calibrate"
+    # a CPU workspace: no backend here reads a calibration cache, so it is not missing (issue #12 item 5)
+    assert sec["calibration"].state == OK and sec["calibration"].items[0].fix == ""
     assert sec["engines"].state == MISSING
     assert sec["runs"].state == MISSING
     doc = json.loads(json.dumps(report.to_dict()))  # JSON-ready all the way down
-    assert doc["sections"][2]["items"][0]["state"] == "missing"
+    assert doc["sections"][2]["items"][0]["state"] == "missing"  # the model
     assert doc["paths"]["model"] == str(ws.model_path)
 
 
@@ -69,6 +76,31 @@ def test_corrupt_model_is_broken_not_raised(ws: Workspace) -> None:
     (item,) = by_section(report)["model"].items
     assert item.state == BROKEN and item.fix == st.FIX_MODEL
     assert str(ws.model_path) in item.detail or ws.model_path.name in item.detail
+
+
+def test_calibration_item_says_what_each_backend_needs(
+    ws: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not a red "missing" with `unet3d calibrate` where nothing needs the cache and calibrating fails."""
+    ort = ItemStatus("ort", OK, "cpu", data={"precisions": ["fp32"]})
+    torch_off = ItemStatus("torch", MISSING, "no CUDA device", data={"precisions": list(PRECISIONS)})
+    torch_on = ItemStatus("torch", OK, "cuda:0 NVIDIA H200", data={"precisions": list(PRECISIONS)})
+    monkeypatch.setattr(st, "_torch_installed", lambda: False)
+    (item,) = st.calibration_items(ws, None, (ort, torch_off))
+    assert (item.state, item.fix) == (OK, "")
+    assert item.detail == (
+        "not made; not needed here: ort fp32 runs without one; int8/fp8 on torch (not available here) need "
+        "it; calibrating needs torch (pip install '.[gpu]')"
+    )
+    (item,) = st.calibration_items(ws, None, (ort, torch_on))
+    assert item.state == MISSING and item.fix == "pip install '.[gpu]', then unet3d calibrate"
+    assert item.detail.endswith("not found: int8/fp8 on torch need it (fp32/fp16/bf16 do not)")
+    monkeypatch.setattr(st, "_torch_installed", lambda: True)
+    (item,) = st.calibration_items(ws, None, (ort, torch_on))
+    assert (item.state, item.fix) == (MISSING, "unet3d calibrate")
+    assert st.calibration_items(ws, None, (ort, torch_off))[0].detail == (
+        "not made; not needed here: ort fp32 runs without one; int8/fp8 on torch (not available here) need it"
+    )
 
 
 def test_calibration_cache_ok_stale_and_corrupt(ws: Workspace) -> None:

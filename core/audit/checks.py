@@ -127,6 +127,17 @@ def section_check(name: str, what: str) -> Callable[[Context], StepResult]:
     return check
 
 
+def check_calibration(ctx: Context) -> StepResult:
+    """The cache file itself: the status calls an absent cache fine where nothing here needs it (a CPU
+    workspace), but the audit step is about a cache made for this model."""
+    path = ctx.ws.calibration_cache_path
+    if not path.is_file():
+        item = next(iter(ctx.section("calibration").items), None)
+        why = f"; status: {item.detail}" if item is not None and item.detail else ""
+        return StepResult(PENDING, f"{_rel(ctx.ws, path)} not found{why}")
+    return section_check("calibration", "calibration cache")(ctx)
+
+
 def check_environment(ctx: Context) -> StepResult:
     from importlib import metadata
 
