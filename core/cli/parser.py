@@ -124,9 +124,12 @@ def add_run_flags(p: argparse.ArgumentParser) -> None:
 class Subcommand(Protocol):
     """What the parser needs of a subcommand (core.cli.commands.Command)."""
 
-    name: str
-    help: str
-    arguments: Callable[[argparse.ArgumentParser], None]
+    @property
+    def name(self) -> str: ...
+    @property
+    def help(self) -> str: ...
+    @property
+    def arguments(self) -> Callable[[argparse.ArgumentParser], None]: ...
 
 
 def build_parser(commands: Iterable[Subcommand]) -> argparse.ArgumentParser:
@@ -141,7 +144,7 @@ def build_parser(commands: Iterable[Subcommand]) -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for cmd in commands:
-        p = sub.add_parser(cmd.name, help=cmd.help, description=cmd.help, parents=[common])
+        p = sub.add_parser(cmd.name, help=cmd.help, description=cmd.help, parents=[common])  # type: ignore[list-item]
         cmd.arguments(p)
     return parser
 
