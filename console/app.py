@@ -3,7 +3,7 @@
 Modes (keys 1-5): dashboard, run setup, live monitor, history, auditor. Every long job is a thread worker
 (``@work(thread=True, exclusive=True, group=..., exit_on_error=False)``) that receives the worker's
 ``cancelled_event`` as its CancelToken and posts typed messages (console.messages); the App's handlers
-own all state. The benchmark itself runs in a child process (console.workers.BenchmarkProcess).
+own all state. The benchmark itself runs in a child process (core.harness.isolated, via console.workers).
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from core import config as core_config
 from core.benchmark import RunConfig
 from core.errors import Cancelled as CoreCancelled
 from core.errors import UnetError
+from core.history import RunRecord
 from core.jobs import CancelToken, Reporter
 from core.workspace import Workspace
 from screens.auditor import AuditScreen
@@ -132,7 +133,7 @@ class UnetConsole(App[None], inherit_bindings=False):
 
     job: reactive[JobState | None] = reactive(None, always_update=True)
     status_report: reactive[Any] = reactive(None, always_update=True)
-    runs: reactive[list[Any]] = reactive(list, always_update=True)
+    runs: reactive[list[RunRecord]] = reactive(list, always_update=True)  # newest first
     last_result: reactive[dict[str, Any] | None] = reactive(None, always_update=True)
     log_seq: reactive[int] = reactive(0)
 
@@ -267,7 +268,9 @@ class UnetConsole(App[None], inherit_bindings=False):
             runs = self.jobs.history(self.ws)
         except Exception as exc:  # a broken log folder must not blank the dashboard
             runs = []
-            self.call_from_thread(self.notify, f"run history unreadable: {exc}", severity="error")
+            self.call_from_thread(
+                self.notify, f"run history unreadable: {exc}", severity="error", markup=False
+            )
         if not get_current_worker().is_cancelled:
             self.post_message(m.StatusRefreshed(report, runs))
 
@@ -363,7 +366,7 @@ class UnetConsole(App[None], inherit_bindings=False):
         try:
             cfg = cfg.validate()
         except UnetError as exc:
-            self.notify(str(exc), severity="error")
+            self.notify(str(exc), severity="error", markup=False)
             return False
         if self.job_running:
             assert self.job is not None
@@ -451,7 +454,7 @@ class UnetConsole(App[None], inherit_bindings=False):
             text = f"{type(err).__name__}: {err}".replace("\n", " ") if err else "unknown error"
             self.post_message(m.Failed(w.group, text, 1))
         elif event.state == WorkerState.ERROR and w.group == "status":
-            self.notify(f"status probe failed: {w.error}", severity="error")
+            self.notify(f"status probe failed: {w.error}", severity="error", markup=False)
 
     # ------------------------------------------------------------------------------- actions
     def action_mode(self, mode: str) -> None:
@@ -471,7 +474,8 @@ class UnetConsole(App[None], inherit_bindings=False):
         self.push_screen(HelpScreen(self, focused if which == "context" else None))
 
     def action_rerun(self) -> None:
-        cfg = self.last_config or (self.runs[-1:] and _config_of(self.runs[-1])) or None
+        """Run the last configuration again: this session's, else the newest run's recorded RunConfig."""
+        cfg = self.last_config or (self.runs[0].config if self.runs else None)
         if cfg is None:
             self.notify("Nothing to re-run yet: start a run from the Run screen (2).")
             return
@@ -488,17 +492,15 @@ class UnetConsole(App[None], inherit_bindings=False):
             return
         import json
 
-        from console.workers import jsonable
-
         base = Path(str(res.get("log_dir") or self.ws.log_dir))
         target = base / "console_summary.json" if base.is_dir() else self.ws.log_dir / "console_summary.json"
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
             tmp = target.with_name(target.name + ".tmp")
-            tmp.write_text(json.dumps(jsonable(res), indent=2) + "\n")
+            tmp.write_text(json.dumps(res, indent=2, default=str) + "\n")
             tmp.replace(target)
         except OSError as exc:
-            self.notify(f"{target}: {exc.strerror}", severity="error")
+            self.notify(f"{target}: {exc.strerror}", severity="error", markup=False)
             return
         self.notify(f"Summary written to {target}")
 
@@ -508,7 +510,7 @@ class UnetConsole(App[None], inherit_bindings=False):
             folder.mkdir(parents=True, exist_ok=True)
             path = self.save_screenshot(path=str(folder))
         except OSError as exc:
-            self.notify(f"{folder}: {exc.strerror}", severity="error")
+            self.notify(f"{folder}: {exc.strerror}", severity="error", markup=False)
             return
         self.notify(f"Screenshot saved to {path}")
 
@@ -531,7 +533,7 @@ class UnetConsole(App[None], inherit_bindings=False):
         try:
             path = Audit.load(self.ws).export_markdown()
         except (UnetError, OSError) as exc:
-            self.notify(str(exc), severity="error")
+            self.notify(str(exc), severity="error", markup=False)
             return
         self.notify(f"Audit report written to {path}")
 
@@ -561,19 +563,6 @@ class UnetConsole(App[None], inherit_bindings=False):
         yield SystemCommand("Keys", "Show every key binding", lambda: self.action_help("keys"))
         yield SystemCommand("Theme", "Change the colour theme", self.action_change_theme)
         yield SystemCommand("Screenshot", "Save an SVG of this screen (ctrl+s)", self.action_save_screen)
-
-
-def _config_of(run: Any) -> RunConfig | None:
-    try:
-        return RunConfig(
-            scenario=run.scenario or "Offline",
-            config_ver=run.config_ver or "default",
-            test_mode=run.test_mode or "PerformanceOnly",
-            backend=run.backend or "ort",
-            precision=run.precision or "fp32",
-        ).validate()
-    except (UnetError, AttributeError):
-        return None
 
 
 def build_app(argv: list[str] | None = None) -> UnetConsole:

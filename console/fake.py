@@ -7,15 +7,15 @@ unit, which lets a test cancel a job deterministically.
 
 from __future__ import annotations
 
+import datetime
 import threading
-from pathlib import Path
 from typing import Any
 
 from core import jobs as cj
-from core.audit import RunView
 from core.benchmark import RunConfig
 from core.errors import BadInputError, Cancelled
 from core.harness.events import RunEvents
+from core.history import Accuracy, Metrics, RunRecord
 from core.status import ItemStatus, Section, StatusReport
 from core.workspace import Workspace
 
@@ -113,7 +113,7 @@ class FakeJobs:
         missing: tuple[str, ...] = (),
         hold: bool = False,
         fail: str | None = None,
-        runs: list[RunView] | None = None,
+        runs: list[RunRecord] | None = None,
         valid: bool = True,
     ) -> None:
         self.cases = cases
@@ -121,7 +121,7 @@ class FakeJobs:
         self.hold = hold
         self.fail = fail  # name of a job that raises BadInputError
         self.valid = valid
-        self.runs: list[RunView] = list(runs or [])
+        self.runs: list[RunRecord] = list(runs or [])  # newest first, as core.history lists them
         self.release = threading.Event()
         self.calls: list[str] = []
         self.clock = SteppedClock()
@@ -131,7 +131,7 @@ class FakeJobs:
     def status(self, ws: Workspace) -> StatusReport:
         return fake_status(ws, missing=self.missing)
 
-    def history(self, ws: Workspace) -> list[RunView]:
+    def history(self, ws: Workspace) -> list[RunRecord]:
         return list(self.runs)
 
     def case_list(self, ws: Workspace) -> list[str]:
@@ -217,19 +217,25 @@ class FakeJobs:
             k = sum(v[0] for v in vals) / len(vals)
             t = sum(v[1] for v in vals) / len(vals)
             result["accuracy"] = {"mean": (k + t) / 2, "kidney": k, "tumor": t}
-        self.runs.append(
-            RunView(
-                log_dir=Path(log_dir),
-                started=1_764_390_000.0 + len(self.runs) * 60,
-                scenario=cfg.scenario,
-                config_ver=cfg.config_ver,
-                test_mode=cfg.test_mode,
-                backend=cfg.backend,
-                precision=cfg.precision,
-                valid=self.valid,
-                samples_per_s=1.7342,
-                dice=result.get("accuracy", {}).get("mean"),
-                complete=True,
-            )
+        acc = result.get("accuracy")
+        self.runs.insert(
+            0,
+            RunRecord(
+                run_id=log_dir.name,
+                path=log_dir,
+                date=_iso(1_764_390_000.0 + len(self.runs) * 60),
+                status="complete",
+                config=cfg,
+                valid=self.valid if not accuracy else None,
+                metrics=Metrics(
+                    samples_per_s=1.7342,
+                    latency_ms=dict(result["latency_ms"]),
+                    accuracy=Accuracy(acc["mean"], acc["kidney"], acc["tumor"]) if acc else None,
+                ),
+            ),
         )
         return result
+
+
+def _iso(t: float) -> str:
+    return datetime.datetime.fromtimestamp(t).astimezone().isoformat(timespec="seconds")

@@ -98,7 +98,8 @@ class Failed(JobMessage):
 
 
 class StatusRefreshed(Message):
-    """A status probe finished (``report`` is a core.status.StatusReport, ``runs`` RunViews)."""
+    """A status probe finished (``report``: a core.status.StatusReport; ``runs``: core.history.RunRecords,
+    newest first)."""
 
     def __init__(self, report: Any, runs: list[Any]) -> None:
         super().__init__()

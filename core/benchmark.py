@@ -43,6 +43,8 @@ TEST_MODES = ("PerformanceOnly", "AccuracyOnly", "SubmissionRun", "FindPeakPerfo
 CONFIG_VERS = ("default", "high_accuracy")
 PRECISIONS = ("fp32", "fp16", "bf16", "int8", "fp8")
 AUDIT_TESTS = ("TEST01", "TEST04", "TEST05")
+# precisions whose activation ranges come from the calibration cache (NVIDIA's int8; our fp8 scales)
+CALIBRATED_PRECISIONS = ("int8", "fp8")
 
 
 def target_dice(config_ver: str, fp32_reference: float = FP32_REFERENCE_DICE) -> float:
@@ -105,6 +107,12 @@ class RunConfig:
         if n < 1:
             raise UsageError(f"--gpu_inference_streams={raw} must be a whole number of at least 1")
         return n
+
+    @property
+    def needs_calibration_cache(self) -> bool:
+        """This run's engine takes its ranges from the calibration cache: the one rule every caller
+        (the runner, `unet3d run --action=generate_engines`, the console's Build engine) follows."""
+        return self.precision in CALIBRATED_PRECISIONS
 
     def with_(self, **changes: object) -> RunConfig:
         return replace(self, **changes)  # type: ignore[arg-type]

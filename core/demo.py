@@ -39,7 +39,7 @@ class DemoResult:
     accuracy: Any = None  # core.harness.runner.RunResult of the AccuracyOnly run
     performance: Any = None  # RunResult of the PerformanceOnly run (None if skipped)
     seconds: dict[str, float] = field(default_factory=dict)
-    rows: list[dict[str, Any]] = field(default_factory=list)  # core.cli.result_row per run
+    rows: list[dict[str, Any]] = field(default_factory=list)  # core.results.result_row per run
 
     @property
     def ok(self) -> bool:
@@ -115,10 +115,11 @@ def run_demo(
     seed: int = SEED,
 ) -> DemoResult:
     from core.accuracy import fp32_reference_for
-    from core.cli import result_row
-    from core.harness.runner import run_benchmark_isolated as run_benchmark  # one process per run
+    from core.harness.isolated import run_benchmark_isolated as run_benchmark  # one process per run
+    from core.history import record_of
     from core.lock import workspace_lock
     from core.preprocess import run_preprocess
+    from core.results import result_row
     from core.synthetic import write_demo_dataset
 
     t_all = time.monotonic()
@@ -153,7 +154,7 @@ def run_demo(
     t = step("accuracy", cfg.cli_command())
     result.accuracy = run_benchmark(ws, cfg, report=report, cancel=cancel)
     seconds["accuracy"] = time.monotonic() - t
-    result.rows.append(result_row(cfg, result.accuracy, ref))
+    result.rows.append(result_row(record_of(result.accuracy.log_dir), ref))
 
     if performance:
         # size the short run from the accuracy run's pace (with margin: the accuracy run includes loading
@@ -171,7 +172,7 @@ def run_demo(
         t = step("performance", cfg.cli_command())
         result.performance = run_benchmark(ws, cfg, report=report, cancel=cancel)
         seconds["performance"] = time.monotonic() - t
-        result.rows.append(result_row(cfg, result.performance, ref))
+        result.rows.append(result_row(record_of(result.performance.log_dir), ref))
 
     seconds["total"] = time.monotonic() - t_all
     result.seconds = seconds
@@ -179,7 +180,7 @@ def run_demo(
 
 
 def render_demo(result: DemoResult) -> str:
-    from core.cli import results_table
+    from core.results import results_table
 
     lines = [results_table(result.rows).rstrip("\n")]
     ref = f"{result.fp32_reference:.5f}" if result.fp32_reference is not None else "?"

@@ -13,44 +13,224 @@ import datetime as _dt
 import json
 import os
 import socket
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from core.harness.logs import ACCURACY_NAME, SUMMARY_NAME, incomplete_logs, parse_summary
+from core.benchmark import FP32_REFERENCE_DICE, TARGET_FRACTIONS, RunConfig, target_dice
+from core.errors import RunInvalidError, UnetError
+from core.harness.logs import (
+    ACCURACY_NAME,
+    DETAIL_NAME,
+    SUMMARY_NAME,
+    LoadgenSettings,
+    incomplete_logs,
+    parse_detail,
+    parse_summary,
+)
 from core.workspace import Workspace
 
 RUN_JSON = "run.json"
+SCORED_MODES = ("AccuracyOnly", "SubmissionRun")  # modes whose accuracy log is scored (DICE)
+
+
+@dataclass(frozen=True)
+class Accuracy:
+    """The DICE of a scored run, and the target it was judged against when it ran."""
+
+    mean: float
+    kidney: float | None = None
+    tumor: float | None = None
+    target: float | None = None  # None: a folder of another tool (its accuracy.txt has no target)
+    passed: bool | None = None
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Accuracy | None:
+        mean = d.get("mean")
+        if not isinstance(mean, (int, float)) or isinstance(mean, bool):
+            return None
+        num = lambda k: float(d[k]) if isinstance(d.get(k), (int, float)) else None  # noqa: E731
+        passed = d.get("passed")
+        return cls(
+            float(mean),
+            num("kidney"),
+            num("tumor"),
+            num("target"),
+            passed if isinstance(passed, bool) else None,
+        )
+
+
+@dataclass(frozen=True)
+class Metrics:
+    """What LoadGen and the accuracy script measured, as they reported it, whatever the run's status.
+    A screen shows throughput through :attr:`RunRecord.samples_per_s`, never from here."""
+
+    samples_per_s: float | None = None  # Offline "Samples per second"; SingleStream QPS with overhead
+    latency_ms: dict[str, float] = field(default_factory=dict)  # min, max, mean, p50, p90, ... p99.9
+    accuracy: Accuracy | None = None
 
 
 @dataclass(frozen=True)
 class RunRecord:
+    """One run folder: the configuration it ran (run.json's ``config``), what became of it, LoadGen's
+    verdict, its figures, and the settings LoadGen took effect with. Both front ends, the audit and the
+    re-run read runs only through this type."""
+
     run_id: str
     path: Path
-    date: str | None  # ISO start time (run.json) or the folder's mtime
-    scenario: str | None
-    test_mode: str | None
-    config_ver: str | None
-    backend: str | None
-    precision: str | None
-    status: str  # running | complete | incomplete | cancelled | failed | broken
-    valid: bool | None
-    samples_per_s: float | None
-    mean_dice: float | None
-    audit_test: str | None = None
+    date: str | None = None  # ISO start time (run.json) or the folder's mtime
+    status: str = "complete"  # running | complete | incomplete | cancelled | failed | broken
+    config: RunConfig | None = None  # None: a folder made by another tool (e.g. NVIDIA's harness)
+    scenario: str | None = None  # the config's; for a foreign folder LoadGen's summary's
+    test_mode: str | None = None
+    valid: bool | None = None  # LoadGen's VALID/INVALID; None unless the run completed with a result line
+    metrics: Metrics = field(default_factory=Metrics)
+    settings: LoadgenSettings | None = None  # mlperf_log_detail.txt's effective settings
+    loadgen_errors: tuple[str, ...] = ()  # is_error entries of the detail log
     error: str | None = None
-    latency_p90_ms: float | None = None  # SingleStream's metric (90th percentile latency)
-    accuracy_pass: bool | None = None  # DICE met its config_ver target (vs the model's FP32 reference)
+
+    def __post_init__(self) -> None:
+        if self.config is not None:  # the run's own configuration names its scenario and mode
+            object.__setattr__(self, "scenario", self.config.scenario)
+            object.__setattr__(self, "test_mode", self.config.test_mode)
+
+    # --- the configuration (None for a foreign folder) ---
+    @property
+    def config_ver(self) -> str | None:
+        return self.config.config_ver if self.config else None
+
+    @property
+    def backend(self) -> str | None:
+        return self.config.backend if self.config else None
+
+    @property
+    def precision(self) -> str | None:
+        return self.config.precision if self.config else None
+
+    @property
+    def audit_test(self) -> str | None:
+        return self.config.audit_test if self.config else None
+
+    # --- what became of it ---
+    @property
+    def complete(self) -> bool:
+        return self.status == "complete"
 
     @property
     def result(self) -> str:
+        """LoadGen's word: "VALID", "INVALID", or "" (no result line, or the run did not complete)."""
         return "" if self.valid is None else ("VALID" if self.valid else "INVALID")
 
+    @property
+    def outcome(self) -> str:
+        """One word for a table: the LoadGen result of a complete run, else its status."""
+        if not self.complete:
+            return self.status
+        return self.result or "complete"
+
+    @property
+    def started(self) -> float:
+        """Start time in epoch seconds (0 when unknown): the order of runs and "after X" evidence."""
+        return _parse_iso(self.date) or 0.0
+
+    @property
+    def when(self) -> str:
+        t = self.started
+        return _dt.datetime.fromtimestamp(t).strftime("%Y-%m-%d %H:%M:%S") if t else "-"
+
+    # --- the figures a user may see ---
+    @property
+    def samples_per_s(self) -> float | None:
+        """The throughput to show: LoadGen's figure of a complete VALID run, else None. A cancelled,
+        killed or INVALID run has measured something, but it is not a result."""
+        return self.metrics.samples_per_s if self.complete and self.valid is True else None
+
+    @property
+    def latency_ms(self) -> dict[str, float]:
+        """Latency percentiles to show, by the same rule as :attr:`samples_per_s`."""
+        return dict(self.metrics.latency_ms) if self.complete and self.valid is True else {}
+
+    @property
+    def accuracy(self) -> Accuracy | None:
+        """DICE of a complete scored run (a run that stopped scored nothing)."""
+        return self.metrics.accuracy if self.complete else None
+
+    @property
+    def mean_dice(self) -> float | None:
+        acc = self.accuracy
+        return acc.mean if acc is not None else None
+
+    @property
+    def scored(self) -> bool:
+        """Its accuracy log is scored: AccuracyOnly/SubmissionRun without an audit test."""
+        return self.test_mode in SCORED_MODES and not self.audit_test
+
+    def accuracy_passed(self, fp32_reference: float = FP32_REFERENCE_DICE) -> bool | None:
+        """DICE met its target: the verdict recorded when it was scored, else (a foreign folder's
+        accuracy.txt) the mean against ``config_ver``'s target; None when it cannot be told."""
+        acc = self.accuracy
+        if acc is None:
+            return None
+        if acc.passed is not None:
+            return acc.passed
+        if self.config_ver not in TARGET_FRACTIONS:
+            return None
+        return acc.mean >= target_dice(self.config_ver, fp32_reference)
+
+    def passes(self, fp32_reference: float = FP32_REFERENCE_DICE) -> bool:
+        """The one rule for "this run counts": it completed; LoadGen called it VALID unless it is an
+        AccuracyOnly run (which has no performance result); a scored run's DICE met its target."""
+        if not self.complete or self.valid is False:
+            return False
+        if self.test_mode != "AccuracyOnly" and self.valid is not True:
+            return False
+        if self.scored:
+            return self.accuracy_passed(fp32_reference) is True
+        return True
+
+    def summary(self) -> str:
+        """One line: what ran, what became of it and the figures a user may see."""
+        parts = [
+            x for x in (self.scenario, self.test_mode, self.audit_test, self.backend, self.precision) if x
+        ]
+        parts.append(self.outcome)
+        if self.samples_per_s is not None:
+            parts.append(f"{self.samples_per_s:.3f} samples/s")
+        if self.mean_dice is not None:
+            parts.append(f"DICE {self.mean_dice:.5f}")
+        if self.error and self.status in ("failed", "broken"):
+            parts.append(f"({self.error})")
+        return " ".join(parts)
+
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["path"] = str(self.path)
-        d["result"] = self.result
-        return d
+        acc = self.accuracy
+        return {
+            "run_id": self.run_id,
+            "path": str(self.path),
+            "date": self.date,
+            "status": self.status,
+            "scenario": self.scenario,
+            "test_mode": self.test_mode,
+            "config_ver": self.config_ver,
+            "backend": self.backend,
+            "precision": self.precision,
+            "audit_test": self.audit_test,
+            "valid": self.valid,
+            "result": self.result,
+            "samples_per_s": self.samples_per_s,
+            "mean_dice": self.mean_dice,
+            "accuracy_passed": self.accuracy_passed() if acc is not None else None,
+            "passes": self.passes(),
+            "error": self.error,
+            "config": self.config.to_dict() if self.config else None,
+            "metrics": {
+                "samples_per_s": self.metrics.samples_per_s,
+                "latency_ms": dict(self.metrics.latency_ms),
+                "accuracy": asdict(self.metrics.accuracy) if self.metrics.accuracy else None,
+            },
+            "settings": self.settings.to_dict() if self.settings else None,
+            "loadgen_errors": list(self.loadgen_errors),
+        }
 
 
 def _pid_alive(pid: Any, host: Any, started: Any = None) -> bool:
@@ -99,6 +279,29 @@ def _mtime_iso(path: Path) -> str | None:
         return None
 
 
+def _config(data: Any) -> RunConfig | None:
+    """The RunConfig run.json recorded; None when absent or not one this version can run."""
+    if not isinstance(data, dict):
+        return None
+    try:
+        return RunConfig.from_dict(data).validate()
+    except (UnetError, TypeError, ValueError):
+        return None
+
+
+def _latency(d: Any) -> dict[str, float]:
+    if not isinstance(d, dict):
+        return {}
+    return {str(k): float(v) for k, v in d.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
+def _detail(folder: Path) -> tuple[LoadgenSettings | None, tuple[str, ...]]:
+    if not (folder / DETAIL_NAME).is_file():
+        return None, ()
+    detail = parse_detail(folder)
+    return LoadgenSettings.from_detail(detail), detail.errors
+
+
 def _from_run_json(folder: Path, data: dict[str, Any]) -> RunRecord:
     result: dict[str, Any] = data["result"] if isinstance(data.get("result"), dict) else {}
     acc: dict[str, Any] | None = data["accuracy"] if isinstance(data.get("accuracy"), dict) else None
@@ -109,61 +312,66 @@ def _from_run_json(folder: Path, data: dict[str, Any]) -> RunRecord:
         status = "incomplete"
     valid = result.get("valid")
     sps = result.get("samples_per_s")
-    lat: dict[str, Any] = result["latency_ms"] if isinstance(result.get("latency_ms"), dict) else {}
-    p90 = lat.get("p90")
+    latency = _latency(result.get("latency_ms"))
     if status == "incomplete" and (folder / SUMMARY_NAME).is_file():
         s = parse_summary(folder / SUMMARY_NAME)  # the process died after LoadGen finished
-        valid, sps, p90 = s.valid, s.samples_per_s, s.latency_ms().get("p90")
+        sps, latency = s.samples_per_s, s.latency_ms()
     if status != "complete":
         valid = None  # only a run that finished is VALID or INVALID; a killed or cancelled one is neither
-    mean = acc.get("mean") if acc else None
-    passed = acc.get("passed") if acc else None
+    config = _config(data.get("config"))
+    settings, errors = _detail(folder)
     return RunRecord(
         run_id=str(data.get("run_id") or folder.name),
         path=folder,
         date=data.get("started") or _mtime_iso(folder),
-        scenario=data.get("scenario"),
-        test_mode=data.get("test_mode"),
-        config_ver=data.get("config_ver"),
-        backend=data.get("backend"),
-        precision=data.get("precision"),
         status=status,
+        config=config,
+        scenario=data.get("scenario") if config is None else None,
+        test_mode=data.get("test_mode") if config is None else None,
         valid=valid if isinstance(valid, bool) else None,
-        samples_per_s=float(sps) if isinstance(sps, (int, float)) else None,
-        mean_dice=float(mean) if isinstance(mean, (int, float)) else None,
-        audit_test=data.get("audit_test"),
+        metrics=Metrics(
+            samples_per_s=float(sps) if isinstance(sps, (int, float)) else None,
+            latency_ms=latency,
+            accuracy=Accuracy.from_dict(acc) if acc else None,
+        ),
+        settings=settings,
+        loadgen_errors=errors,
         error=data.get("error"),
-        latency_p90_ms=float(p90) if isinstance(p90, (int, float)) else None,
-        accuracy_pass=passed if isinstance(passed, bool) else None,
     )
+
+
+def _accuracy_txt(folder: Path) -> Accuracy | None:
+    """The reference's printed line (``Accuracy: mean = 0.86112, kidney = 0.9340, tumor = 0.7882``)."""
+    try:
+        text = (folder / "accuracy.txt").read_text(errors="replace")
+    except OSError:
+        return None
+    values: dict[str, float] = {}
+    for part in text.split(":", 1)[-1].split(","):
+        key, _, value = part.partition("=")
+        try:
+            values[key.strip()] = float(value)
+        except ValueError:
+            continue
+    return Accuracy.from_dict(values)
 
 
 def _from_summary(folder: Path) -> RunRecord:
     s = parse_summary(folder / SUMMARY_NAME)
-    mean = None
-    acc_txt = folder / "accuracy.txt"
-    if acc_txt.is_file():
-        try:
-            text = acc_txt.read_text(errors="replace")
-            mean = float(text.split("mean =", 1)[1].split(",", 1)[0])
-        except (OSError, IndexError, ValueError):
-            mean = None
     complete = s.exists and (s.result is not None or (folder / ACCURACY_NAME).is_file())
     complete = complete and incomplete_logs(folder) is None
+    settings, errors = _detail(folder)
     return RunRecord(
         run_id=folder.name,
         path=folder,
         date=_mtime_iso(folder / SUMMARY_NAME) or _mtime_iso(folder),
-        scenario=s.scenario,
-        test_mode=s.mode,
-        config_ver=None,
-        backend=None,
-        precision=None,
         status="complete" if complete else "incomplete",
+        scenario=s.scenario or (settings.scenario if settings else None),
+        test_mode=s.mode or (settings.test_mode if settings else None),
         valid=s.valid if complete else None,
-        samples_per_s=s.samples_per_s,
-        mean_dice=mean,
-        latency_p90_ms=s.latency_ms().get("p90"),
+        metrics=Metrics(s.samples_per_s, s.latency_ms(), _accuracy_txt(folder)),
+        settings=settings,
+        loadgen_errors=errors,
     )
 
 
@@ -178,12 +386,19 @@ def read_run(folder: Path) -> RunRecord | None:
             return _from_run_json(folder, data)
         except (OSError, ValueError) as exc:
             return RunRecord(
-                folder.name, folder, _mtime_iso(folder), None, None, None, None, None, "broken",
-                None, None, None, error=f"{run_json.name}: {exc}",
-            )  # fmt: skip
-    if (folder / SUMMARY_NAME).is_file() or (folder / "mlperf_log_detail.txt").is_file():
+                folder.name, folder, _mtime_iso(folder), "broken", error=f"{run_json.name}: {exc}"
+            )
+    if (folder / SUMMARY_NAME).is_file() or (folder / DETAIL_NAME).is_file():
         return _from_summary(folder)
     return None
+
+
+def record_of(log_dir: Path) -> RunRecord:
+    """The record of a run the runner just finished (its run.json), for the tables that report it."""
+    record = read_run(Path(log_dir))
+    if record is None:
+        raise RunInvalidError("the run left no record", log_dir)
+    return record
 
 
 def list_runs(ws: Workspace) -> list[RunRecord]:
@@ -197,10 +412,7 @@ def list_runs(ws: Workspace) -> list[RunRecord]:
         try:
             rec = read_run(folder)
         except Exception as exc:  # a folder we cannot read must not hide the others
-            rec = RunRecord(
-                folder.name, folder, None, None, None, None, None, None, "broken", None, None, None,
-                error=str(exc),
-            )  # fmt: skip
+            rec = RunRecord(folder.name, folder, None, "broken", error=str(exc))
         if rec is not None:
             records.append(rec)
     records.sort(key=lambda r: (_sort_key(r.date), r.run_id), reverse=True)

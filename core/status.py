@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 from core.workspace import Workspace
@@ -189,10 +188,51 @@ def model_items(ws: Workspace) -> tuple[ItemStatus, ...]:
     return (ItemStatus("model", OK, detail, "", data=data),)
 
 
-def calibration_items(ws: Workspace, model_sha: str | None) -> tuple[ItemStatus, ...]:
+def _torch_installed() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("torch") is not None
+
+
+def calibration_needs(backends: tuple[ItemStatus, ...]) -> dict[str, list[str]]:
+    """Which backends read the cache, from the backends' items (no backend is probed twice):
+    "none" (backends available here that run no calibrated precision: "ort fp32"), "here" and
+    "elsewhere" (available / unavailable backends running int8 or fp8)."""
+    from core.benchmark import CALIBRATED_PRECISIONS
+
+    out: dict[str, list[str]] = {"none": [], "here": [], "elsewhere": []}
+    for item in backends:
+        precisions = [p for p in item.data.get("precisions") or () if isinstance(p, str)]
+        if any(p in CALIBRATED_PRECISIONS for p in precisions):
+            out["here" if item.ok else "elsewhere"].append(item.name)
+        elif item.ok and precisions:
+            out["none"].append(f"{item.name} {'/'.join(precisions)}")
+    return out
+
+
+def calibration_items(
+    ws: Workspace, model_sha: str | None, backends: tuple[ItemStatus, ...] | None = None
+) -> tuple[ItemStatus, ...]:
+    """The calibration cache. Only int8 and fp8 read it (RunConfig.needs_calibration_cache): an absent
+    cache is missing only where an available backend runs one of them; on a CPU workspace (ort, fp32)
+    it is not needed, and ``unet3d calibrate`` (which needs torch) is not offered as a fix."""
     path = ws.calibration_cache_path
     if not path.exists():
-        return (ItemStatus("calibration cache", MISSING, f"{path} not found", FIX_CALIBRATE),)
+        needs = calibration_needs(backend_items() if backends is None else backends)
+        data: dict[str, Any] = {"path": str(path), **needs}
+        torch = _torch_installed()
+        if not needs["here"]:
+            parts = ["not made; not needed here"]
+            if needs["none"]:
+                parts[0] += f": {', '.join(needs['none'])} runs without one"
+            if needs["elsewhere"]:
+                parts.append(f"int8/fp8 on {', '.join(needs['elsewhere'])} (not available here) need it")
+            if not torch:
+                parts.append("calibrating needs torch (pip install '.[gpu]')")
+            return (ItemStatus("calibration cache", OK, "; ".join(parts), "", data=data),)
+        detail = f"{path} not found: int8/fp8 on {', '.join(needs['here'])} need it (fp32/fp16/bf16 do not)"
+        fix = FIX_CALIBRATE if torch else f"pip install '.[gpu]', then {FIX_CALIBRATE}"
+        return (ItemStatus("calibration cache", MISSING, detail, fix, data=data),)
     try:
         mod = _import("core.calibration_cache")
         if mod is None:
@@ -231,6 +271,16 @@ def engine_items(ws: Workspace) -> tuple[ItemStatus, ...]:
     )
 
 
+def _precisions(name: str) -> list[str]:
+    """The precisions a backend runs ([] when its module cannot load here)."""
+    try:
+        from core.backends import get_backend
+
+        return list(get_backend(name).precisions)
+    except Exception:
+        return []
+
+
 def backend_items() -> tuple[ItemStatus, ...]:
     try:
         from core.backends import availability, backend_names
@@ -246,60 +296,16 @@ def backend_items() -> tuple[ItemStatus, ...]:
         except Exception as exc:
             ok, reason, devices = False, _one_line(exc), ()
         detail = ", ".join(devices) if ok else reason
-        items.append(
-            ItemStatus(
-                name, OK if ok else MISSING, detail, "", data={"devices": list(devices), "reason": reason}
-            )
-        )
+        data: dict[str, Any] = {"devices": list(devices), "reason": reason, "precisions": _precisions(name)}
+        items.append(ItemStatus(name, OK if ok else MISSING, detail, "", data=data))
     return tuple(items)
-
-
-def record_text(rec: Any) -> tuple[str, str, dict[str, Any]]:
-    """Name, detail and data of a history RunRecord, without depending on its exact fields."""
-    data: dict[str, Any] = {}
-    if hasattr(rec, "to_dict"):
-        try:
-            data = dict(rec.to_dict())
-        except Exception:
-            data = {}
-    if not data and hasattr(rec, "__dataclass_fields__"):
-        data = {k: getattr(rec, k) for k in rec.__dataclass_fields__}
-
-    def get(*names: str) -> Any:
-        for n in names:
-            if data.get(n) is not None:
-                return data[n]
-            if getattr(rec, n, None) is not None:
-                return getattr(rec, n)
-        return None
-
-    name = str(get("run_id", "name", "log_dir") or "run")
-    name = Path(name).name
-    parts = [str(x) for x in (get("scenario"), get("test_mode"), get("backend"), get("precision")) if x]
-    status = get("status")
-    if status and status != "complete":
-        parts.append(str(status))
-    valid = get("valid")
-    if valid is not None:
-        parts.append("VALID" if valid else "INVALID")
-    qps = get("samples_per_s", "qps")
-    if isinstance(qps, (int, float)):
-        parts.append(f"{qps:.3f} samples/s")
-    acc = get("accuracy", "mean_dice")
-    if isinstance(acc, (int, float)):
-        parts.append(f"DICE {acc:.5f}")
-    elif isinstance(acc, dict) and isinstance(acc.get("mean"), (int, float)):
-        parts.append(f"DICE {acc['mean']:.5f}")
-    safe = {k: v for k, v in data.items() if isinstance(v, (str, int, float, bool, type(None)))}
-    return name, " ".join(parts), safe
 
 
 def run_items(ws: Workspace, limit: int = 10) -> tuple[ItemStatus, ...]:
     try:
-        mod = _import("core.history")
-        if mod is None:
-            return (ItemStatus("runs", BROKEN, "core.history is not available in this build", ""),)
-        runs = list(mod.list_runs(ws))
+        from core.history import list_runs
+
+        runs = list_runs(ws)
     except Exception as exc:
         return (ItemStatus("runs", BROKEN, _one_line(exc), ""),)
     if not runs:
@@ -308,17 +314,11 @@ def run_items(ws: Workspace, limit: int = 10) -> tuple[ItemStatus, ...]:
         )
     items = []
     for rec in runs[:limit]:  # list_runs gives the newest first
-        try:
-            name, detail, data = record_text(rec)
-            # a run in progress, or a complete run LoadGen did not call INVALID, is ok; an incomplete,
-            # cancelled or failed run must never look like a result
-            good = data.get("status") == "running" or (
-                data.get("status") == "complete" and data.get("valid") is not False
-            )
-            state = OK if good else BROKEN
-            items.append(ItemStatus(name, state, detail, "", data=data))
-        except Exception as exc:
-            items.append(ItemStatus("run", BROKEN, _one_line(exc), ""))
+        # a run in progress, or a complete run LoadGen did not call INVALID, is ok; an incomplete,
+        # cancelled or failed run must never look like a result
+        good = rec.status == "running" or (rec.complete and rec.valid is not False)
+        data = {k: v for k, v in rec.to_dict().items() if isinstance(v, (str, int, float, bool, type(None)))}
+        items.append(ItemStatus(rec.run_id, OK if good else BROKEN, rec.summary(), "", data=data))
     return tuple(items)
 
 
@@ -337,13 +337,14 @@ def collect_status(ws: Workspace) -> StatusReport:
     pre = _guarded("preprocessed", "core.preprocess", "preprocessed_status", ws, FIX_PREPROCESS)
     model = model_items(ws)
     model_sha = model[0].data.get("sha256") if model and model[0].ok else None
+    backends = backend_items()
     sections = (
         Section("dataset", dataset),
         Section("preprocessed", pre),
         Section("model", model),
-        Section("calibration", calibration_items(ws, model_sha)),
+        Section("calibration", calibration_items(ws, model_sha, backends)),
         Section("engines", engine_items(ws)),
-        Section("backends", backend_items()),
+        Section("backends", backends),
         Section("runs", run_items(ws)),
     )
     return StatusReport(paths, sections)

@@ -16,6 +16,7 @@ from console import messages as m
 from console.widgets.footer import ConsoleFooter
 from console.widgets.job_panel import JobPanel
 from console.widgets.live import LiveTable
+from core.history import RunRecord
 from screens.base import ConsoleScreen
 
 STATE_STYLE = {"ok": "green", "missing": "yellow", "broken": "bold red"}
@@ -146,17 +147,22 @@ class DashboardScreen(ConsoleScreen):
         lines += [f"{k}: {v}" for k, v in data.items() if v not in (None, "", [], {})]
         box.update("\n".join(lines))
 
-    def show_runs(self, runs: list[Any]) -> None:
+    def show_runs(self, runs: list[RunRecord]) -> None:
         box = self.query_one("#last-result", Static)
         if not runs:
             box.update("no runs yet")
             return
-        r = runs[-1]
-        lines = [r.when, f"{r.scenario} {r.config_ver} {r.test_mode}", f"{r.backend} {r.precision}", r.result]
+        r = runs[0]  # core.history: newest first
+        lines = [
+            r.when,
+            f"{r.scenario or '?'} {r.config_ver or ''} {r.test_mode or '?'}",
+            f"{r.backend or ''} {r.precision or ''}",
+            r.outcome,
+        ]
         if r.samples_per_s is not None:
             lines.append(f"{r.samples_per_s:.4g} samples/s")
-        if r.dice is not None:
-            lines.append(f"DICE {r.dice:.5f}")
+        if r.mean_dice is not None:
+            lines.append(f"DICE {r.mean_dice:.5f}")
         box.update("\n".join(x for x in lines if x.strip()))
 
     def show_buttons(self, _job: Any) -> None:

@@ -1,4 +1,4 @@
-"""History: the result folders under build/logs (core.history via core.audit.RunView), two runs side by
+"""History: the result folders under build/logs (core.history.RunRecord, newest first), two runs side by
 side, and a run's LoadGen logs."""
 
 from __future__ import annotations
@@ -15,41 +15,38 @@ from textual.widgets import DataTable, Header, Label, RichLog, Select, Static
 
 from console.widgets.footer import ConsoleFooter
 from console.widgets.live import LiveTable
-from core.audit import RunView
+from core.history import RunRecord
 from screens.base import ConsoleScreen
 
-RESULT_STYLE = {"VALID": "green", "INVALID": "bold red", "complete": "green"}
+RESULT_STYLE = {"VALID": "green", "INVALID": "bold red", "complete": "green", "running": "cyan"}
 LOG_FILES = ("mlperf_log_summary.txt", "mlperf_log_detail.txt", "accuracy.txt", "run.json", "user.conf")
 
 
 class RunsTable(LiveTable):
     HELP = (
-        "Every result folder under build/logs, newest last. Incomplete, cancelled or failed runs are shown "
-        "as such. Space marks a run for comparison (two at most); Enter opens its logs; r re-runs it."
+        "Every result folder under build/logs, newest first. Incomplete, cancelled or failed runs are shown "
+        "as such, without figures. Space marks a run for comparison (two at most); Enter opens its logs; "
+        "r re-runs its exact configuration."
     )
 
 
-def describe(r: RunView) -> str:
+def describe(r: RunRecord) -> str:
+    cfg = r.config
     lines = [
-        f"{r.when}  {r.result}",
-        f"folder   {r.log_dir}",
-        f"scenario {r.scenario}  mode {r.test_mode}",
-        f"config   {r.config_ver}  audit {r.audit_test or '-'}",
-        f"backend  {r.backend} {r.precision}",
-        f"samples/s {r.samples_per_s:.4f}" if r.samples_per_s is not None else "samples/s -",
-        f"DICE     {r.dice:.5f}" if r.dice is not None else "DICE     -",
+        f"{r.when}  {r.outcome}",
+        f"folder   {r.path}",
+        f"scenario {r.scenario or '?'}  mode {r.test_mode or '?'}",
+        f"config   {r.config_ver or '-'}  audit {r.audit_test or '-'}",
+        f"backend  {r.backend or '-'} {r.precision or ''}".rstrip(),
     ]
-    summary = r.log_dir / "mlperf_log_summary.txt"
-    if summary.is_file():
-        try:
-            from core.harness.logs import parse_summary
-
-            s = parse_summary(summary)
-            lat = s.latency_ms()
-            order = ("p50", "p90", "p99", "p99.9", "mean", "max")
-            lines += [f"{k:<8} {lat[k]:,.1f} ms" for k in order if k in lat]
-        except Exception as exc:
-            lines.append(f"(summary unreadable: {exc})")
+    if cfg is not None:
+        lines.append(f"batch    {cfg.gpu_batch_size}  gpus {cfg.gpus}")
+    lines += [
+        f"samples/s {r.samples_per_s:.4f}" if r.samples_per_s is not None else "samples/s -",
+        f"DICE     {r.mean_dice:.5f}" if r.mean_dice is not None else "DICE     -",
+    ]
+    lat = r.latency_ms
+    lines += [f"{k:<8} {lat[k]:,.1f} ms" for k in ("p50", "p90", "p99", "p99.9", "mean", "max") if k in lat]
     return "\n".join(lines)
 
 
@@ -115,7 +112,7 @@ class HistoryScreen(ConsoleScreen):
     def __init__(self) -> None:
         super().__init__()
         self.marked: list[str] = []
-        self._runs: dict[str, RunView] = {}
+        self._runs: dict[str, RunRecord] = {}
 
     def compose(self) -> ComposeResult:
         yield Header(show_clock=False)
@@ -143,26 +140,26 @@ class HistoryScreen(ConsoleScreen):
             t.add_column(label, key=key)
         self.watch(self.app, "runs", self.show_runs, init=True)
 
-    def show_runs(self, runs: list[RunView]) -> None:
+    def show_runs(self, runs: list[RunRecord]) -> None:
         t = self.query_one(RunsTable)
         t.clear()
         self._runs = {}
-        for n, r in enumerate(runs):
-            key = f"{n}:{r.log_dir}"
+        for n, r in enumerate(runs):  # core.history: newest first
+            key = f"{n}:{r.path}"
             self._runs[key] = r
-            res = r.result
+            res = r.outcome
             t.add_row(
                 "●" if key in self.marked else " ",
                 r.when,
                 r.scenario or "?",
-                r.test_mode + (f" {r.audit_test}" if r.audit_test else ""),
-                r.config_ver,
-                r.backend,
-                r.precision,
+                (r.test_mode or "?") + (f" {r.audit_test}" if r.audit_test else ""),
+                r.config_ver or "-",
+                r.backend or "-",
+                r.precision or "-",
                 Text(res, style=RESULT_STYLE.get(res, "yellow")),
                 f"{r.samples_per_s:.4f}" if r.samples_per_s is not None else "-",
-                f"{r.dice:.5f}" if r.dice is not None else "-",
-                r.log_dir.name,
+                f"{r.mean_dice:.5f}" if r.mean_dice is not None else "-",
+                r.path.name,
                 key=key,
             )
         self.marked = [k for k in self.marked if k in self._runs]
@@ -197,18 +194,20 @@ class HistoryScreen(ConsoleScreen):
     def action_open(self) -> None:
         key = self._selected()
         if key is not None:
-            self.app.push_screen(LogViewer(self._runs[key].log_dir))
+            self.app.push_screen(LogViewer(self._runs[key].path))
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
         self.action_open()
 
     def action_rerun_selected(self) -> None:
-        from console.app import _config_of
+        """Run the selected run's recorded RunConfig again, exactly (audit test, batch, durations...)."""
         from console.messages import RunRequested
 
         key = self._selected()
-        cfg = _config_of(self._runs[key]) if key is not None else None
+        cfg = self._runs[key].config if key is not None else None
         if cfg is None:
-            self.notify("This run's configuration is not known.", severity="warning")
+            self.notify(
+                "This run's configuration is not known (a folder made by another tool).", severity="warning"
+            )
             return
         self.post_message(RunRequested(cfg))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -18,8 +19,8 @@ from console.app import UnetConsole
 from console.commands import console_commands
 from console.fake import CASES, FakeJobs
 from core import config as core_config
-from core.audit import RunView
 from core.benchmark import RunConfig
+from core.history import Accuracy, Metrics, RunRecord
 from core.workspace import Workspace
 from screens.modals import ErrorModal
 
@@ -264,20 +265,34 @@ async def test_help_lists_binding_ids_and_context(tmp_path):
         assert app.screen.__class__.__name__ == "DashboardScreen"
 
 
-def view(tmp_path: Path, name: str, t: float, **kw: Any) -> RunView:
-    base = dict(scenario="Offline", config_ver="default", test_mode="PerformanceOnly", backend="ort",
-                precision="fp32", valid=True, complete=True, status="complete")  # fmt: skip
-    base.update(kw)
-    return RunView(log_dir=tmp_path / "ws" / "build" / "logs" / name, started=t, **base)
+def view(
+    tmp_path: Path,
+    name: str,
+    t: float,
+    *,
+    status: str = "complete",
+    valid: bool | None = True,
+    samples_per_s: float | None = None,
+    dice: float | None = None,
+    **config: Any,
+) -> RunRecord:
+    """A run record as core.history reads it from a run.json, started at epoch ``t``."""
+    import datetime as dt
+
+    cfg = RunConfig(**config)
+    metrics = Metrics(samples_per_s, {}, Accuracy(dice) if dice is not None else None)
+    date = dt.datetime.fromtimestamp(t).astimezone().isoformat()
+    path = tmp_path / "ws" / "build" / "logs" / name
+    return RunRecord(name, path, date, status, cfg, valid=valid, metrics=metrics)
 
 
 async def test_history_table_compare_and_logs(tmp_path):
-    runs = [
-        view(tmp_path, "run-a", 1_764_390_000, samples_per_s=1.7342),
+    runs = [  # core.history's order: newest first
+        view(tmp_path, "run-c", 1_764_391_200, status="cancelled", valid=None, samples_per_s=1.573),
         view(tmp_path, "run-b", 1_764_390_600, test_mode="AccuracyOnly", valid=None, dice=0.86231),
-        view(tmp_path, "run-c", 1_764_391_200, status="cancelled", complete=False, valid=None),
+        view(tmp_path, "run-a", 1_764_390_000, samples_per_s=1.7342),
     ]
-    d = runs[0].log_dir
+    d = runs[2].path
     d.mkdir(parents=True)
     (d / "mlperf_log_summary.txt").write_text("Result is : VALID\nSamples per second: 1.7342\n")
     app = make_app(tmp_path, FakeJobs(runs=runs))
@@ -288,24 +303,70 @@ async def test_history_table_compare_and_logs(tmp_path):
         t = app.screen.query_one("#runs", DataTable)
         assert t.row_count == 3
         keys = [str(k.value) for k in t.rows]
-        assert [cell(t, k, "result") for k in keys] == ["VALID", "complete", "cancelled"]
+        assert [cell(t, k, "folder") for k in keys] == ["run-c", "run-b", "run-a"]  # newest first
+        assert [cell(t, k, "result") for k in keys] == ["cancelled", "complete", "VALID"]
+        assert [cell(t, k, "qps") for k in keys] == ["-", "-", "1.7342"]  # none for the cancelled run
         assert cell(t, keys[1], "dice") == "0.86231"
-        await pilot.press("space", "down", "space")
+        await pilot.press("down", "space", "down", "space")
         await pilot.pause()
         left = str(app.screen.query_one("#cmp-left", Static).render())
         right = str(app.screen.query_one("#cmp-right", Static).render())
-        assert "run-a" in left and "samples/s 1.7342" in left
-        assert "run-b" in right and "DICE     0.86231" in right
-        await pilot.press("up", "enter")
+        assert "run-b" in left and "DICE     0.86231" in left
+        assert "run-a" in right and "samples/s 1.7342" in right
+        await pilot.press("enter")
         await pilot.pause()
         assert app.screen.__class__.__name__ == "LogViewer"
         shown = "\n".join(str(x.text) for x in app.screen.query_one("#log-view").lines)
         assert "Result is : VALID" in shown
 
 
+async def test_rerun_from_history_reproduces_the_exact_config(tmp_path):
+    """Re-running a TEST01 fp8 batch-8 run from History came back as a plain batch-1 run without its
+    audit test (the console rebuilt the config from five fields)."""
+    exact = RunConfig(scenario="SingleStream", test_mode="PerformanceOnly", backend="torch", precision="fp8",
+                      gpu_batch_size=8, audit_test="TEST01", min_duration=60.0, min_query_count=2048,
+                      single_stream_expected_latency_ms=140.0, gpus=2,
+                      extra={"gpu_inference_streams": "2"})  # fmt: skip
+    ws = Workspace.resolve(tmp_path / "ws", env={})
+    folder = ws.log_dir / "20261129-050000_SingleStream_PerformanceOnly_TEST01"
+    folder.mkdir(parents=True)
+    doc = {"run_id": folder.name, "status": "complete", "started": "2026-11-29T05:00:00+00:00",
+           "scenario": exact.scenario, "test_mode": exact.test_mode, "config_ver": exact.config_ver,
+           "audit_test": exact.audit_test, "backend": exact.backend, "precision": exact.precision,
+           "config": exact.to_dict(), "result": {"valid": True, "samples_per_s": 7.1}}  # fmt: skip
+    (folder / "run.json").write_text(json.dumps(doc))
+
+    class HistoryJobs(FakeJobs):  # the console's real history of this workspace
+        def history(self, ws: Workspace) -> list[RunRecord]:
+            from console.workers import RealJobs
+
+            return RealJobs().history(ws)
+
+    jobs = HistoryJobs()
+    app = make_app(tmp_path, jobs)
+    msgs: list[Any] = []
+    async with app.run_test(size=SIZE, message_hook=msgs.append) as pilot:
+        await settle(app, pilot)
+        await pilot.press("4")
+        await pilot.pause()
+        assert app.screen.query_one("#runs", DataTable).row_count == 1
+        await pilot.press("r")
+        await settle(app, pilot)
+        reqs = {id(x): x.config for x in msgs if isinstance(x, m.RunRequested)}  # seen as it bubbles
+        assert list(reqs.values()) == [exact]
+        assert app.last_config == exact and jobs.calls == ["benchmark"]
+        # the app's own re-run (no run in this session yet) takes the newest run's recorded config
+        app.last_config = None
+        await pilot.press("1")
+        await pilot.pause()
+        app.action_rerun()
+        await settle(app, pilot)
+        assert app.last_config == exact and jobs.calls == ["benchmark", "benchmark"]
+
+
 async def test_auditor_screen_checks_acts_and_exports(tmp_path, monkeypatch):
     runs = [view(tmp_path, "run-a", 1_764_390_000, samples_per_s=1.7342)]
-    monkeypatch.setattr("core.audit.list_run_views", lambda ws: runs)
+    monkeypatch.setattr("core.history.list_runs", lambda ws: runs)
     from console.fake import fake_status
 
     monkeypatch.setattr("core.status.collect_status", lambda ws: fake_status(ws))
@@ -404,47 +465,97 @@ async def test_export_and_log_filter_after_a_run(tmp_path):
         assert shown == ["sample 6/7 case_00041 done"]
 
 
+# a stand-in for the run's child process (core.harness.isolated's protocol): it ignores the cancel line
+# and SIGINT, like a LoadGen stuck in native code
+STUBBORN_CHILD = """
+import json, os, signal, sys, time
+signal.signal(signal.SIGINT, signal.SIG_IGN)
+pipe = os.fdopen(int(sys.argv[-1]), "w", buffering=1)
+spec = json.loads(sys.stdin.readline())
+def out(**kw):
+    pipe.write(json.dumps(kw) + "\\n")
+    pipe.flush()
+print(f"pid {os.getpid()}", flush=True)
+out(t="phase", name="running", total=7)
+out(t="sample", index=0, case="case_00000", issued=time.monotonic() - 0.4, windows=64, total=7)
+out(t="report", kind="progress", task="run", done=1, total=7, unit="sample", item="case_00000")
+time.sleep(60)
+"""
+
+
+class ChildJobs(FakeJobs):
+    """FakeJobs' probes, RealJobs' benchmark (core.harness.isolated) with a scripted child."""
+
+    def __init__(self, grace_s: tuple[float, float], **kw: Any) -> None:
+        import sys
+
+        from console.workers import RealJobs
+
+        super().__init__(**kw)
+        self.real = RealJobs(grace_s=grace_s, child_argv=[sys.executable, "-c", STUBBORN_CHILD])
+
+    def benchmark(self, ws, cfg, report, cancel, live):
+        self.calls.append("benchmark")
+        return self.real.benchmark(ws, cfg, report, cancel, live)
+
+    def shutdown(self) -> None:
+        self.real.shutdown()
+
+
 async def test_esc_stops_a_real_child_process_group(tmp_path):
-    """The app's benchmark path with a real child (a stand-in for console.runner that ignores SIGINT):
-    Esc -> SIGINT -> SIGTERM, the process is gone and the job ends Cancelled."""
-    import sys
-    import textwrap
+    """The app's benchmark path with a real child: the live view follows its relayed events; Esc ->
+    the cancel line -> SIGTERM of its group; the process is gone and the job ends Cancelled."""
+    import os
 
-    from console.workers import BenchmarkProcess, wait_until
+    from console.workers import wait_until
 
-    body = textwrap.dedent("""
-        import json, os, signal, time
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        def out(**kw): print(json.dumps(kw), flush=True)
-        out(type="log", text=f"pid {os.getpid()}")
-        out(type="phase", name="running")
-        out(type="snapshot", data={"completed": 1, "total": 7, "qps": 0.5})
-        out(type="progress", task="run", done=1, total=7, unit="sample")
-        time.sleep(60)
-    """)
-    procs: list[BenchmarkProcess] = []
-
-    class ChildJobs(FakeJobs):
-        def benchmark(self, ws, cfg, report, cancel, live):
-            procs.append(BenchmarkProcess(ws, cfg, grace_s=(0.3, 2.0), argv=[sys.executable, "-c", body]))
-            return procs[-1].run(report, cancel, live)
-
-    app = make_app(tmp_path, ChildJobs())
+    jobs = ChildJobs(grace_s=(0.3, 2.0))
+    app = make_app(tmp_path, jobs)
     msgs: list[Any] = []
     async with app.run_test(size=SIZE, message_hook=msgs.append) as pilot:
         await settle(app, pilot)
         app.start_run(RunConfig())
-        await until(pilot, lambda: app.job is not None and app.job.done == 1)
-        pid = procs[0].proc.pid
+        await until(pilot, lambda: app.job is not None and app.job.done == 1, timeout=30)
+        snap = app.live.snapshot()
+        assert snap is not None and (snap.completed, snap.total) == (1, 7)  # the child's relayed events
+        run = jobs.real.current
+        pid = run.proc.pid
+        assert any(text == f"pid {pid}" for _n, _level, text in app.logs)  # the child's own output
         await pilot.press("escape")
         await until(pilot, lambda: app.job is not None and not app.job.running, timeout=10)
         assert flow(msgs, "benchmark")[-1] == "Cancelled"
-        assert procs[0].signals_sent == ["SIGINT", "SIGTERM"]
-        assert wait_until(lambda: procs[0].proc.poll() is not None, timeout=5)
-        import os
-
+        assert run.signals_sent == ["cancel", "SIGTERM"]
+        assert wait_until(lambda: run.proc.poll() is not None, timeout=5)
         with pytest.raises(ProcessLookupError):
             os.killpg(pid, 0)
+
+
+async def test_quit_with_a_run_in_flight_stops_its_child_within_a_short_grace(tmp_path):
+    """Quitting (q, y) with a run whose grace is 30 s: the child gets the cancel line and, a second
+    later, SIGTERM; the console does not wait the run's grace period."""
+    import os
+    import time
+
+    from console.workers import wait_until
+
+    jobs = ChildJobs(grace_s=(30.0, 5.0))
+    app = make_app(tmp_path, jobs)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        app.start_run(RunConfig())
+        await until(pilot, lambda: app.job is not None and app.job.done == 1, timeout=30)
+        run = jobs.real.current
+        pid = run.proc.pid
+        await pilot.press("q")
+        await pilot.pause()
+        assert app.screen.__class__.__name__ == "ConfirmModal"
+        t0 = time.monotonic()
+        await pilot.press("y")
+        await pilot.pause()
+    assert wait_until(lambda: run.proc.poll() is not None, timeout=10)
+    assert time.monotonic() - t0 < 10 and run.signals_sent[:2] == ["cancel", "SIGTERM"]
+    with pytest.raises(ProcessLookupError):
+        os.killpg(pid, 0)
 
 
 def test_build_app_opens_the_demo_workspace_unless_configured(tmp_path, monkeypatch, capsys):
@@ -1032,3 +1143,29 @@ def test_geometry_caches_are_emptied_before_a_full_collection(monkeypatch):
     finally:
         h.release()
     assert gc.get_freeze_count() == 0
+
+
+async def test_an_install_hint_keeps_its_brackets(tmp_path):
+    """A failed job's line reached the job strip through Rich markup: "pip install '.[gpu]'" was shown
+    as "pip install '.'" (the [gpu] taken for a style tag)."""
+    from console.widgets.job_panel import JobPanel
+    from core.errors import MissingInputError
+
+    message = "calibration needs torch (pip install '.[gpu]')"
+
+    class NoTorch(FakeJobs):
+        def calibrate(self, ws, report, cancel):
+            raise MissingInputError(message)
+
+    app = make_app(tmp_path, NoTorch())
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        assert app.start_job("calibrate")
+        await until(pilot, lambda: app.job is not None and not app.job.running)
+        await pilot.pause()
+        assert isinstance(app.screen, ErrorModal)
+        assert str(app.screen.query_one("#message").render()) == message
+        await pilot.press("escape")
+        await pilot.pause()
+        label = app.screen.query_one(JobPanel).query_one("#job-label")
+        assert str(label.render()) == f"Calibrate: failed: {message}"

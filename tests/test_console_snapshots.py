@@ -8,6 +8,7 @@ fake jobs. Accept changes on purpose with `pytest tests/test_console_snapshots.p
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import shutil
 import time
 from pathlib import Path
@@ -21,8 +22,8 @@ from console import messages as m
 from console.app import UnetConsole
 from console.fake import FakeJobs
 from core import config as core_config
-from core.audit import RunView
 from core.benchmark import RunConfig
+from core.history import Accuracy, Metrics, RunRecord
 from core.workspace import Workspace
 
 SIZE = (120, 40)
@@ -62,16 +63,23 @@ async def settle(pilot: Any) -> None:
     await pilot.pause()
 
 
-def run_views() -> list[RunView]:
+def run_views() -> list[RunRecord]:
+    """Three runs as core.history lists them: newest first."""
     logs = WS_ROOT / "build" / "logs"
-    common = dict(backend="ort", precision="fp32", complete=True, status="complete")
+
+    def rec(name: str, t: float, cfg: RunConfig, status: str = "complete", valid: bool | None = None,
+            sps: float | None = None, dice: float | None = None) -> RunRecord:  # fmt: skip
+        date = dt.datetime.fromtimestamp(t).astimezone().isoformat()
+        metrics = Metrics(sps, {}, Accuracy(dice) if dice is not None else None)
+        return RunRecord(name, logs / name, date, status, cfg, valid=valid, metrics=metrics)
+
+    accuracy = RunConfig(config_ver="high_accuracy", test_mode="AccuracyOnly")
     return [
-        RunView(logs / "2026-11-29_05-00-00_Offline_PerformanceOnly", 1_795_928_400, "Offline", "default",
-                "PerformanceOnly", valid=True, samples_per_s=1.7342, **common),
-        RunView(logs / "2026-11-29_05-10-00_Offline_AccuracyOnly", 1_795_929_000, "Offline", "high_accuracy",
-                "AccuracyOnly", dice=0.88214, **common),
-        RunView(logs / "2026-11-29_05-20-00_SingleStream_PerformanceOnly", 1_795_929_600, "SingleStream",
-                "default", "PerformanceOnly", backend="ort", precision="fp32", status="cancelled"),
+        rec("2026-11-29_05-20-00_SingleStream_PerformanceOnly", 1_795_929_600,
+            RunConfig(scenario="SingleStream"), status="cancelled"),
+        rec("2026-11-29_05-10-00_Offline_AccuracyOnly", 1_795_929_000, accuracy, dice=0.88214),
+        rec("2026-11-29_05-00-00_Offline_PerformanceOnly", 1_795_928_400, RunConfig(), valid=True,
+            sps=1.7342),
     ]  # fmt: skip
 
 

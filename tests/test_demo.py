@@ -78,14 +78,14 @@ def test_demo_refuses_a_data_dir_with_real_cases(ws: Workspace) -> None:
 
 
 def test_cli_demo_defaults_to_its_own_workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from core import cli
+    from core.cli.commands import DEMO_WORKSPACE, workspace_of
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("DATA_DIR", "/somewhere/else")  # a developer's environment must not leak in
-    ws = cli._workspace(argparse.Namespace(), default_root=cli.DEMO_WORKSPACE)
+    ws = workspace_of(argparse.Namespace(), default_root=DEMO_WORKSPACE)
     assert ws.root == tmp_path / "unet3d-demo"
     assert ws.data_dir == tmp_path / "unet3d-demo" / "build" / "data" / "KiTS19"
-    ws = cli._workspace(argparse.Namespace(workspace=str(tmp_path / "w")), default_root=cli.DEMO_WORKSPACE)
+    ws = workspace_of(argparse.Namespace(workspace=str(tmp_path / "w")), default_root=DEMO_WORKSPACE)
     assert ws.root == tmp_path / "w"
 
 

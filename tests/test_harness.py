@@ -16,7 +16,7 @@ from core.harness import settings as hs
 from core.harness.events import RunEvents
 from core.harness.logs import parse_detail, parse_summary
 from core.harness.runner import RunCancelled, new_run_dir, run_benchmark
-from core.history import list_runs
+from core.history import Accuracy, list_runs, record_of
 from core.jobs import CancelToken, LogLine
 from core.workspace import Workspace
 from tests.test_harness_fakes import SHAPES, FakeVolumeEngine, FakeWindowEngine, make_data
@@ -199,7 +199,8 @@ def test_accuracy_run_scores_perfect_engine(ws: Workspace, scenario: str) -> Non
     acc = result.accuracy
     assert acc is not None and acc.mean == 1.0 and acc.kidney == 1.0 and acc.tumor == 1.0
     assert acc.line == "Accuracy: mean = 1.00000, kidney = 1.0000, tumor = 1.0000"
-    assert acc.passed and result.passed
+    record = record_of(result.log_dir)  # the run.json the runner wrote, read as every screen reads it
+    assert acc.passed and record.passes() and record.accuracy == Accuracy(1.0, 1.0, 1.0, acc.target, True)
     assert acc.line in lines
     assert (result.log_dir / "accuracy.txt").read_text().strip() == acc.line
     assert (result.log_dir / "summary.csv").read_text().splitlines()[-1].startswith("mean,1.0")

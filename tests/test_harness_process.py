@@ -17,8 +17,9 @@ import pytest
 from core.benchmark import RunConfig
 from core.errors import BadInputError, Cancelled
 from core.harness.events import RunEvents
+from core.harness.isolated import run_benchmark_isolated
 from core.harness.logs import parse_detail
-from core.harness.runner import RunCancelled, run_benchmark_isolated
+from core.harness.runner import RunCancelled
 from core.jobs import CancelToken, LogLine
 from core.workspace import Workspace
 from tests.test_harness_fakes import SHAPES

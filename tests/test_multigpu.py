@@ -17,8 +17,9 @@ import pytest
 from core.benchmark import RunConfig
 from core.errors import BadInputError, MissingInputError, UsageError
 from core.harness.events import RunEvents
+from core.harness.isolated import run_benchmark_isolated
 from core.harness.qsl import KitsQSL
-from core.harness.runner import RunCancelled, run_benchmark, run_benchmark_isolated
+from core.harness.runner import RunCancelled, run_benchmark
 from core.harness.sut import KitsSUT
 from core.jobs import CancelToken, LogLine
 from core.workspace import Workspace
@@ -684,10 +685,17 @@ async def test_monitor_shows_per_device_completed_and_qps(tmp_path: Path, monkey
         assert "cuda:0" not in str(screen.query_one("#rates", Static).render())  # one device: no line
 
 
-def test_console_snapshot_relay_keeps_devices() -> None:
-    pytest.importorskip("textual")
-    from console.workers import snapshot_from_dict, snapshot_to_dict
+def test_child_relay_keeps_devices() -> None:
+    """The run's child process relays each sample with its device (core.harness.isolated): the parent's
+    RunEvents, which the console's monitor reads, counts them per device."""
+    from core.harness.events import RunEvents
+    from core.harness.isolated import _RelayEvents, relay
 
-    snap = _device_snapshot()
-    back = snapshot_from_dict(json.loads(json.dumps(snapshot_to_dict(snap))))
-    assert back.devices == snap.devices
+    sent: list[dict] = []
+    child = _RelayEvents(lambda msg: sent.append(json.loads(json.dumps(msg))))
+    for i, dev in enumerate(("cuda:0", "cuda:1", "cuda:0")):
+        child.sample_done(i, f"case_{i:05d}", 0.0, windows=64, device=dev)
+    parent = RunEvents()
+    for msg in sent:
+        relay(msg, parent, lambda _e: None)
+    assert [(d.device, d.completed) for d in parent.snapshot().devices] == [("cuda:0", 2), ("cuda:1", 1)]

@@ -1,6 +1,6 @@
 """Fault injection on benchmark runs through the real CLI: two runs at once on one workspace, a
-SIGKILLed lock holder, a run SIGKILLed mid-way, runs cancelled with SIGINT (the CLI and the console's
-runner child), engines that return NaN or the wrong shape, and accuracy logs with missing, duplicate
+SIGKILLed lock holder, a run SIGKILLed mid-way, runs cancelled (SIGINT to the CLI, the console's cancel
+of its run child), engines that return NaN or the wrong shape, and accuracy logs with missing, duplicate
 or malformed entries. Runs use a tiny ONNX model (tests/reliability.py) on core.synthetic cases."""
 
 from __future__ import annotations
@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -18,7 +17,7 @@ import pytest
 from core.errors import ExitCode
 from core.lock import WorkspaceBusyError, holder, workspace_lock
 from core.workspace import Workspace
-from tests.reliability import REPO, clean_env, start_unet3d, tiny_model, tree_digest, unet3d, workspace
+from tests.reliability import start_unet3d, tiny_model, tree_digest, unet3d, workspace
 
 QUICK = ("run", "--test_mode=PerformanceOnly", "--min_duration=0", "--min_query_count=2")
 # ~1 s per sample on a loaded 2-core machine: long enough to interfere with
@@ -179,9 +178,14 @@ def test_sigint_cancels_the_cli_run_and_marks_it_cancelled(ws: Workspace) -> Non
 
 
 @pytest.mark.slow
-def test_sigint_cancels_the_console_runner_child(ws: Workspace) -> None:
-    """The console's cancel path: SIGINT to `python -m console.runner` (its run child)."""
+def test_the_console_cancels_its_run_child(ws: Workspace) -> None:
+    """The console's cancel path (console.workers.RealJobs -> core.harness.isolated): the run's child
+    gets the cancel line, LoadGen returns, the child exits with the partial result; run.json and the
+    history say cancelled, and the live feed followed the child's events up to the cancel."""
+    from console.workers import LiveFeed, RealJobs
     from core.benchmark import RunConfig
+    from core.harness.runner import RunCancelled
+    from core.jobs import CancelToken, Phase
 
     cfg = RunConfig(
         scenario="Offline",
@@ -190,33 +194,32 @@ def test_sigint_cancels_the_console_runner_child(ws: Workspace) -> None:
         min_query_count=40,
         offline_expected_qps=1,
     )
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "console.runner",
-            "--workspace",
-            str(ws.root),
-            "--config",
-            json.dumps(cfg.to_dict()),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=clean_env(),
-        cwd=str(REPO),
-    )
-    _wait_for(lambda: _running_dir(ws) is not None, proc=proc)
-    time.sleep(1.0)
+    jobs, live, token = RealJobs(), LiveFeed(), CancelToken()
+    phases: list[str] = []
+    caught: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            jobs.benchmark(
+                ws, cfg, lambda e: phases.append(e.name) if isinstance(e, Phase) else None, token, live
+            )
+        except BaseException as exc:
+            caught.append(exc)
+
+    th = threading.Thread(target=target)
+    th.start()
+    _wait_for(lambda: _running_dir(ws) is not None)
+    _wait_for(lambda: (snap := live.snapshot()) is not None and snap.completed >= 1)
     run_dir = _running_dir(ws)
-    proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=120)
-    assert proc.returncode == ExitCode.INTERRUPTED, err
-    assert "Traceback" not in err
-    msgs = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
-    assert msgs[-1]["type"] == "phase" and msgs[-1]["name"] == "cancelled"
+    token.cancel()
+    th.join(120)
+    assert not th.is_alive()
+    assert len(caught) == 1 and isinstance(caught[0], RunCancelled), caught
+    assert jobs.current is None and jobs.child_argv is None
+    assert "cancelling" in phases and live.snapshot().phase == "cancelled"
     assert json.loads((run_dir / "run.json").read_text())["status"] == "cancelled"
     assert [h["status"] for h in _history(ws)] == ["cancelled"]
+    assert [h["samples_per_s"] for h in _history(ws)] == [None]
 
 
 # --------------------------------------------------------------------------- bad engines

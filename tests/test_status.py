@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from core import status as st
+from core.benchmark import PRECISIONS
 from core.status import BROKEN, MISSING, OK, ItemStatus, Section, collect_status, render_table
 from core.workspace import Workspace
 
@@ -25,7 +26,12 @@ def ws(tmp_path: Path) -> Workspace:
 def quick_backends(monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> None:
     """Backend probing imports torch and tensorrt (seconds); only the backend test needs it."""
     if "real_backends" not in request.fixturenames:
-        fixed = (ItemStatus("ort", OK, "cpu"), ItemStatus("tensorrt", MISSING, "tensorrt is not installed"))
+        fixed = (
+            ItemStatus("ort", OK, "cpu", data={"precisions": ["fp32"]}),
+            ItemStatus(
+                "tensorrt", MISSING, "tensorrt is not installed", data={"precisions": list(PRECISIONS)}
+            ),
+        )
         monkeypatch.setattr(st, "backend_items", lambda: fixed)
 
 
@@ -41,11 +47,12 @@ def test_empty_workspace_is_all_missing_with_fixes(ws: Workspace) -> None:
     assert sec["model"].items[0] == ItemStatus(
         "model", MISSING, f"{ws.model_path} not found", st.FIX_MODEL, data={"path": str(ws.model_path)}
     )
-    assert sec["calibration"].items[0].fix == "unet3d calibrate"
+    # a CPU workspace: no backend here reads a calibration cache, so it is not missing (issue #12 item 5)
+    assert sec["calibration"].state == OK and sec["calibration"].items[0].fix == ""
     assert sec["engines"].state == MISSING
     assert sec["runs"].state == MISSING
     doc = json.loads(json.dumps(report.to_dict()))  # JSON-ready all the way down
-    assert doc["sections"][2]["items"][0]["state"] == "missing"
+    assert doc["sections"][2]["items"][0]["state"] == "missing"  # the model
     assert doc["paths"]["model"] == str(ws.model_path)
 
 
@@ -69,6 +76,31 @@ def test_corrupt_model_is_broken_not_raised(ws: Workspace) -> None:
     (item,) = by_section(report)["model"].items
     assert item.state == BROKEN and item.fix == st.FIX_MODEL
     assert str(ws.model_path) in item.detail or ws.model_path.name in item.detail
+
+
+def test_calibration_item_says_what_each_backend_needs(
+    ws: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not a red "missing" with `unet3d calibrate` where nothing needs the cache and calibrating fails."""
+    ort = ItemStatus("ort", OK, "cpu", data={"precisions": ["fp32"]})
+    torch_off = ItemStatus("torch", MISSING, "no CUDA device", data={"precisions": list(PRECISIONS)})
+    torch_on = ItemStatus("torch", OK, "cuda:0 NVIDIA H200", data={"precisions": list(PRECISIONS)})
+    monkeypatch.setattr(st, "_torch_installed", lambda: False)
+    (item,) = st.calibration_items(ws, None, (ort, torch_off))
+    assert (item.state, item.fix) == (OK, "")
+    assert item.detail == (
+        "not made; not needed here: ort fp32 runs without one; int8/fp8 on torch (not available here) need "
+        "it; calibrating needs torch (pip install '.[gpu]')"
+    )
+    (item,) = st.calibration_items(ws, None, (ort, torch_on))
+    assert item.state == MISSING and item.fix == "pip install '.[gpu]', then unet3d calibrate"
+    assert item.detail.endswith("not found: int8/fp8 on torch need it (fp32/fp16/bf16 do not)")
+    monkeypatch.setattr(st, "_torch_installed", lambda: True)
+    (item,) = st.calibration_items(ws, None, (ort, torch_on))
+    assert (item.state, item.fix) == (MISSING, "unet3d calibrate")
+    assert st.calibration_items(ws, None, (ort, torch_off))[0].detail == (
+        "not made; not needed here: ort fp32 runs without one; int8/fp8 on torch (not available here) need it"
+    )
 
 
 def test_calibration_cache_ok_stale_and_corrupt(ws: Workspace) -> None:
@@ -113,29 +145,36 @@ def test_a_failing_section_becomes_one_broken_item(ws: Workspace, monkeypatch: p
 
 def test_run_history_items(ws: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
     import core.history
-    from core.history import RunRecord
+    from core.benchmark import RunConfig
+    from core.history import Accuracy, Metrics, RunRecord
+
+    def rec(name: str, mode: str, status: str, valid: bool | None, sps: float | None = None,
+            dice: float | None = None) -> RunRecord:  # fmt: skip
+        acc = Accuracy(dice) if dice is not None else None
+        return RunRecord(name, Path(f"/l/{name}"), None, status, RunConfig(test_mode=mode), valid=valid,
+                         metrics=Metrics(sps, {}, acc))  # fmt: skip
 
     recs = [
-        RunRecord("r1", Path("/l/r1"), "2026-11-29T05:00:00", "Offline", "AccuracyOnly", "default", "ort",
-                  "fp32", "complete", None, None, 0.81234),
-        RunRecord("r2", Path("/l/r2"), None, "Offline", "PerformanceOnly", "default", "ort", "fp32",
-                  "broken", None, None, None),
-    ]  # fmt: skip
-    recs += [
-        RunRecord("r3", Path("/l/r3"), None, "Offline", "AccuracyOnly", "default", "ort", "fp32",
-                  "incomplete", None, None, None),
-        RunRecord("r4", Path("/l/r4"), None, "Offline", "PerformanceOnly", "default", "ort", "fp32",
-                  "cancelled", True, 1.5, None),
-        RunRecord("r5", Path("/l/r5"), None, "Offline", "PerformanceOnly", "default", "ort", "fp32",
-                  "complete", False, 1.5, None),
-    ]  # fmt: skip
+        rec("r1", "AccuracyOnly", "complete", None, dice=0.81234),
+        rec("r2", "PerformanceOnly", "broken", None),
+        rec("r3", "AccuracyOnly", "incomplete", None),
+        rec("r4", "PerformanceOnly", "cancelled", None, 1.5),
+        rec("r5", "PerformanceOnly", "complete", False, 1.5),
+        rec("r6", "PerformanceOnly", "complete", True, 1.5),
+    ]
     monkeypatch.setattr(core.history, "list_runs", lambda _ws: recs)
     items = st.run_items(ws)
     # only a complete, not-INVALID run shows as ok; incomplete/cancelled/INVALID never look like results
     assert [(i.name, i.state) for i in items] == [
-        ("r1", OK), ("r2", BROKEN), ("r3", BROKEN), ("r4", BROKEN), ("r5", BROKEN)
+        ("r1", OK), ("r2", BROKEN), ("r3", BROKEN), ("r4", BROKEN), ("r5", BROKEN), ("r6", OK)
     ]  # fmt: skip
-    assert items[0].detail == "Offline AccuracyOnly ort fp32 DICE 0.81234"
+    assert items[0].detail == "Offline AccuracyOnly ort fp32 complete DICE 0.81234"
+    # no throughput for a cancelled or INVALID run; LoadGen's figure for a VALID one
+    assert [i.detail for i in items[3:]] == [
+        "Offline PerformanceOnly ort fp32 cancelled",
+        "Offline PerformanceOnly ort fp32 INVALID",
+        "Offline PerformanceOnly ort fp32 VALID 1.500 samples/s",
+    ]
 
 
 def test_table_summarises_long_sections(ws: Workspace) -> None:

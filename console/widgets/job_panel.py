@@ -23,7 +23,8 @@ class JobPanel(Horizontal):
     HELP = "The running job: its phase, progress and ETA. Esc cancels it (a run's LoadGen process too)."
 
     def compose(self) -> ComposeResult:
-        yield Label("No job running", id="job-label")
+        # markup off: a job's line carries file names and install hints ("pip install '.[gpu]'")
+        yield Label("No job running", id="job-label", markup=False)
         yield ProgressBar(total=None, show_eta=True, id="job-bar", clock=getattr(self.app, "clock", None))
         yield Label("", id="job-hint")
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -208,6 +208,82 @@ class LoadgenDetail:
     def loadgen_version(self) -> str | None:
         v = self.values.get("loadgen_version")
         return str(v) if v is not None else None
+
+
+def _int(v: Any) -> int | None:
+    return int(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+
+
+def _float(v: Any) -> float | None:
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+
+
+def _ms_to_s(v: Any) -> float | None:
+    ms = _float(v)
+    return None if ms is None else ms / 1000.0
+
+
+@dataclass(frozen=True)
+class LoadgenSettings:
+    """The settings LoadGen actually ran with: the ``effective_*`` entries of mlperf_log_detail.txt
+    (after mlperf.conf, user.conf and an audit.config), typed. This, not the requested RunConfig, is
+    the evidence a rule about durations, counts or seeds is judged on."""
+
+    scenario: str | None = None
+    test_mode: str | None = None
+    min_duration_s: float | None = None
+    max_duration_s: float | None = None  # 0: no limit
+    min_query_count: int | None = None
+    max_query_count: int | None = None  # 0: no limit
+    min_sample_count: int | None = None
+    samples_per_query: int | None = None
+    target_qps: float | None = None  # Offline: the expected QPS the query is sized from
+    target_latency_ns: int | None = None  # SingleStream: the expected latency
+    target_latency_percentile: float | None = None
+    performance_sample_count: int | None = None
+    accuracy_sample_count: int | None = None
+    sample_concatenate_permutation: bool | None = None
+    qsl_rng_seed: int | None = None
+    sample_index_rng_seed: int | None = None
+    schedule_rng_seed: int | None = None
+    accuracy_log_rng_seed: int | None = None
+    accuracy_log_probability: float | None = None
+    accuracy_log_sampling_target: int | None = None
+    loadgen_version: str | None = None
+
+    @classmethod
+    def from_detail(cls, detail: LoadgenDetail) -> LoadgenSettings | None:
+        """None when the detail log holds no effective settings (absent, or cut before they were written)."""
+        e = detail.effective
+        if not e:
+            return None
+        perm = e.get("sample_concatenate_permutation")
+        return cls(
+            scenario=str(e["scenario"]) if e.get("scenario") is not None else None,
+            test_mode=str(e["test_mode"]) if e.get("test_mode") is not None else None,
+            min_duration_s=_ms_to_s(e.get("min_duration_ms")),
+            max_duration_s=_ms_to_s(e.get("max_duration_ms")),
+            min_query_count=_int(e.get("min_query_count")),
+            max_query_count=_int(e.get("max_query_count")),
+            min_sample_count=_int(e.get("min_sample_count")),
+            samples_per_query=_int(e.get("samples_per_query")),
+            target_qps=_float(e.get("target_qps")),
+            target_latency_ns=_int(e.get("target_latency_ns")),
+            target_latency_percentile=_float(e.get("target_latency_percentile")),
+            performance_sample_count=_int(e.get("performance_sample_count")),
+            accuracy_sample_count=_int(e.get("accuracy_sample_count")),
+            sample_concatenate_permutation=perm if isinstance(perm, bool) else None,
+            qsl_rng_seed=_int(e.get("qsl_rng_seed")),
+            sample_index_rng_seed=_int(e.get("sample_index_rng_seed")),
+            schedule_rng_seed=_int(e.get("schedule_rng_seed")),
+            accuracy_log_rng_seed=_int(e.get("accuracy_log_rng_seed")),
+            accuracy_log_probability=_float(e.get("accuracy_log_probability")),
+            accuracy_log_sampling_target=_int(e.get("accuracy_log_sampling_target")),
+            loadgen_version=detail.loadgen_version,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 def parse_detail(path: str | Path) -> LoadgenDetail:

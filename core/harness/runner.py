@@ -9,19 +9,12 @@ history reports as ``incomplete``.
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
 import datetime as _dt
 import hashlib
-import importlib
 import json
 import os
-import signal
 import socket
-import subprocess
-import sys
 import threading
-import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,6 +24,7 @@ import numpy as np
 from core.accuracy import AccuracyReport, score_log
 from core.backends.base import VolumeEngine
 from core.benchmark import RunConfig
+from core.engine import load_engine
 from core.errors import (
     BackendUnavailableError,
     BadInputError,
@@ -53,8 +47,8 @@ from core.harness.logs import (
 from core.harness.qsl import DataSource, KitsQSL, PreprocessedData
 from core.harness.settings import build_settings, check_config, expected_samples, loadgen
 from core.harness.sut import KitsSUT, device_label, unique_labels
-from core.jobs import CancelToken, LogLine, Phase, Progress, Reporter
-from core.lock import WorkspaceBusyError, workspace_lock
+from core.jobs import CancelToken, LogLine, Phase, Reporter
+from core.lock import workspace_lock
 from core.workspace import Workspace
 
 RUN_JSON = "run.json"
@@ -64,6 +58,9 @@ SCORED_MODES = ("AccuracyOnly", "SubmissionRun")
 
 @dataclass(frozen=True)
 class RunResult:
+    """What one run returned, as the runner saw it (also saved as run.json's ``result``). Whether a run
+    counts, and which figures a user may see, is decided by core.history.RunRecord over run.json."""
+
     status: str  # "complete" | "cancelled" | "failed"
     log_dir: Path
     scenario: str
@@ -91,15 +88,6 @@ class RunResult:
     def summary_text(self) -> str:
         """mlperf_log_summary.txt as LoadGen wrote it (copy_summary_to_stdout is off; callers print this)."""
         return self.summary.text if self.summary is not None else ""
-
-    @property
-    def passed(self) -> bool:
-        """VALID performance run, or accuracy at target for accuracy runs."""
-        if self.status != "complete":
-            return False
-        if self.accuracy is not None:
-            return self.accuracy.passed and self.valid is not False
-        return bool(self.valid)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -204,7 +192,7 @@ def _input_dtype(engine: Any) -> str:
     )
 
 
-class _RunRecord:
+class _RunJson:
     """run.json, rewritten atomically on every update."""
 
     def __init__(self, run_dir: Path, data: dict[str, Any]) -> None:
@@ -238,20 +226,8 @@ def load_engines(backend: Any, ws: Workspace, cfg: RunConfig, engines: list[Any]
     """``--gpu_inference_streams`` engines per device (``device=0..gpus-1``; default one), appended to
     ``engines`` as they load, so the caller can close those that loaded when a later one fails. Each
     owns its buffers (and CUDA graph and stream); the sample data stays one shared host copy."""
-    # int8 and fp8 both take their ranges from the calibration cache (the torch backend refuses fp8
-    # without one; TensorRT reads it for int8 only)
-    cache = ws.calibration_cache_path if cfg.precision in ("int8", "fp8") else None
     for i in [d for _ in range(cfg.inference_streams) for d in range(max(1, cfg.gpus))]:
-        engines.append(
-            backend.load(
-                ws.model_path,
-                precision=cfg.precision,
-                batch_size=cfg.gpu_batch_size,
-                device=i,
-                calibration_cache=cache if cache is not None and cache.is_file() else None,
-                workspace=ws,
-            )
-        )
+        engines.append(load_engine(backend, ws, cfg, device=i))
     return engines
 
 
@@ -306,7 +282,7 @@ def _run_benchmark(
 
     run_dir = new_run_dir(ws.log_dir, cfg)
     model_path = ws.model_path if ws.model_path.is_file() else None
-    record = _RunRecord(
+    record = _RunJson(
         run_dir,
         {
             "version": RUN_JSON_VERSION,
@@ -379,7 +355,7 @@ def _run_benchmark(
             msg = (
                 "LoadGen was already configured in this process: this run's settings are correct but its "
                 "detail log carries error_invalid_config ('Multiple conf files'); for a submittable run "
-                "use one process per run (core.harness.runner.run_benchmark_isolated)"
+                "use one process per run (core.harness.isolated.run_benchmark_isolated)"
             )
             report(LogLine("warning", msg))
             events.log(f"warning: {msg}")
@@ -560,293 +536,3 @@ def _bare_result(run_dir: Path, cfg: RunConfig, status: str) -> RunResult:
         accuracy=None,
         samples_completed=0,
     )
-
-
-# --- one run per process --------------------------------------------------------------------------
-# LoadGen reads its embedded mlperf.conf only once per process (see core.harness.settings), so a
-# long-lived caller (the console, or the CLI running several configs) that wants every run to be
-# submittable runs each one in a fresh child process: run_benchmark_isolated. The child relays its
-# events as JSON lines on a pipe; the parent mirrors them into its RunEvents and reporter, and asks
-# for a cancel with a "cancel" line on the child's stdin (a thread there sets the child's token).
-
-_ERRORS: dict[str, type[UnetError]] = {
-    c.__name__: c
-    for c in (
-        UnetError,
-        UsageError,
-        MissingInputError,
-        BadInputError,
-        RunInvalidError,
-        BackendUnavailableError,
-        Cancelled,
-        WorkspaceBusyError,
-    )
-}
-
-
-def _import_factory(spec: str) -> Any:
-    """'package.module:attribute' -> the attribute (a zero-argument factory)."""
-    module, _, attr = spec.partition(":")
-    if not module or not attr:
-        raise UsageError(f"factory {spec!r} is not 'module:attribute'")
-    return getattr(importlib.import_module(module), attr)
-
-
-class _RelayEvents(RunEvents):
-    """RunEvents that also sends every write to the parent process."""
-
-    def __init__(self, send: Any) -> None:
-        super().__init__()
-        self._send = send
-
-    def phase(self, name: str) -> None:
-        super().phase(name)
-        self._send({"t": "phase", "name": name, "total": self.total})
-
-    def sample_done(
-        self, index: int, case: str, issued: float, windows: int, device: str | None = None
-    ) -> Any:
-        done = super().sample_done(index, case, issued, windows, device)
-        self._send(
-            {
-                "t": "sample",
-                "index": index,
-                "case": case,
-                "issued": issued,
-                "windows": windows,
-                "device": device,
-                "total": self.total,
-            }
-        )
-        return done
-
-    def dice(self, case: str, kidney: float, tumor: float) -> None:
-        super().dice(case, kidney, tumor)
-        self._send({"t": "dice", "case": case, "kidney": kidney, "tumor": tumor})
-
-    def log(self, line: str) -> None:
-        super().log(line)
-        self._send({"t": "log", "line": line})
-
-
-def _event_to_msg(ev: object) -> dict[str, Any] | None:
-    if isinstance(ev, LogLine):
-        return {"t": "report", "kind": "log", "level": ev.level, "text": ev.text}
-    if isinstance(ev, Phase):
-        return {"t": "report", "kind": "phase", "name": ev.name, "detail": ev.detail}
-    if isinstance(ev, Progress):
-        return {
-            "t": "report",
-            "kind": "progress",
-            "task": ev.task,
-            "done": ev.done,
-            "total": ev.total,
-            "unit": ev.unit,
-            "item": ev.item,
-        }
-    return None
-
-
-def _msg_to_event(msg: dict[str, Any]) -> object | None:
-    kind = msg.get("kind")
-    if kind == "log":
-        return LogLine(str(msg["level"]), str(msg["text"]))
-    if kind == "phase":
-        return Phase(str(msg["name"]), str(msg.get("detail", "")))
-    if kind == "progress":
-        return Progress(
-            str(msg["task"]), int(msg["done"]), int(msg["total"]), str(msg["unit"]), str(msg["item"])
-        )
-    return None
-
-
-def _child_main(fd: int) -> int:
-    out = os.fdopen(fd, "w", buffering=1, encoding="utf-8")
-    lock = threading.Lock()
-
-    def send(obj: dict[str, Any]) -> None:
-        with lock:
-            out.write(json.dumps(obj, default=str) + "\n")
-            out.flush()
-
-    spec = json.loads(sys.stdin.readline())
-    token = CancelToken()
-
-    def control() -> None:
-        for line in sys.stdin:
-            if line.strip() == "cancel":
-                token.cancel()
-        token.cancel()  # stdin closed: the parent is gone
-
-    threading.Thread(target=control, name="unet3d-control", daemon=True).start()
-
-    def report(ev: object) -> None:
-        msg = _event_to_msg(ev)
-        if msg is not None:
-            send(msg)
-
-    try:
-        ws = Workspace(**{k: Path(v) for k, v in spec["workspace"].items()})
-        cfg = RunConfig.from_dict(spec["config"])
-        engine = _import_factory(spec["engine_factory"])() if spec.get("engine_factory") else None
-        data = _import_factory(spec["data_factory"])() if spec.get("data_factory") else None
-        result = run_benchmark(ws, cfg, report, token, events=_RelayEvents(send), engine=engine, data=data)
-        send({"t": "result", "result": result.to_dict()})
-        return 0
-    except RunCancelled as exc:
-        send({"t": "error", "type": "RunCancelled", "message": str(exc), "result": exc.result.to_dict()})
-        return int(exc.exit_code)
-    except UnetError as exc:
-        send({"t": "error", "type": type(exc).__name__, "message": str(exc)})
-        return int(exc.exit_code)
-    except BaseException as exc:
-        traceback.print_exc()
-        send({"t": "error", "type": type(exc).__name__, "message": f"{type(exc).__name__}: {exc}"})
-        return 1
-
-
-def run_benchmark_isolated(
-    ws: Workspace,
-    cfg: RunConfig,
-    report: Reporter,
-    cancel: CancelToken,
-    events: RunEvents | None = None,
-    *,
-    engine_factory: str | None = None,
-    data_factory: str | None = None,
-    cancel_grace_s: float = 30.0,
-) -> RunResult:
-    """:func:`run_benchmark` in a fresh child process, so that LoadGen's settings (and detail log)
-    are those of a first run whatever ran before in this process. Same results and exceptions.
-    ``engine_factory`` / ``data_factory``: optional 'module:attribute' zero-argument factories the
-    child calls instead of loading the configured backend / the preprocessed set (tests, demos).
-    On cancel the child is asked to stop; after ``cancel_grace_s`` its process group gets SIGTERM,
-    then SIGKILL."""
-    check_config(cfg)
-    cancel.check()
-    events = events if events is not None else RunEvents()
-    spec = {
-        "workspace": {f.name: str(getattr(ws, f.name)) for f in dataclasses.fields(ws)},
-        "config": cfg.to_dict(),
-        "engine_factory": engine_factory,
-        "data_factory": data_factory,
-    }
-    root = str(Path(__file__).resolve().parents[2])  # the project, for factories outside core/
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
-    r_fd, w_fd = os.pipe()
-    try:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "core.harness.runner", "--child", str(w_fd)],
-            stdin=subprocess.PIPE,
-            stdout=sys.__stderr__.fileno() if sys.__stderr__ is not None else subprocess.DEVNULL,
-            pass_fds=(w_fd,),
-            env=env,
-            text=True,
-            start_new_session=True,  # its own process group, so a stuck run can be stopped as a whole
-        )
-    finally:
-        os.close(w_fd)
-    assert proc.stdin is not None
-    proc.stdin.write(json.dumps(spec) + "\n")
-    proc.stdin.flush()
-
-    interrupted = threading.Event()  # Ctrl-C here: the child (own session) did not get it
-
-    def watch() -> None:
-        while proc.poll() is None:
-            if cancel.wait(0.1) or interrupted.is_set():
-                break
-        else:
-            return
-        try:  # graceful: the child's token stops issuing work and LoadGen returns
-            proc.stdin.write("cancel\n")  # type: ignore[union-attr]
-            proc.stdin.flush()  # type: ignore[union-attr]
-        except (OSError, ValueError):
-            pass
-        for sig, grace in ((signal.SIGTERM, cancel_grace_s), (signal.SIGKILL, 5.0)):
-            try:
-                proc.wait(grace)
-                return
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(OSError):
-                    os.killpg(proc.pid, sig)  # stuck in native code: stop the whole group
-
-    watcher = threading.Thread(target=watch, name="unet3d-cancel-watch", daemon=True)
-    watcher.start()
-    final: dict[str, Any] | None = None
-    run_dir: Path | None = None
-    with os.fdopen(r_fd, "r", encoding="utf-8") as fh:
-        while True:
-            try:
-                line = fh.readline()
-            except KeyboardInterrupt:
-                interrupted.set()  # ask the child to cancel; keep reading until it has finished
-                continue
-            if not line:
-                break
-            try:
-                msg = json.loads(line)
-            except ValueError:
-                continue
-            t = msg.get("t")
-            if isinstance(msg.get("total"), int) and t != "report":
-                events.total = msg["total"]
-            if t == "phase":
-                events.phase(msg["name"])
-            elif t == "sample":
-                dev = msg.get("device")
-                events.sample_done(
-                    int(msg["index"]),
-                    str(msg["case"]),
-                    float(msg["issued"]),
-                    int(msg["windows"]),
-                    device=None if dev is None else str(dev),
-                )
-            elif t == "dice":
-                events.dice(str(msg["case"]), float(msg["kidney"]), float(msg["tumor"]))
-            elif t == "log":
-                events.log(str(msg["line"]))
-            elif t == "report":
-                ev = _msg_to_event(msg)
-                if isinstance(ev, LogLine) and ev.text.startswith("run folder "):
-                    run_dir = Path(ev.text[len("run folder ") :])
-                if ev is not None:
-                    report(ev)
-            elif t in ("result", "error"):
-                final = msg
-    rc = proc.wait()
-    watcher.join()
-    with contextlib.suppress(OSError):
-        proc.stdin.close()
-    if final is not None and final["t"] == "result":
-        return RunResult.from_dict(final["result"])
-    if final is not None:
-        kind, message = str(final["type"]), str(final["message"])
-        if kind == "RunCancelled" and isinstance(final.get("result"), dict):
-            raise RunCancelled(RunResult.from_dict(final["result"]))
-        raise _ERRORS.get(kind, RunInvalidError)(message)
-    # the child died without a word (killed after a cancel, crashed in native code): record it
-    status = "cancelled" if cancel.cancelled or interrupted.is_set() else "failed"
-    if run_dir is not None and (run_dir / RUN_JSON).is_file():
-        try:
-            data = json.loads((run_dir / RUN_JSON).read_text())
-            if data.get("status") == "running":
-                data.update(status=status, ended=_now(), error=f"run process exited with code {rc}")
-                atomic_write_text(run_dir / RUN_JSON, json.dumps(data, indent=1, default=str) + "\n")
-        except (OSError, ValueError):
-            pass
-    if cancel.cancelled or interrupted.is_set():
-        events.phase("cancelled")
-        raise Cancelled(f"run cancelled; the run process was stopped (exit code {rc})")
-    events.phase("failed")
-    raise RunInvalidError(f"the run process exited with code {rc} without a result", run_dir)
-
-
-if __name__ == "__main__":
-    if len(sys.argv) == 3 and sys.argv[1] == "--child":
-        from core.harness.runner import _child_main as _main  # the importable module, not __main__
-
-        sys.exit(_main(int(sys.argv[2])))
-    sys.stderr.write("usage: python -m core.harness.runner --child FD (internal)\n")
-    sys.exit(2)
