@@ -241,11 +241,11 @@ def synthetic_amax(model: onnx.ModelProto, device: object = "cpu", windows: int 
     windows: enough to build int8/fp8 engines for speed measurements, meaningless for accuracy."""
     import torch
 
-    from core.backends import torch_cuda as tc
+    from core.backends.torch.convert import convert, prepare, surgered
     from core.benchmark import INT8_INPUT_AMAX_DEFAULT
     from core.calibration import Collector
 
-    net = tc.prepare(tc.convert(tc.surgered(model), fuse_relu=False), device, torch.float32)
+    net = prepare(convert(surgered(model), fuse_relu=False), device, torch.float32)
     col = Collector(net, histograms=False)
     g = torch.Generator(device="cpu").manual_seed(seed)
     with torch.inference_mode():

@@ -104,7 +104,7 @@ def argmax(acc: Tensor) -> Tensor:
     return torch.argmax(acc, dim=0).to(torch.uint8)
 
 
-# --- the whole network, for parity tests of the fused pipeline (plugins.unet) ---
+# --- the whole network, for parity tests of the fused pipeline (core.backends.torch.fused) ---
 
 
 class _Block(nn.Module):

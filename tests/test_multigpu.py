@@ -579,9 +579,9 @@ def _reference_labels(engine) -> list[np.ndarray]:
 @gpu
 def test_gpu_two_engines_on_one_device_match_the_plain_path(tiny_onnx: Path) -> None:
     """Two sample streams on cuda:0 (the N-device path on one GPU) give the plain path's labels."""
-    from core.backends import torch_cuda as tc
+    from core.backends.torch import BACKEND
 
-    engines = [tc.BACKEND.load(tiny_onnx, precision="fp16", batch_size=2, device=0) for _ in range(2)]
+    engines = [BACKEND.load(tiny_onnx, precision="fp16", batch_size=2, device=0) for _ in range(2)]
     try:
         ref = _reference_labels(engines[0])
         sut, got = _labels_through_sut(engines, 2 * N)
@@ -599,10 +599,10 @@ def test_gpu_one_engine_per_device_matches_device_zero(tiny_onnx: Path) -> None:
     match cuda:0's (bitwise, up to argmax ties from a different autotuned kernel: < 1e-4 of voxels)."""
     import torch
 
-    from core.backends import torch_cuda as tc
+    from core.backends.torch import BACKEND
 
     n_dev = torch.cuda.device_count()
-    engines = [tc.BACKEND.load(tiny_onnx, precision="fp16", batch_size=2, device=i) for i in range(n_dev)]
+    engines = [BACKEND.load(tiny_onnx, precision="fp16", batch_size=2, device=i) for i in range(n_dev)]
     try:
         assert [str(e.device) for e in engines] == [f"cuda:{i}" for i in range(n_dev)]
         for i, e in enumerate(engines):
