@@ -31,6 +31,7 @@ from typing import Any
 
 from core.benchmark import FP32_REFERENCE_DICE, SCENARIOS, RunConfig, target_dice
 from core.errors import BadInputError, UsageError
+from core.fsio import sha256_file
 from core.fsio import write_text_atomic as _atomic_write
 from core.jobs import NEVER, CancelToken, Progress, Reporter, null_reporter
 from core.workspace import Workspace
@@ -301,14 +302,6 @@ def _mtime(p: Path) -> float | None:
         return None
 
 
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def case_lists_digest(ws: Workspace) -> str:
     """Digest of the case lists in use (DATA_DIR json files or the official ones)."""
     h = hashlib.sha256()
@@ -411,7 +404,7 @@ def _check_new_model(ctx: Context) -> StepResult:
     path = ctx.ws.model_path
     if not path.is_file():
         return StepResult(PENDING, f"{_rel(ctx.ws, path)} not found: place the new ONNX model there")
-    sha = file_sha256(path)
+    sha = sha256_file(path)
     base = ctx.baseline.get("model_sha256", "")
     if not base or base == sha:
         return StepResult(
@@ -766,7 +759,7 @@ class Audit:
         self.started_at = time.strftime("%Y-%m-%dT%H:%M:%S")
         self.baseline = {"case_lists": case_lists_digest(self.ws)}
         if self.ws.model_path.is_file():
-            self.baseline["model_sha256"] = file_sha256(self.ws.model_path)
+            self.baseline["model_sha256"] = sha256_file(self.ws.model_path)
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -346,7 +346,7 @@ def _run_calibration(
     from core import calibration_cache as cc
     from core.backends.torch.convert import convert, load_onnx, prepare, surgered
     from core.cases import case_lists
-    from core.model import sha256_file
+    from core.fsio import sha256_file
     from core.preprocess import load_image, load_index
 
     model = Path(model_path) if model_path is not None else ws.model_path

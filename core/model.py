@@ -8,7 +8,6 @@ The builder mirrors the shared phantom model's export (node and initializer name
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -19,6 +18,7 @@ import numpy as np
 
 from core.benchmark import INPUT_NAME, NUM_CLASSES, ONNX_OPSET, OUTPUT_NAME, ROI
 from core.errors import BadInputError, MissingInputError
+from core.fsio import sha256_bytes
 
 FULL_WIDTHS = (32, 64, 128, 256, 320)  # the official model; the shared phantom model is half width
 PHANTOM_WIDTHS = (16, 32, 64, 128, 160)
@@ -56,14 +56,6 @@ class ModelInfo:
     @property
     def is_full_width(self) -> bool:
         return self.widths == FULL_WIDTHS
-
-
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _tensor_info(vi: object) -> TensorInfo:
@@ -204,7 +196,7 @@ def load_model(path: str | Path, expected_opset: int = ONNX_OPSET) -> ModelInfo:
         ops[n.op_type] = ops.get(n.op_type, 0) + 1
     return ModelInfo(
         path=path,
-        sha256=hashlib.sha256(data).hexdigest(),
+        sha256=sha256_bytes(data),
         size_bytes=len(data),
         opset=opset,
         inputs=inputs,

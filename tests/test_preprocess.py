@@ -15,6 +15,7 @@ from scipy.ndimage import zoom
 
 from core import preprocess as pre
 from core.errors import BadInputError, Cancelled, MissingInputError
+from core.fsio import sha256_file
 from core.jobs import CancelToken, Progress
 from core.nifti import load_case, save_volume
 from core.synthetic import kits_affine, write_demo_dataset
@@ -306,7 +307,7 @@ def test_job_end_to_end_and_resume(demo_data, tmp_path):
     np.testing.assert_array_equal(q, pre.quantize_int8(img))
     assert pre.load_image(ws, "inference", "case_00001").flags.writeable
     meta = pre.load_meta(ws, "inference", "case_00001")
-    assert meta["files"]["int8"]["sha256"] == pre.sha256_file(out / "inference/int8/case_00001.npy")
+    assert meta["files"]["int8"]["sha256"] == sha256_file(out / "inference/int8/case_00001.npy")
     assert img.shape == (1, 128, 128, 128)
     index = pre.load_index(ws, "inference")
     assert index["file_list"] == ["case_00000", "case_00001"]

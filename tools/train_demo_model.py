@@ -19,7 +19,6 @@ goes to ``<model>.fp32_dice.json`` (key ``mean``), which core.accuracy uses as t
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import math
 import os
@@ -374,7 +373,9 @@ def main() -> int:
 
     out.parent.mkdir(parents=True, exist_ok=True)
     export_onnx(model, out)
-    sha = hashlib.sha256(out.read_bytes()).hexdigest()
+    from core.fsio import sha256_file, write_text_atomic
+
+    sha = sha256_file(out)
     print(f"exported {out} ({out.stat().st_size:,} bytes, sha256 {sha[:16]})", flush=True)
     t1 = time.time()
     scores = evaluate(out, args.eval_cases, args.eval_seed, args.threads)
@@ -429,9 +430,7 @@ def main() -> int:
         },
     }
     meta = out.with_name(out.stem + ".fp32_dice.json")
-    tmp = meta.with_suffix(".tmp")
-    tmp.write_text(json.dumps(doc, indent=1) + "\n")
-    os.replace(tmp, meta)
+    write_text_atomic(meta, json.dumps(doc, indent=1) + "\n")
     print(f"wrote {meta}", flush=True)
     return 0
 

@@ -20,7 +20,6 @@ convolution: numerically what an INT8/FP8 engine computes, not its speed.
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import torch
@@ -30,15 +29,8 @@ from core.backends.torch.engine import NAME, TorchEngine, make_engine, resolve_d
 from core.backends.torch.nodes import Kernels
 from core.backends.torch.quant import BASE_PRECISIONS, QUANT_PRECISIONS
 from core.errors import BackendUnavailableError, MissingInputError, UsageError
+from core.fsio import sha256_file
 from core.workspace import Workspace
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 class TorchBackend:
@@ -93,6 +85,7 @@ class TorchBackend:
                 f"backend torch is unavailable: no CUDA device (torch {torch.__version__})"
             )
         model_path = Path(model_path)
+        model_sha = sha256_file(model_path) if model_path.is_file() else ""
         calibration = None
         if precision in QUANT_PRECISIONS:
             from core import calibration_cache as cc
@@ -102,9 +95,7 @@ class TorchBackend:
                     f"precision {precision} needs a calibration cache (run `unet3d calibrate`)"
                 )
             calibration = cc.load(calibration_cache)
-            cc.check_model(
-                calibration, file_sha256(model_path) if model_path.is_file() else "", calibration_cache
-            )
+            cc.check_model(calibration, model_sha, calibration_cache)
         return make_engine(
             model_path,
             precision=precision,
@@ -116,7 +107,7 @@ class TorchBackend:
             channels_last=channels_last,
             compile_mode=compile_mode,
             use_surgery=use_surgery,
-            model_sha256=file_sha256(model_path) if model_path.is_file() else "",
+            model_sha256=model_sha,
             executor=executor,
         )
 
