@@ -37,8 +37,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script 
 
 import numpy as np
 
-from bench.common import INFERENCE_SHAPES, print_header, print_table
-from core.benchmark import RunConfig
+from bench.common import print_header, print_table
+from core.benchmark import INFERENCE_SHAPES, RunConfig
 from core.harness.qsl import InMemoryData
 from core.jobs import CancelToken
 from core.workspace import Workspace
@@ -85,11 +85,12 @@ def _random_volume(shape: tuple[int, int, int], seed: int) -> np.ndarray:
 def gpu_setup(args: argparse.Namespace) -> tuple[InMemoryData, Callable[[int], Any], int]:
     import torch
 
-    from bench.common import make_unet3d_onnx, parse_widths, synthetic_amax
+    from bench.common import parse_widths, synthetic_amax
     from core.backends.torch.engine import make_engine
     from core.backends.torch.quant import QUANT_PRECISIONS
+    from core.model import build_random_model
 
-    model: Any = Path(args.model) if args.model else make_unet3d_onnx(parse_widths(args.widths), seed=0)
+    model: Any = Path(args.model) if args.model else build_random_model(parse_widths(args.widths), seed=0)
     if args.model:
         import onnx
 

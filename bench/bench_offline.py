@@ -29,16 +29,15 @@ import numpy as np
 import torch
 
 from bench.common import (
-    INFERENCE_SHAPES,
-    make_unet3d_onnx,
     parse_widths,
     print_header,
     print_table,
     synthetic_amax,
-    window_gflop,
 )
 from core.backends.torch.engine import TorchEngine, make_engine
 from core.backends.torch.quant import QUANT_PRECISIONS
+from core.benchmark import INFERENCE_SHAPES
+from core.model import build_random_model, window_gflop
 from core.sliding_window import window_count
 
 
@@ -74,7 +73,7 @@ def speed(args: argparse.Namespace) -> int:
         f"bench_offline speed: widths {widths}, {len(shapes)} samples, {windows} windows, batch {args.batch}",
         args.device,
     )
-    model = make_unet3d_onnx(widths, seed=args.seed)
+    model = build_random_model(widths, seed=args.seed)
     precisions = [p for p in args.precisions.split(",") if p]
     amax = synthetic_amax(model, args.device) if any(p in QUANT_PRECISIONS for p in precisions) else None
     rows = []

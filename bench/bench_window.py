@@ -22,16 +22,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script 
 import torch
 
 from bench.common import (
-    make_unet3d_onnx,
     parse_widths,
     print_header,
     print_table,
     synthetic_amax,
-    window_gflop,
 )
 from core.backends.torch import BACKEND
 from core.backends.torch.engine import TorchEngine, make_engine
 from core.backends.torch.quant import QUANT_PRECISIONS
+from core.model import build_random_model, window_gflop
 
 
 def _sync(device: torch.device) -> None:
@@ -82,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     gflop = window_gflop(widths)
     print_header(f"bench_window: torch backend, widths {widths}, {gflop:.1f} GFLOP/window", args.device)
     print(f"# kernels: {BACKEND.details().get('plugins')}")
-    model = make_unet3d_onnx(widths, seed=args.seed)
+    model = build_random_model(widths, seed=args.seed)
     precisions = [p.strip() for p in args.precisions.split(",") if p.strip()]
     amax = synthetic_amax(model, device) if any(p in QUANT_PRECISIONS for p in precisions) else None
     plugin_modes = {"on": [True], "off": [False], "both": [False, True]}[args.plugins]

@@ -14,6 +14,7 @@ import pytest
 from scipy.ndimage import zoom
 
 from core import preprocess as pre
+from core.benchmark import INFERENCE_SHAPES
 from core.errors import BadInputError, Cancelled, MissingInputError
 from core.fsio import sha256_file
 from core.jobs import CancelToken, Progress
@@ -102,6 +103,7 @@ def test_shapes_of_all_real_cases_match_spec_table():
             voxels.append(int(np.prod(final)))
     assert windows == {"inference": 2761, "calibration": 1119}
     assert np.mean(voxels) == pytest.approx(32_944_794.8, abs=0.05)
+    assert [table[c]["final"] for c in inference] == list(INFERENCE_SHAPES)  # the speed workload's shapes
 
 
 def test_zoom_call_is_what_align_corners_interpolation_computes():

@@ -14,14 +14,13 @@ import pytest
 from onnx import helper, numpy_helper
 
 from core.errors import BadInputError
-from core.model import PHANTOM_WIDTHS, build_random_model, load_model, save_model
+from core.model import PHANTOM_WIDTHS, TINY_WIDTHS, build_random_model, load_model, save_model
 from core.surgery import (
     deconv_bias_to_conv,
     deconv_weights_to_conv,
     describe,
     surgery,
 )
-from tests.conftest import TINY_WIDTHS
 
 ort = pytest.importorskip("onnxruntime")
 

@@ -11,7 +11,6 @@ import pytest
 torch = pytest.importorskip("torch")
 ort = pytest.importorskip("onnxruntime")
 
-from bench.common import TINY_WIDTHS, make_unet3d_onnx  # noqa: E402
 from core.backends.torch import BACKEND  # noqa: E402
 from core.backends.torch.convert import apply_quantization, convert, prepare, quantizable_tensors  # noqa: E402
 from core.backends.torch.engine import TorchEngine, fused_act_scales, gemm_inputs, make_engine  # noqa: E402
@@ -26,7 +25,9 @@ from core.backends.torch.nodes import (  # noqa: E402
 )
 from core.backends.torch.quant import BASE_PRECISIONS, DTYPES, FP8_MAX, fake_quant, fake_quant_weight  # noqa: E402
 from core.errors import BadInputError, MissingInputError, UsageError  # noqa: E402
+from core.model import TINY_WIDTHS, build_random_model  # noqa: E402
 from core.sliding_window import segment  # noqa: E402
+from tests.conftest import official_names  # noqa: E402
 
 
 def _ort_run(model: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
@@ -65,67 +66,70 @@ class _OrtEngine:
 
 
 @pytest.fixture(scope="module")
-def bench_model_path(tmp_path_factory: pytest.TempPathFactory):
+def seed1_model_path(tmp_path_factory: pytest.TempPathFactory):
     """A 128^3 tiny model whose random logits give more than one class (a non-trivial argmax)."""
     path = tmp_path_factory.mktemp("torchbe") / "tiny_seed1.onnx"
-    onnx.save(make_unet3d_onnx(TINY_WIDTHS, seed=1), str(path))
+    onnx.save(build_random_model(TINY_WIDTHS, seed=1), str(path))
     return path
 
 
 @pytest.fixture(scope="module")
 def fused_model() -> onnx.ModelProto:
     """The smallest widths the fused executor's kernels take (multiples of 16)."""
-    return make_unet3d_onnx((16, 32, 32, 32, 32), seed=3)
+    return build_random_model((16, 32, 32, 32, 32), seed=3)
 
 
-def test_fused_executor_refuses_widths_its_kernels_cannot_take(bench_model_32) -> None:
+def test_fused_executor_refuses_widths_its_kernels_cannot_take(renamed_model) -> None:
     from core.backends.torch.fused import FusedUNet3D
 
-    with pytest.raises(ValueError, match=r"widths \[4, 8, 8, 8, 8\]: the fused kernels need multiples of 16"):
-        FusedUNet3D.from_onnx(bench_model_32, precision="fp16", device="cpu")
+    with pytest.raises(
+        ValueError, match=r"widths \[4, 8, 16, 32, 40\]: the fused kernels need multiples of 16"
+    ):
+        FusedUNet3D.from_onnx(renamed_model, precision="fp16", device="cpu")
 
 
 @pytest.fixture(scope="module")
-def bench_model_32() -> onnx.ModelProto:
-    # a second, differently named and differently weighted model (bench generator, symbolic D,H,W)
-    return make_unet3d_onnx(TINY_WIDTHS, seed=7, spatial=None)
+def renamed_model() -> onnx.ModelProto:
+    # a second, differently named and differently weighted model (the official export's names,
+    # symbolic D,H,W)
+    return official_names(build_random_model(TINY_WIDTHS, seed=7, roi=None))
 
 
-def test_converter_matches_ort_on_two_models(tiny_model_32, bench_model_32) -> None:
+def test_converter_matches_ort_on_two_models(tiny_model_32, renamed_model) -> None:
     rng = np.random.default_rng(0)
     x32 = rng.standard_normal((2, 1, 32, 32, 32)).astype(np.float32)
     x64 = rng.standard_normal((1, 1, 64, 64, 64)).astype(np.float32)
     outs = []
-    for model, x in ((tiny_model_32, x32), (bench_model_32, x64), (bench_model_32, x32)):
+    for model, x in ((tiny_model_32, x32), (renamed_model, x64), (renamed_model, x32)):
         ref = _ort_run(model, x)
         y = _torch_run(model, x)
         assert y.shape == ref.shape == (x.shape[0], 3, *x.shape[2:])
         assert _close(y, ref) < 1e-4
         outs.append(y)
     # NCDHW execution gives the same numbers as channels-last
-    assert _close(_torch_run(bench_model_32, x32, channels_last=False), outs[2]) < 1e-5
+    assert _close(_torch_run(renamed_model, x32, channels_last=False), outs[2]) < 1e-5
     # the two models really differ (the weights come from the file, not from the code)
     assert np.abs(outs[0] - outs[2]).max() > 0.1
 
 
-def test_converter_structure_follows_the_graph(bench_model_32) -> None:
-    net = convert(bench_model_32)
+def test_converter_structure_follows_the_graph(renamed_model) -> None:
+    net = convert(renamed_model)
     ops = [type(n).__name__ for n in net.nodes]
     assert ops.count("Conv") == 23 and ops.count("ConvTranspose") == 5 and ops.count("Concat") == 5
     assert ops.count("InstanceNorm") == 22 and "Relu" not in ops  # ReLU folded into the norm
     assert all(n.relu for n in net.nodes if isinstance(n, InstanceNorm))
-    unfused = convert(bench_model_32, fuse_relu=False)
+    unfused = convert(renamed_model, fuse_relu=False)
     assert sum(isinstance(n, Relu) for n in unfused.nodes) == 22
     names = set(unfused.tensor_names)
     assert {"input", "Conv_0__output", "InstanceNormalization_1__output", "Relu_2__output"} <= names
     assert "ConvTranspose_36__output" in names and net.output_name == "output"
-    w = onnx.numpy_helper.to_array(bench_model_32.graph.initializer[0])
+    w = onnx.numpy_helper.to_array(renamed_model.graph.initializer[0])
     assert np.array_equal(net.nodes[0].weight.numpy(), w)
 
 
-def test_converter_rejects_unknown_ops(bench_model_32) -> None:
+def test_converter_rejects_unknown_ops(renamed_model) -> None:
     m = onnx.ModelProto()
-    m.CopyFrom(bench_model_32)
+    m.CopyFrom(renamed_model)
     m.graph.node[2].op_type = "Sigmoid"
     with pytest.raises(BadInputError, match="Sigmoid"):
         convert(m)
@@ -161,10 +165,10 @@ def test_plugin_form_matches_ort(tiny_model_32) -> None:
 
 
 @pytest.mark.parametrize("precision", ["fp16", "bf16"])
-def test_low_precision_close_to_fp32(bench_model_32, precision: str) -> None:
+def test_low_precision_close_to_fp32(renamed_model, precision: str) -> None:
     x = np.random.default_rng(2).standard_normal((1, 1, 32, 32, 32)).astype(np.float32)
-    ref = _torch_run(bench_model_32, x)
-    y = _torch_run(bench_model_32, x, dtype=DTYPES[precision])
+    ref = _torch_run(renamed_model, x)
+    y = _torch_run(renamed_model, x, dtype=DTYPES[precision])
     agree = (y.argmax(1) == ref.argmax(1)).mean()
     assert _close(y, ref) < 0.1 and agree > 0.95
 
@@ -183,17 +187,17 @@ def test_instance_norm_ref_matches_torch() -> None:
 @pytest.mark.parametrize(
     "which",
     [
-        "bench",
+        "seed1",
         pytest.param("tiny", marks=pytest.mark.slow),
-        pytest.param("bench-plugins", marks=pytest.mark.slow),  # plugins.ops hooks (CPU references)
+        pytest.param("seed1-plugins", marks=pytest.mark.slow),  # plugins.ops hooks (CPU references)
     ],
 )
-def test_segment_matches_ort_sliding_window(which: str, bench_model_path, tiny_model_path) -> None:
-    path = tiny_model_path if which == "tiny" else bench_model_path
+def test_segment_matches_ort_sliding_window(which: str, seed1_model_path, tiny_model_path) -> None:
+    path = tiny_model_path if which == "tiny" else seed1_model_path
     rng = np.random.default_rng(4)
     vol = (rng.standard_normal((1, 128, 192, 128)) * 0.5).astype(np.float32)
     vol[:, 40:90, 60:150, 30:100] += 1.5  # some structure so more than one class appears
-    plugins = which == "bench-plugins"
+    plugins = which == "seed1-plugins"
     if plugins:
         pytest.importorskip("plugins.ops")
     eng = BACKEND.load(path, device="cpu", batch_size=2, use_plugins=plugins)
@@ -212,8 +216,8 @@ def test_segment_matches_ort_sliding_window(which: str, bench_model_path, tiny_m
         assert len(np.unique(ref)) >= 2
 
 
-def test_engine_infer_batches_and_checks_shapes(bench_model_path) -> None:
-    eng = BACKEND.load(bench_model_path, device="cpu", batch_size=1)
+def test_engine_infer_batches_and_checks_shapes(seed1_model_path) -> None:
+    eng = BACKEND.load(seed1_model_path, device="cpu", batch_size=1)
     x = np.random.default_rng(5).standard_normal((2, 1, 128, 128, 128)).astype(np.float32)
     y = eng.infer(x)  # more windows than batch_size: split into 1 + 1
     assert y.shape == (2, 3, 128, 128, 128) and y.dtype == np.float32 and np.isfinite(y).all()
@@ -226,7 +230,7 @@ def test_upload_int8_linear_matches_reference_quantization(tiny_model_path) -> N
     from core.benchmark import INT8_INPUT_AMAX_DEFAULT
 
     eng = TorchEngine(
-        convert(make_unet3d_onnx(TINY_WIDTHS, spatial=None)),
+        convert(build_random_model(TINY_WIDTHS, roi=None)),
         precision="int8",
         batch_size=1,
         device=torch.device("cpu"),
@@ -263,10 +267,10 @@ def test_availability_reports_missing_cuda() -> None:
     assert set(BASE_PRECISIONS) <= set(BACKEND.precisions)
 
 
-def test_simulated_int8_and_fp8_stay_close(bench_model_32) -> None:
+def test_simulated_int8_and_fp8_stay_close(renamed_model) -> None:
     x = np.random.default_rng(6).standard_normal((1, 1, 32, 32, 32)).astype(np.float32)
-    ref = _torch_run(bench_model_32, x)
-    probe = convert(bench_model_32)
+    ref = _torch_run(renamed_model, x)
+    probe = convert(renamed_model)
     amax: dict[str, float] = {}
 
     def hook(mod, _inp, out) -> None:
@@ -278,7 +282,7 @@ def test_simulated_int8_and_fp8_stay_close(bench_model_32) -> None:
         probe(torch.from_numpy(x))
     amax["input"] = float(np.abs(x).max())
     for kind in ("int8", "fp8"):
-        net = prepare(apply_quantization(convert(bench_model_32), amax, kind), "cpu", torch.float32)
+        net = prepare(apply_quantization(convert(renamed_model), amax, kind), "cpu", torch.float32)
         with torch.inference_mode():
             y = net(torch.from_numpy(x)).numpy()
         assert np.abs(y - ref).max() > 0  # quantization did something
@@ -289,7 +293,7 @@ def test_simulated_int8_and_fp8_stay_close(bench_model_32) -> None:
         # int8: every conv/deconv has int8 weights; fp8: the 21 3^3 convs after the first
         assert len(net.weight_amax) == (28 if kind == "int8" else 21)
     with pytest.raises(BadInputError, match="recalibrate"):
-        apply_quantization(convert(bench_model_32), {"input": 1.0}, "int8")
+        apply_quantization(convert(renamed_model), {"input": 1.0}, "int8")
 
 
 def test_fake_quant_values() -> None:
@@ -315,7 +319,7 @@ def _amax_of(model: onnx.ModelProto, x: np.ndarray) -> dict[str, float]:
     return amax
 
 
-def test_plugin_ops_wiring_on_cpu(bench_model_32) -> None:
+def test_plugin_ops_wiring_on_cpu(renamed_model) -> None:
     """use_plugins=True routes IN+ReLU, first/last conv and fp8 convs through plugins.ops (their CPU
     references here): same numbers as the plain-torch path."""
     ops = pytest.importorskip("plugins.ops")
@@ -324,16 +328,16 @@ def test_plugin_ops_wiring_on_cpu(bench_model_32) -> None:
         kernels.present
     )
     x = np.random.default_rng(9).standard_normal((1, 1, 64, 64, 64)).astype(np.float32)  # IN needs >1 voxel
-    plain = _torch_run(bench_model_32, x)
-    net = prepare(convert(bench_model_32), "cpu", torch.float32)
+    plain = _torch_run(renamed_model, x)
+    net = prepare(convert(renamed_model), "cpu", torch.float32)
     net.set_kernels(kernels)
     with torch.inference_mode():
         fused = net(torch.from_numpy(x).contiguous(memory_format=torch.channels_last_3d)).numpy()
     assert _close(fused, plain) < 1e-4
-    amax = _amax_of(bench_model_32, x)
+    amax = _amax_of(renamed_model, x)
     outs = []
     for k in (NO_KERNELS, kernels):
-        q = prepare(apply_quantization(convert(bench_model_32), amax, "fp8"), "cpu", torch.float32)
+        q = prepare(apply_quantization(convert(renamed_model), amax, "fp8"), "cpu", torch.float32)
         q.set_kernels(k)
         with torch.inference_mode():
             outs.append(q(torch.from_numpy(x)).numpy())
@@ -358,10 +362,10 @@ cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA de
 @cuda
 @pytest.mark.parametrize("precision", ["fp32", "fp16", "bf16"])
 @pytest.mark.parametrize("plugins", [False, True])
-def test_cuda_graph_engine_matches_eager(bench_model_path, precision: str, plugins: bool) -> None:
+def test_cuda_graph_engine_matches_eager(seed1_model_path, precision: str, plugins: bool) -> None:
     kw = {"precision": precision, "batch_size": 2, "device": 0, "use_plugins": plugins}
-    graph = BACKEND.load(bench_model_path, cuda_graphs=True, **kw)
-    eager = BACKEND.load(bench_model_path, cuda_graphs=False, **kw)
+    graph = BACKEND.load(seed1_model_path, cuda_graphs=True, **kw)
+    eager = BACKEND.load(seed1_model_path, cuda_graphs=False, **kw)
     assert graph.uses_cuda_graph and not eager.uses_cuda_graph
     x = torch.randn((2, 1, 128, 128, 128), device="cuda").clamp_(-2.2, 2.64)
     three = torch.cat([x, x[:1]]).clone()
@@ -375,7 +379,7 @@ def test_cuda_graph_engine_matches_eager(bench_model_path, precision: str, plugi
     assert torch.allclose(a, b, rtol=1e-3, atol=1e-3 * float(b.abs().max()))
     assert torch.allclose(c[:1], a, rtol=1e-3, atol=1e-3 * float(b.abs().max()))
     # against the CPU fp32 reference
-    ref = _torch_run(onnx.load(str(bench_model_path)), x.cpu().numpy())
+    ref = _torch_run(onnx.load(str(seed1_model_path)), x.cpu().numpy())
     tol = {"fp32": 1e-4, "fp16": 2e-2, "bf16": 0.15}[precision]  # bf16: 0.117 measured on the H200
     assert _close(c.cpu().numpy(), ref) < tol
     graph.close()
@@ -385,21 +389,21 @@ def test_cuda_graph_engine_matches_eager(bench_model_path, precision: str, plugi
 @pytest.mark.gpu
 @cuda
 @pytest.mark.parametrize("precision", ["fp32", "fp16"])
-def test_cuda_segment_matches_cpu_reference(bench_model_path, precision: str) -> None:
+def test_cuda_segment_matches_cpu_reference(seed1_model_path, precision: str) -> None:
     rng = np.random.default_rng(4)
     vol = (rng.standard_normal((1, 128, 192, 128)) * 0.5).astype(np.float32)
     vol[:, 40:90, 60:150, 30:100] += 1.5
-    eng = BACKEND.load(bench_model_path, precision=precision, batch_size=2, device=0)
+    eng = BACKEND.load(seed1_model_path, precision=precision, batch_size=2, device=0)
     got = eng.segment(vol)
-    ref = segment(vol, _OrtEngine(bench_model_path, 2))
+    ref = segment(vol, _OrtEngine(seed1_model_path, 2))
     assert got.shape == ref.shape and got.dtype == np.uint8
     assert (got != ref).mean() < (1e-4 if precision == "fp32" else 1e-2)
 
 
 @pytest.mark.gpu
 @cuda
-def test_cuda_fp8_kernels_match_simulation(bench_model_path) -> None:
-    model = onnx.load(str(bench_model_path))
+def test_cuda_fp8_kernels_match_simulation(seed1_model_path) -> None:
+    model = onnx.load(str(seed1_model_path))
     x = torch.randn((1, 1, 128, 128, 128)).clamp_(-2.2, 2.64)
     amax = _amax_of(model, x.numpy())
     outs = []
@@ -414,38 +418,20 @@ def test_cuda_fp8_kernels_match_simulation(bench_model_path) -> None:
     assert np.corrcoef(outs[0].ravel(), outs[1].ravel())[0, 1] > 0.9
 
 
-def test_bench_generator_and_workload_match_the_spec() -> None:
-    """bench.common against spec sections 3.1 and 7.1: 31,190,243 parameters and 954.6 GFLOP per
-    window at full width; 43 cases, 2,761 windows, mean 32,944,795 voxels."""
-    from bench.common import FULL_WIDTHS, INFERENCE_SHAPES, param_count, window_gflop
-    from core.model import param_count as model_param_count
-
-    assert model_param_count(FULL_WIDTHS) == 31_190_243
-    assert param_count(make_unet3d_onnx(TINY_WIDTHS)) == model_param_count(TINY_WIDTHS)
-    assert round(window_gflop(FULL_WIDTHS), 1) == 954.6
-    assert len(INFERENCE_SHAPES) == 43
-    from core.sliding_window import window_count
-
-    assert sum(window_count(s) for s in INFERENCE_SHAPES) == 2761
-    assert round(np.mean([d * h * w for d, h, w in INFERENCE_SHAPES])) == 32_944_795
-    names = [n.name for n in make_unet3d_onnx(TINY_WIDTHS).graph.node if n.op_type == "ConvTranspose"]
-    assert names == [f"ConvTranspose_{i}" for i in (36, 44, 52, 60, 68)]  # NVIDIA's node numbering
-
-
-def test_fused_executor_scale_mapping(bench_model_32) -> None:
+def test_fused_executor_scale_mapping(renamed_model) -> None:
     """Cache ranges -> the fused executor's GEMM indices: first conv, 11 encoder convs, then per decoder block
     (deconv, conv on the concat buffer, conv)."""
-    names = gemm_inputs(bench_model_32)
+    names = gemm_inputs(renamed_model)
     assert len(names) == 27
     assert names[:2] == ["input", "Relu_2__output"]
     assert names[12:15] == ["Relu_35__output", "Concat_37__output", "Relu_40__output"]
-    scales = fused_act_scales(bench_model_32, {"input": 2.0, "Concat_37__output": 44.8})
+    scales = fused_act_scales(renamed_model, {"input": 2.0, "Concat_37__output": 44.8})
     assert scales == pytest.approx({0: 2.0 / 448, 13: 0.1})
     with pytest.raises(UsageError):
-        make_engine(bench_model_32, device="cpu", executor="warp")
+        make_engine(renamed_model, device="cpu", executor="warp")
     # fp8 on the CPU stays on the converted graph (simulated); on CUDA it defaults to "fused"
-    amax = {t: 4.0 for t in quantizable_tensors(convert(bench_model_32))}
-    assert make_engine(bench_model_32, precision="fp8", device="cpu", amax=amax).executor == "graph"
+    amax = {t: 4.0 for t in quantizable_tensors(convert(renamed_model))}
+    assert make_engine(renamed_model, precision="fp8", device="cpu", amax=amax).executor == "graph"
 
 
 @pytest.mark.gpu
