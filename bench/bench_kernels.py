@@ -79,7 +79,7 @@ def section_layers(
     mode: str = "fused",
 ) -> None:
     """``mode`` "fused": the norm applied in the conv's prologue (pre-norm fp16 input); "apply": the input
-    is already normalized (fp8 / fp16), as plugins.unet's apply mode feeds it."""
+    is already normalized (fp8 / fp16), as the fused executor's apply mode feeds it."""
     log(f"== per-layer GEMMs, batch {n}: cuDNN fp16 vs Triton {precs} ({mode} prologue, stats epilogue)")
     torch.backends.cudnn.benchmark = True
     rows = []
@@ -176,7 +176,7 @@ def section_layers(
 
 
 def _apply_case(lay: dict[str, Any], n: int, prec: str) -> tuple[Any, str]:
-    """One GEMM layer as plugins.unet's apply mode runs it (input already normalized, in the GEMM
+    """One GEMM layer as the fused executor's apply mode runs it (input already normalized, in the GEMM
     dtype; stats epilogue; ConvTranspose with t-major pixel-shuffle stores): (run(cfg), tuned key)."""
     s, cin, cout, st = lay["s"], lay["cin"], lay["cout"], lay["stride"]
     so = (s // st) ** 3
@@ -430,7 +430,7 @@ def section_misc(n: int) -> None:
 
 
 def section_net(n: int, precisions: list[str], tag: str, modes: tuple[str, ...] = ("fused", "apply")) -> None:
-    from plugins.unet import FusedUNet3D, GraphedModel
+    from core.backends.torch.fused import FusedUNet3D, GraphedModel
 
     log(f"== whole fused network, full width, random weights, batch {n}, CUDA graph ({tag})")
     torch.manual_seed(0)
@@ -491,8 +491,8 @@ def section_net(n: int, precisions: list[str], tag: str, modes: tuple[str, ...] 
 
 def section_window(n: int, prec: str, mode: str = "fused") -> None:
     """Sliding window on one typical volume (256x320x320 = 48 windows) with the fused net."""
+    from core.backends.torch.fused import FusedUNet3D, GraphedModel
     from core.sliding_window import default_patches_tensor, segment_torch
-    from plugins.unet import FusedUNet3D, GraphedModel
 
     torch.manual_seed(0)
     m = ref.UNet3D().cuda().eval()

@@ -37,8 +37,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script 
 
 import numpy as np
 
-from bench.common import INFERENCE_SHAPES, print_header, print_table
-from core.benchmark import RunConfig
+from bench.common import print_header, print_table
+from core.benchmark import INFERENCE_SHAPES, RunConfig
 from core.harness.qsl import InMemoryData
 from core.jobs import CancelToken
 from core.workspace import Workspace
@@ -85,20 +85,22 @@ def _random_volume(shape: tuple[int, int, int], seed: int) -> np.ndarray:
 def gpu_setup(args: argparse.Namespace) -> tuple[InMemoryData, Callable[[int], Any], int]:
     import torch
 
-    from bench.common import make_unet3d_onnx, parse_widths, synthetic_amax
-    from core.backends import torch_cuda as tc
+    from bench.common import parse_widths, synthetic_amax
+    from core.backends.torch.engine import make_engine
+    from core.backends.torch.quant import QUANT_PRECISIONS
+    from core.model import build_random_model
 
-    model: Any = Path(args.model) if args.model else make_unet3d_onnx(parse_widths(args.widths), seed=0)
+    model: Any = Path(args.model) if args.model else build_random_model(parse_widths(args.widths), seed=0)
     if args.model:
         import onnx
 
         model = onnx.load(str(model))
-    amax = synthetic_amax(model, "cuda:0") if args.precision in tc.QUANT_PRECISIONS else None
+    amax = synthetic_amax(model, "cuda:0") if args.precision in QUANT_PRECISIONS else None
 
     def build(i: int) -> Any:
         dev = torch.device("cuda", i)
         with torch.cuda.device(dev):  # the backend pins its engines to their device too
-            return tc.make_engine(
+            return make_engine(
                 model,
                 precision=args.precision,
                 batch_size=args.batch,
@@ -112,7 +114,7 @@ def gpu_setup(args: argparse.Namespace) -> tuple[InMemoryData, Callable[[int], A
     shapes = list(INFERENCE_SHAPES)[: args.cases] if args.cases else list(INFERENCE_SHAPES)
     from core.preprocess import quantize_int8
 
-    int8_input = args.precision in tc.QUANT_PRECISIONS
+    int8_input = args.precision in QUANT_PRECISIONS
     cache: dict[tuple[int, int, int], np.ndarray] = {}
     images = {}
     for i, s in enumerate(shapes):  # host copies as the QSL holds them (int8 for int8/fp8), shared

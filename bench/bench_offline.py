@@ -29,15 +29,15 @@ import numpy as np
 import torch
 
 from bench.common import (
-    INFERENCE_SHAPES,
-    make_unet3d_onnx,
     parse_widths,
     print_header,
     print_table,
     synthetic_amax,
-    window_gflop,
 )
-from core.backends import torch_cuda as tc
+from core.backends.torch.engine import TorchEngine, make_engine
+from core.backends.torch.quant import QUANT_PRECISIONS
+from core.benchmark import INFERENCE_SHAPES
+from core.model import build_random_model, window_gflop
 from core.sliding_window import window_count
 
 
@@ -47,13 +47,13 @@ def _random_volume(shape: tuple[int, int, int], seed: int) -> np.ndarray:
     return np.resize(block, (1, *shape))
 
 
-def _engine(model, precision: str, args: argparse.Namespace, amax: dict | None) -> tc.TorchEngine:
-    return tc.make_engine(
+def _engine(model, precision: str, args: argparse.Namespace, amax: dict | None) -> TorchEngine:
+    return make_engine(
         model,
         precision=precision,
         batch_size=args.batch,
         device=torch.device(args.device),
-        amax=amax if precision in tc.QUANT_PRECISIONS else None,
+        amax=amax if precision in QUANT_PRECISIONS else None,
         use_plugins={"on": True, "off": False, "auto": None}[args.plugins],
         cuda_graphs=not args.no_graphs,
         compile_mode=args.compile,
@@ -73,9 +73,9 @@ def speed(args: argparse.Namespace) -> int:
         f"bench_offline speed: widths {widths}, {len(shapes)} samples, {windows} windows, batch {args.batch}",
         args.device,
     )
-    model = make_unet3d_onnx(widths, seed=args.seed)
+    model = build_random_model(widths, seed=args.seed)
     precisions = [p for p in args.precisions.split(",") if p]
-    amax = synthetic_amax(model, args.device) if any(p in tc.QUANT_PRECISIONS for p in precisions) else None
+    amax = synthetic_amax(model, args.device) if any(p in QUANT_PRECISIONS for p in precisions) else None
     rows = []
     for precision in precisions:
         eng = _engine(model, precision, args, amax)
@@ -141,7 +141,7 @@ def accuracy(args: argparse.Namespace) -> int:
         precisions.insert(0, "fp32")
     # runs: (label, precision, amax); int8/fp8 once per calibration cache given
     caches: list[tuple[str, dict[str, float]]] = []
-    if any(p in tc.QUANT_PRECISIONS for p in precisions):
+    if any(p in QUANT_PRECISIONS for p in precisions):
         paths = (
             [Path(c) for c in args.calibration.split(",")]
             if args.calibration
@@ -153,14 +153,14 @@ def accuracy(args: argparse.Namespace) -> int:
             print(f"# calibration: {cpath} ({cache.method}, {cache.meta.get('windows', '?')} windows)")
     runs: list[tuple[str, str, dict[str, float] | None]] = []
     for p in precisions:
-        if p in tc.QUANT_PRECISIONS:
+        if p in QUANT_PRECISIONS:
             runs += [(f"{p} ({label})" if len(caches) > 1 else p, p, amax) for label, amax in caches]
         else:
             runs.append((p, p, None))
     results: dict[str, tuple[float, float, float, float]] = {}
     for label, precision, amax in runs:
         if precision == "fp32":  # the reference: the converted graph in plain torch, no TF32
-            eng = tc.make_engine(
+            eng = make_engine(
                 model, precision="fp32", batch_size=args.batch, device=args.device, use_plugins=False
             )
         else:
@@ -192,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--plugins", choices=("auto", "on", "off"), default="auto")
     ap.add_argument("--no-graphs", action="store_true")
-    ap.add_argument("--executor", choices=("graph", "fused"), default=None, help="fused: plugins.unet")
+    ap.add_argument("--executor", choices=("graph", "fused"), default=None, help="fused: whole network")
     ap.add_argument("--compile", default=None, metavar="MODE", help="e.g. max-autotune-no-cudagraphs")
     ap.add_argument("--cases", type=int, default=0, help="only the first N cases (0 = all)")
     ap.add_argument("--order", choices=("listed", "smallest"), default="listed")

@@ -22,14 +22,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script 
 import torch
 
 from bench.common import (
-    make_unet3d_onnx,
     parse_widths,
     print_header,
     print_table,
     synthetic_amax,
-    window_gflop,
 )
-from core.backends import torch_cuda as tc
+from core.backends.torch import BACKEND
+from core.backends.torch.engine import TorchEngine, make_engine
+from core.backends.torch.quant import QUANT_PRECISIONS
+from core.model import build_random_model, window_gflop
 
 
 def _sync(device: torch.device) -> None:
@@ -37,7 +38,7 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_engine(eng: tc.TorchEngine, iters: int, warmup: int) -> float:
+def time_engine(eng: TorchEngine, iters: int, warmup: int) -> float:
     """Seconds per call of a full batch (device-resident input, outputs left on the device)."""
     x = torch.randn((eng.batch_size, 1, 128, 128, 128), device=eng.device).clamp_(-2.2, 2.64)
     x = eng.quantize_input(x) if eng.in_dtype == torch.int8 else x.to(eng.dtype)
@@ -68,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         "--plugins", choices=("on", "off", "both"), default="both" if torch.cuda.is_available() else "off"
     )
     ap.add_argument("--no-graphs", action="store_true", help="no CUDA graph (eager launches)")
-    ap.add_argument("--executors", default="graph", help="comma list of graph,fused (fused: plugins.unet)")
+    ap.add_argument("--executors", default="graph", help="comma list of graph,fused (fused: whole network)")
     ap.add_argument("--compile", default=None, metavar="MODE", help="torch.compile mode, e.g. max-autotune")
     ap.add_argument("--iters", type=int, default=20)
     ap.add_argument("--warmup", type=int, default=3)
@@ -79,10 +80,10 @@ def main(argv: list[str] | None = None) -> int:
     device = torch.device(args.device)
     gflop = window_gflop(widths)
     print_header(f"bench_window: torch backend, widths {widths}, {gflop:.1f} GFLOP/window", args.device)
-    print(f"# kernels: {tc.BACKEND.details().get('plugins')}")
-    model = make_unet3d_onnx(widths, seed=args.seed)
+    print(f"# kernels: {BACKEND.details().get('plugins')}")
+    model = build_random_model(widths, seed=args.seed)
     precisions = [p.strip() for p in args.precisions.split(",") if p.strip()]
-    amax = synthetic_amax(model, device) if any(p in tc.QUANT_PRECISIONS for p in precisions) else None
+    amax = synthetic_amax(model, device) if any(p in QUANT_PRECISIONS for p in precisions) else None
     plugin_modes = {"on": [True], "off": [False], "both": [False, True]}[args.plugins]
     rows: list[list[object]] = []
     combos = [
@@ -94,12 +95,12 @@ def main(argv: list[str] | None = None) -> int:
     for precision, executor, plugins in combos:
         for bs in (int(b) for b in args.batches.split(",")):
             try:
-                eng = tc.make_engine(
+                eng = make_engine(
                     model,
                     precision=precision,
                     batch_size=bs,
                     device=device,
-                    amax=amax if precision in tc.QUANT_PRECISIONS else None,
+                    amax=amax if precision in QUANT_PRECISIONS else None,
                     use_plugins=plugins,
                     cuda_graphs=not args.no_graphs,
                     compile_mode=args.compile,

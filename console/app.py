@@ -492,13 +492,12 @@ class UnetConsole(App[None], inherit_bindings=False):
             return
         import json
 
+        from core.fsio import write_text_atomic
+
         base = Path(str(res.get("log_dir") or self.ws.log_dir))
         target = base / "console_summary.json" if base.is_dir() else self.ws.log_dir / "console_summary.json"
         try:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            tmp = target.with_name(target.name + ".tmp")
-            tmp.write_text(json.dumps(res, indent=2, default=str) + "\n")
-            tmp.replace(target)
+            write_text_atomic(target, json.dumps(res, indent=2, default=str) + "\n")
         except OSError as exc:
             self.notify(f"{target}: {exc.strerror}", severity="error", markup=False)
             return

@@ -36,7 +36,20 @@ LOADGEN_MODEL = "3d-unet"  # mlperf.conf key for both accuracy targets
 INPUT_NAME = "input"
 OUTPUT_NAME = "output"
 ONNX_OPSET = 12
-FULL_WIDTH_GFLOP_PER_WINDOW = 954.6
+
+# (D, H, W) of the 43 inference cases after preprocessing (spec section 3.1), in case-list order: the
+# workload of speed measurements on synthetic volumes (bench/).
+INFERENCE_SHAPES: tuple[tuple[int, int, int], ...] = (
+    (192, 384, 384), (192, 384, 384), (256, 448, 448), (320, 320, 320), (256, 320, 320),
+    (256, 256, 256), (320, 384, 384), (128, 320, 320), (320, 384, 384), (192, 384, 384),
+    (192, 384, 384), (256, 320, 320), (128, 448, 448), (192, 320, 320), (320, 384, 384),
+    (192, 320, 320), (192, 320, 320), (192, 384, 384), (256, 320, 320), (320, 448, 448),
+    (320, 320, 320), (128, 320, 320), (320, 320, 320), (320, 320, 320), (128, 320, 320),
+    (320, 448, 448), (320, 384, 384), (128, 320, 320), (192, 384, 384), (128, 192, 320),
+    (192, 384, 384), (320, 256, 256), (320, 320, 320), (384, 320, 320), (320, 448, 448),
+    (384, 384, 384), (256, 256, 256), (448, 320, 320), (448, 320, 320), (384, 256, 256),
+    (192, 384, 384), (448, 320, 320), (384, 384, 384),
+)  # fmt: skip
 
 SCENARIOS = ("Offline", "SingleStream")
 TEST_MODES = ("PerformanceOnly", "AccuracyOnly", "SubmissionRun", "FindPeakPerformance")

@@ -282,7 +282,7 @@ def _device(device: str | None) -> str:
 
 def weight_amax(net: Any) -> dict[str, list[float]]:
     """Per-output-channel max |w| of every conv / deconv (deconv weights are [Cin, Cout, ...])."""
-    from core.backends.torch_cuda import Conv, ConvTranspose
+    from core.backends.torch.nodes import Conv, ConvTranspose
 
     out: dict[str, list[float]] = {}
     for n in net.nodes:
@@ -344,9 +344,9 @@ def _run_calibration(
         raise MissingInputError("calibration needs torch (pip install '.[gpu]')") from None
 
     from core import calibration_cache as cc
-    from core.backends import torch_cuda as tc
+    from core.backends.torch.convert import convert, load_onnx, prepare, surgered
     from core.cases import case_lists
-    from core.model import sha256_file
+    from core.fsio import sha256_file
     from core.preprocess import load_image, load_index
 
     model = Path(model_path) if model_path is not None else ws.model_path
@@ -371,9 +371,9 @@ def _run_calibration(
     if dev.startswith("cuda"):  # fp32 means fp32: no TF32 in the convolutions (as NVIDIA's builder)
         torch.backends.cudnn.allow_tf32 = False
         torch.backends.cuda.matmul.allow_tf32 = False
-    graph = tc.surgered(tc.load_onnx(model))
+    graph = surgered(load_onnx(model))
     plugin_form = any(n.op_type.endswith("_TRT") for n in graph.graph.node)
-    net = tc.prepare(tc.convert(graph, fuse_relu=False), dev, torch.float32)
+    net = prepare(convert(graph, fuse_relu=False), dev, torch.float32)
     collector = Collector(net, histograms=method != "minmax")
 
     state_path = ws.calibration_cache_path.with_name(STATE_NAME)

@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import filecmp
 import json
-import os
 import re
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 from core.errors import BadInputError, UnetError
+from core.fsio import copy_atomic
 from core.nifti import IMAGING, SEGMENTATION, header_info
 from core.status import ItemStatus  # the one status row type (core.status imports nothing heavy)
 from core.workspace import Workspace
@@ -104,13 +103,8 @@ def ensure_case_00400(ws: Workspace) -> str:
         return "present"
     if not _complete(src):
         return "no-source"
-    dst.mkdir(parents=True, exist_ok=True)
     for f in (SEGMENTATION, IMAGING):  # imaging last: a folder is "complete" only when both exist
-        tmp = dst / f".{f}.copy.tmp"
-        shutil.copy2(src / f, tmp)  # keeps mtime, so the later identity check is a stat compare
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, dst / f)
+        copy_atomic(src / f, dst / f, keep_times=True)  # same mtime: the identity check is a stat compare
     return "copied"
 
 

@@ -9,7 +9,6 @@ Every step is resumable: a second `unet3d demo` reuses what the first one wrote.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from dataclasses import dataclass, field
@@ -19,6 +18,7 @@ from typing import Any
 from core.benchmark import RunConfig
 from core.errors import MissingInputError, UsageError
 from core.fsio import copy_atomic as _copy_atomic
+from core.fsio import sha256_file
 from core.jobs import NEVER, CancelToken, LogLine, Phase, Reporter, null_reporter
 from core.workspace import Workspace
 
@@ -56,14 +56,6 @@ class DemoResult:
         }
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def demo_model_info() -> dict[str, Any]:
     """The shipped demo model's JSON (how it was made, its FP32 DICE)."""
     if not DEMO_MODEL.is_file():
@@ -78,9 +70,9 @@ def install_demo_model(ws: Workspace) -> Path:
     """Copy the shipped model to ws.model_path with its FP32-reference JSON beside it (what
     core.accuracy.fp32_reference_for reads). Refuses to overwrite a different model."""
     info = demo_model_info()
-    want = str(info.get("model", {}).get("sha256") or _sha256(DEMO_MODEL))
+    want = str(info.get("model", {}).get("sha256") or sha256_file(DEMO_MODEL))
     dst = ws.model_path
-    if dst.exists() and _sha256(dst) != want:
+    if dst.exists() and sha256_file(dst) != want:
         raise UsageError(f"{dst} holds another model; run the demo in its own workspace (--workspace=DIR)")
     if not dst.exists():
         _copy_atomic(DEMO_MODEL, dst)

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -27,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from core.errors import BadInputError, MissingInputError, UsageError
+from core.fsio import atomic_write
 from core.fsio import copy_atomic as _copy_atomic
 from core.jobs import NEVER, CancelToken, LogLine, Progress, Reporter, null_reporter
 from core.workspace import Workspace
@@ -76,39 +76,30 @@ def fetch(
 ) -> Path:
     """Stream ``url`` to ``dest`` atomically; verify the given checksums before the rename."""
     resp = _open(url)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".{dest.name}.part{os.getpid()}")
     h_md5, h_sha = hashlib.md5(), hashlib.sha256()
     total = int(resp.headers.get("Content-Length") or 0)
     done = 0
-    try:
-        with resp, tmp.open("wb") as f:
-            while True:
-                cancel.check()
-                try:
-                    chunk = resp.read(CHUNK)
-                except (TimeoutError, ConnectionError, OSError) as exc:
-                    raise MissingInputError(
-                        f"download of {url} broke off after {done} bytes ({exc})"
-                    ) from None
-                if not chunk:
-                    break
-                f.write(chunk)
-                h_md5.update(chunk)
-                h_sha.update(chunk)
-                done += len(chunk)
-                report(Progress(task, done // CHUNK, max(total // CHUNK, 1), unit="MB", item=dest.name))
-            f.flush()
-            os.fsync(f.fileno())
+    # checked before the rename: a broken or mismatching download leaves no file (atomic_write)
+    with resp, atomic_write(dest, "wb") as f:
+        while True:
+            cancel.check()
+            try:
+                chunk = resp.read(CHUNK)
+            except (TimeoutError, ConnectionError, OSError) as exc:
+                raise MissingInputError(f"download of {url} broke off after {done} bytes ({exc})") from None
+            if not chunk:
+                break
+            f.write(chunk)
+            h_md5.update(chunk)
+            h_sha.update(chunk)
+            done += len(chunk)
+            report(Progress(task, done // CHUNK, max(total // CHUNK, 1), unit="MB", item=dest.name))
         if total and done != total:
             raise MissingInputError(f"download of {url} is incomplete: {done} of {total} bytes")
         if md5 and h_md5.hexdigest() != md5.lower():
             raise BadInputError(f"MD5 {h_md5.hexdigest()} of the download does not match {md5}", dest)
         if sha256 and h_sha.hexdigest() != sha256.lower():
             raise BadInputError(f"SHA-256 {h_sha.hexdigest()} of the download does not match {sha256}", dest)
-        os.replace(tmp, dest)
-    finally:
-        tmp.unlink(missing_ok=True)
     return dest
 
 

@@ -1,4 +1,5 @@
-"""Atomic file writes: the one implementation every module uses, so nothing is ever half-written.
+"""Atomic file writes: the one implementation every module uses, so nothing is ever half-written;
+and the one sha256 of a file or of bytes (models, preprocessed volumes, engines, checksums records).
 
 Write to a temporary file in the target's folder, flush, fsync, then ``os.replace`` it over the target.
 On any failure the temporary file is removed and the target is untouched. An ``OSError`` from a
@@ -8,6 +9,7 @@ says which file could not be written.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import tempfile
@@ -46,6 +48,23 @@ def write_text_atomic(path: str | Path, text: str) -> None:
         fh.write(text)
 
 
-def copy_atomic(src: str | Path, dst: str | Path, chunk: int = 1 << 20) -> None:
+def copy_atomic(src: str | Path, dst: str | Path, chunk: int = 1 << 20, keep_times: bool = False) -> None:
+    """Copy ``src`` to ``dst`` atomically; ``keep_times`` gives the copy the source's access and
+    modification times (so a later comparison of the two can stop at a stat)."""
     with Path(src).open("rb") as fi, atomic_write(dst, "wb") as fo:
+        st = os.fstat(fi.fileno())  # before the read moves the access time
         shutil.copyfileobj(fi, fo, chunk)
+        if keep_times:
+            fo.flush()  # no write after the times are set
+            os.utime(fo.fileno(), ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+def sha256_file(path: str | Path) -> str:
+    """Hex sha256 of a file's bytes, read in chunks (models and volumes are large)."""
+    with Path(path).open("rb") as fh:
+        return hashlib.file_digest(fh, "sha256").hexdigest()
+
+
+def sha256_bytes(data: bytes | bytearray | memoryview) -> str:
+    """Hex sha256 of bytes already in memory."""
+    return hashlib.sha256(data).hexdigest()

@@ -1,5 +1,6 @@
-"""The ONNX model: validation and description (``load_model``), and a builder for random-weight models
-with the exact MLPerf 3D-UNet KiTS19 topology at any widths (tests, speed measurements).
+"""The ONNX model: validation and description (``load_model``), and the one builder of random-weight
+models with the exact MLPerf 3D-UNet KiTS19 topology at any widths (tests, speed measurements), with
+the topology's closed-form figures (``param_count``, ``window_gflop``).
 
 The official file (REF ``unet_pytorch_to_onnx.py``): opset 12, input ``input`` [N, 1, 128, 128, 128]
 float32, output ``output`` [N, 3, 128, 128, 128] float32 logits, N the dynamic axis ``batch_size``.
@@ -8,7 +9,6 @@ The builder mirrors the shared phantom model's export (node and initializer name
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -19,9 +19,11 @@ import numpy as np
 
 from core.benchmark import INPUT_NAME, NUM_CLASSES, ONNX_OPSET, OUTPUT_NAME, ROI
 from core.errors import BadInputError, MissingInputError
+from core.fsio import sha256_bytes
 
 FULL_WIDTHS = (32, 64, 128, 256, 320)  # the official model; the shared phantom model is half width
 PHANTOM_WIDTHS = (16, 32, 64, 128, 160)
+TINY_WIDTHS = (4, 8, 16, 32, 40)  # the shipped demo model's widths (488,383 parameters); tests' tiny model
 SURGERY_KEY = "unet3d.surgery"  # metadata_props key set by core.surgery ("plugin" or "onnx")
 PLUGIN_OPS = frozenset(
     {"InstanceNormalization_TRT", "CONV3D1X1X1K4_TRT", "CONV3D3X3X3C1K32_TRT", "PIXELSHUFFLE3D_TRT"}
@@ -56,14 +58,6 @@ class ModelInfo:
     @property
     def is_full_width(self) -> bool:
         return self.widths == FULL_WIDTHS
-
-
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _tensor_info(vi: object) -> TensorInfo:
@@ -204,7 +198,7 @@ def load_model(path: str | Path, expected_opset: int = ONNX_OPSET) -> ModelInfo:
         ops[n.op_type] = ops.get(n.op_type, 0) + 1
     return ModelInfo(
         path=path,
-        sha256=hashlib.sha256(data).hexdigest(),
+        sha256=sha256_bytes(data),
         size_bytes=len(data),
         opset=opset,
         inputs=inputs,
@@ -230,7 +224,8 @@ def load_onnx(path: str | Path) -> object:
 
 
 def param_count(widths: Sequence[int] = FULL_WIDTHS) -> int:
-    """Closed-form parameter count of the topology (31,190,243 at full width)."""
+    """Closed-form parameter count of the topology (31,190,243 at full width): what ``count_params``
+    finds in an original-form model of these widths."""
     w = list(widths)
     total = 0
 
@@ -249,14 +244,33 @@ def param_count(widths: Sequence[int] = FULL_WIDTHS) -> int:
     return total
 
 
+def window_gflop(widths: Sequence[int] = FULL_WIDTHS, roi: int = ROI) -> float:
+    """GFLOP (2 x MAC) of the convolutions and transposed convolutions for one roi^3 window
+    (954.6 at full width, spec section 7.1)."""
+    w = list(widths)
+    enc = [*w, w[-1]]  # down blocks: w0->w1, ..., w3->w4, bottleneck w4->w4
+    dec = [w[-1], *reversed(w)]  # up: w4->w4, w4->w3, ..., w1->w0
+    macs, side = 27 * (1 * w[0] + w[0] * w[0]) * roi**3, roi
+    for cin, cout in itertools.pairwise(enc):
+        side //= 2
+        macs += 27 * (cin * cout + cout * cout) * side**3
+    for cin, cout in itertools.pairwise(dec):
+        macs += 8 * cin * cout * side**3  # ConvTranspose k2 s2: each input voxel feeds 8 outputs
+        side *= 2
+        macs += 27 * (2 * cout * cout + cout * cout) * side**3
+    macs += NUM_CLASSES * w[0] * side**3
+    return 2.0 * macs / 1e9
+
+
 def build_random_model(
-    widths: Sequence[int] = FULL_WIDTHS, seed: int = 0, roi: int = ROI, dynamic_batch: bool = True
+    widths: Sequence[int] = FULL_WIDTHS, seed: int = 0, roi: int | None = ROI, dynamic_batch: bool = True
 ) -> object:
     """An opset-12 ModelProto with the MLPerf 3D-UNet topology, random weights, and the node /
     initializer / tensor names of a torch.onnx export (as in the shared phantom model).
 
     Weights are He-normal so activations stay finite; ``roi`` only sets the declared spatial size
-    (the graph is fully convolutional)."""
+    (the graph is fully convolutional); ``roi=None`` declares symbolic D, H, W (any multiple of 32
+    runs: small inputs for fast tests)."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
@@ -356,11 +370,12 @@ def build_random_model(
         )
     )
     batch: int | str = "batch_size" if dynamic_batch else 1
+    dhw: list[int | str] = ["D", "H", "W"] if roi is None else [roi] * 3
     graph = helper.make_graph(
         nodes,
         "main_graph",
-        [helper.make_tensor_value_info(INPUT_NAME, TensorProto.FLOAT, [batch, 1, roi, roi, roi])],
-        [helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.FLOAT, [batch, NUM_CLASSES, roi, roi, roi])],
+        [helper.make_tensor_value_info(INPUT_NAME, TensorProto.FLOAT, [batch, 1, *dhw])],
+        [helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.FLOAT, [batch, NUM_CLASSES, *dhw])],
         inits,
     )
     model = helper.make_model(

@@ -49,7 +49,7 @@ from core.benchmark import (
 )
 from core.cases import SETS, ItemStatus, case_lists, ensure_case_00400
 from core.errors import BadInputError, MissingInputError, UnetError
-from core.fsio import atomic_write, write_bytes_atomic
+from core.fsio import atomic_write, sha256_bytes, sha256_file, write_bytes_atomic
 from core.jobs import NEVER, CancelToken, LogLine, Phase, Progress, Reporter, null_reporter
 from core.nifti import IMAGING, SEGMENTATION, load_case
 from core.workspace import Workspace
@@ -180,14 +180,6 @@ def save_npy_atomic(path: Path, array: np.ndarray) -> tuple[str, int]:
         hf = _HashingFile(f)
         np.lib.format.write_array(hf, np.ascontiguousarray(array), allow_pickle=False)
     return hf.h.hexdigest(), hf.n
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 22):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _write_json(path: Path, doc: Any) -> None:
@@ -563,7 +555,7 @@ def _load(ws: Workspace, set_name: str, case: str, kind: str, verify: bool) -> n
     buf = bytearray(path.stat().st_size)
     with open(path, "rb") as f:
         f.readinto(buf)
-    if verify and hashlib.sha256(buf).hexdigest() != rec.get("sha256"):
+    if verify and sha256_bytes(buf) != rec.get("sha256"):
         raise BadInputError(f"sha256 mismatch: file corrupted or changed; run `{FIX}`", path)
     try:  # parse the header, then view the (writable) buffer: no second copy of a large volume
         bio = io.BytesIO(buf)
@@ -618,7 +610,7 @@ def load_patches(ws: Workspace) -> np.ndarray:
     except (OSError, ValueError, KeyError, TypeError):
         raise BadInputError(f"no readable checksum record {rec_path.name}; run `{FIX}`", path) from None
     data = path.read_bytes()
-    if hashlib.sha256(data).hexdigest() != want:
+    if sha256_bytes(data) != want:
         raise BadInputError(f"sha256 mismatch: file corrupted or changed; run `{FIX}`", path)
     try:
         arr = np.load(io.BytesIO(data), allow_pickle=False)

@@ -376,12 +376,3 @@ def describe(model: Any) -> list[Layer]:
                 inputs.append(name)
         layers.append(Layer(node.name, node.op_type, tuple(inputs), tuple(node.output), attrs, tensors))
     return layers
-
-
-def export_surgered(src: str | Path, dst: str | Path, form: str = "plugin", **kwargs: Any) -> Path:
-    """Validate ``src`` (core.model.load_model), apply :func:`surgery` and write ``dst`` atomically
-    (NVIDIA exports the plugin form as ``post_gs_3dunet_kits19.onnx``)."""
-    from core.model import load_model, save_model
-
-    load_model(src)
-    return save_model(surgery(Path(src), form, **kwargs), dst)

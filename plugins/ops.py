@@ -12,7 +12,7 @@ Public ops (each with a fake impl, so torch.compile and CUDA graphs can trace th
 Dispatch: CUDA tensors run the Triton kernels (plugins._kernels); CPU tensors run them under Triton's
 interpreter when TRITON_INTERPRET=1 (the tests), else the plain-torch references (plugins.reference).
 The lower-level channels-last functions below (``conv3d_cl``, ``in_affine``, ``in_apply`` ...) are what
-plugins.unet chains into the fused network; they take (N, D, H, W, C) buffers.
+core.backends.torch.fused chains into the fused network; they take (N, D, H, W, C) buffers.
 """
 
 from __future__ import annotations

@@ -104,7 +104,7 @@ def argmax(acc: Tensor) -> Tensor:
     return torch.argmax(acc, dim=0).to(torch.uint8)
 
 
-# --- the whole network, for parity tests of the fused pipeline (plugins.unet) ---
+# --- the whole network: parity tests of the fused pipeline (core.backends.torch.fused), training ---
 
 
 class _Block(nn.Module):
@@ -143,11 +143,18 @@ class _Out(nn.Module):
 
 
 class UNet3D(nn.Module):
-    """The MLPerf KiTS19 3D-UNet (REF ``Unet3D``) with its state-dict names; ``filters`` sets the width
-    (full width (32, 64, 128, 256, 320); the shared phantom model is (16, 32, 64, 128, 160))."""
+    """The MLPerf KiTS19 3D-UNet (REF ``Unet3D``) with its state-dict names: the one torch model of the
+    topology (the shipped demo model was trained and exported from it by tools/train_demo_model.py).
+    ``filters`` sets the width (full width (32, 64, 128, 256, 320); the shared phantom model is
+    (16, 32, 64, 128, 160)). ``random_affine`` draws the InstanceNorm scales and shifts at random so
+    that tests exercise them; False keeps torch's initialization (1, 0) for training."""
 
     def __init__(
-        self, filters: tuple[int, ...] = (32, 64, 128, 256, 320), in_ch: int = 1, ncls: int = 3
+        self,
+        filters: tuple[int, ...] = (32, 64, 128, 256, 320),
+        in_ch: int = 1,
+        ncls: int = 3,
+        random_affine: bool = True,
     ) -> None:
         super().__init__()
         f = list(filters)
@@ -158,7 +165,7 @@ class UNet3D(nn.Module):
         ups = [(f[-1], f[-1])] + [(f[i + 1], f[i]) for i in reversed(range(len(f) - 1))]
         self.upsample = nn.ModuleList([_Up(a, b) for a, b in ups])
         self.output = _Out(f[0], ncls)
-        for m in self.modules():  # random affine so the tests exercise gamma/beta
+        for m in self.modules() if random_affine else ():
             if isinstance(m, nn.InstanceNorm3d):
                 nn.init.uniform_(m.weight, 0.5, 1.5)
                 nn.init.uniform_(m.bias, -0.2, 0.2)

@@ -15,6 +15,7 @@ import core.status
 from core import audit as A  # noqa: N812 - short name for many uses
 from core.benchmark import RunConfig, target_dice
 from core.errors import BadInputError, Cancelled
+from core.fsio import sha256_file
 from core.harness.logs import ACCURACY_NAME, DETAIL_NAME, SUMMARY_NAME
 from core.history import Accuracy, Metrics, RunRecord
 from core.jobs import CancelToken, Progress
@@ -131,7 +132,7 @@ def test_new_weights_flow(ws, tmp_path, monkeypatch):
     t0 = 1_700_000_000.0
     touch(ws.model_path, t0, b"old model")
     audit = A.Audit.load(ws)
-    assert audit.baseline["model_sha256"] == A.file_sha256(ws.model_path)
+    assert audit.baseline["model_sha256"] == sha256_file(ws.model_path)
     assert audit.check("weights.replace").state == A.PENDING
     touch(ws.model_path, t0 + 10, b"new model")
     r = audit.check("weights.replace")

@@ -11,14 +11,15 @@ import pytest
 torch = pytest.importorskip("torch")
 ort = pytest.importorskip("onnxruntime")
 
-from bench.common import make_unet3d_onnx  # noqa: E402
 from core import calibration as cal  # noqa: E402
 from core import calibration_cache as cc  # noqa: E402
 from core.benchmark import INT8_INPUT_AMAX_DEFAULT  # noqa: E402
 from core.errors import Cancelled, MissingInputError, UsageError  # noqa: E402
 from core.jobs import CancelToken, Progress  # noqa: E402
+from core.model import build_random_model  # noqa: E402
 from core.sliding_window import window_grid  # noqa: E402
 from core.workspace import Workspace  # noqa: E402
+from tests.conftest import official_names  # noqa: E402
 
 WIDTHS = (2, 4, 4, 4, 4)  # the MLPerf graph at minimal widths: the 128^3 windows stay cheap on a CPU
 
@@ -78,7 +79,8 @@ def test_select_windows_even_and_deterministic() -> None:
 @pytest.fixture(scope="module")
 def calib_ws(tmp_path_factory: pytest.TempPathFactory) -> Workspace:
     """A workspace with 2 synthetic calibration cases (128x128x192: 2 windows each) preprocessed by
-    core.preprocess, and a tiny random model at ws.model_path."""
+    core.preprocess, and a tiny random model at ws.model_path, named as the official export (the
+    names of NVIDIA's calibration cache)."""
     from core.preprocess import run_preprocess
     from core.synthetic import write_demo_dataset
 
@@ -86,7 +88,7 @@ def calib_ws(tmp_path_factory: pytest.TempPathFactory) -> Workspace:
     write_demo_dataset(ws.data_dir, n_inference=1, n_calibration=2, seed=3)
     run_preprocess(ws, sets=("calibration",), jobs=1)
     ws.model_path.parent.mkdir(parents=True, exist_ok=True)
-    onnx.save(make_unet3d_onnx(WIDTHS, seed=1), str(ws.model_path))
+    onnx.save(official_names(build_random_model(WIDTHS, seed=1)), str(ws.model_path))
     return ws
 
 

@@ -11,12 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from core import demo
-
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.skipif(not demo.DEMO_MODEL.is_file(), reason="demo model not built yet")
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 def test_ctrl_c_during_preprocessing_exits_130(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k not in ("DATA_DIR", "PREPROCESSED_DATA_DIR", "LOG_DIR")}

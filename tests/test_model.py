@@ -15,12 +15,15 @@ from core.errors import BadInputError, ExitCode, MissingInputError
 from core.model import (
     FULL_WIDTHS,
     PHANTOM_WIDTHS,
+    TINY_WIDTHS,
     build_random_model,
+    count_params,
     load_model,
     param_count,
     save_model,
+    window_gflop,
 )
-from tests.conftest import TINY_WIDTHS
+from tests.conftest import official_names
 
 
 def signature(model: onnx.ModelProto) -> list[tuple]:
@@ -53,6 +56,48 @@ def test_param_count_closed_form() -> None:
     assert param_count(FULL_WIDTHS) == 31_190_243 == brute_param_count(FULL_WIDTHS)
     assert param_count(PHANTOM_WIDTHS) == 7_799_923 == brute_param_count(PHANTOM_WIDTHS)
     assert param_count(TINY_WIDTHS) == brute_param_count(TINY_WIDTHS)
+
+
+def test_window_gflop_and_workload_match_the_spec() -> None:
+    """Spec sections 7.1 and 3.1: 954.6 GFLOP per 128^3 window at full width (~240 at the phantom
+    model's half width); 43 inference cases, 2,761 windows, mean 32,944,795 voxels."""
+    from core.benchmark import INFERENCE_SHAPES
+    from core.sliding_window import window_count
+
+    assert round(window_gflop(FULL_WIDTHS), 1) == 954.6
+    assert round(window_gflop(PHANTOM_WIDTHS)) == 240
+    assert len(INFERENCE_SHAPES) == 43
+    assert sum(window_count(s) for s in INFERENCE_SHAPES) == 2761
+    assert round(np.mean([d * h * w for d, h, w in INFERENCE_SHAPES])) == 32_944_795
+
+
+def test_builder_topology_is_the_shipped_demo_models() -> None:
+    """The one ONNX builder and the torch reference (plugins.reference.UNet3D, which made the shipped
+    demo model through tools/train_demo_model.py) are one topology: the same ops in the same graph
+    order with the same attributes and parameter shapes. The official export's node numbering follows
+    from that order (ConvTranspose_36, 44, ... as NVIDIA's notes name them). Fails when the shipped
+    model is missing."""
+    from core.demo import DEMO_MODEL
+
+    demo = onnx.load(str(DEMO_MODEL))
+    built = build_random_model(TINY_WIDTHS, seed=0)
+
+    def layout(m: onnx.ModelProto) -> list[tuple]:
+        shapes = {t.name: tuple(t.dims) for t in m.graph.initializer}
+        return [
+            (
+                n.op_type,
+                [shapes.get(t) for t in n.input],
+                sorted((a.name, str(helper.get_attribute_value(a))) for a in n.attribute),
+            )
+            for n in m.graph.node
+        ]
+
+    assert layout(built) == layout(demo)
+    assert count_params(demo) == count_params(built) == param_count(TINY_WIDTHS) == 488_383
+    names = [n.name for n in official_names(built).graph.node]
+    assert names == [n.name for n in demo.graph.node]  # the demo model carries the official numbering
+    assert [names[i] for i in (36, 44, 52, 60, 68)] == [f"ConvTranspose_{i}" for i in (36, 44, 52, 60, 68)]
 
 
 def test_load_tiny_model(tiny_model_path: Path) -> None:
@@ -155,6 +200,14 @@ def test_builder_is_deterministic_and_finite() -> None:
     x = np.random.default_rng(0).standard_normal((2, 1, 32, 32, 32)).astype(np.float32)
     (y,) = sess.run(["output"], {"input": x})
     assert y.shape == (2, 3, 32, 32, 32) and np.isfinite(y).all() and 0.1 < float(y.std()) < 100
+    # roi=None: symbolic D, H, W, the same graph and weights (any multiple of 32 runs)
+    free = build_random_model(TINY_WIDTHS, seed=3, roi=None)
+    dims = free.graph.input[0].type.tensor_type.shape.dim
+    assert [d.dim_param for d in dims] == ["batch_size", "", "D", "H", "W"]
+    assert free.graph.initializer == m.graph.initializer and free.graph.node == m.graph.node
+    sess = ort.InferenceSession(free.SerializeToString(), providers=["CPUExecutionProvider"])
+    (y2,) = sess.run(["output"], {"input": x})
+    assert np.array_equal(y2, y)
 
 
 @pytest.mark.slow

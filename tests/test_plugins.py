@@ -390,7 +390,7 @@ def test_skip_sharing_map_and_scales() -> None:
     taking the buffer's scale; not where the two GEMMs differ in dtype (a 16-channel skip stays fp16
     for the down conv while the 32-channel buffer is fp8), not in the fused-prologue mode, not when
     switched off."""
-    from plugins.unet import FusedUNet3D
+    from core.backends.torch.fused import FusedUNet3D
 
     torch.manual_seed(0)
     m = ref.UNet3D((32, 64, 64, 64, 64)).eval()

@@ -1,5 +1,5 @@
-"""plugins.ops / plugins.unet compiled Triton kernels on CUDA against plugins.reference (skipped without
-CUDA). Run on its own (not together with tests/test_plugins.py, which switches Triton to the
+"""plugins.ops / core.backends.torch.fused compiled Triton kernels on CUDA against plugins.reference
+(skipped without CUDA). Run on its own (not together with tests/test_plugins.py, which switches Triton to the
 interpreter): ``pytest tests/test_plugins_gpu.py``."""
 
 from __future__ import annotations
@@ -144,7 +144,7 @@ def test_accumulate_and_argmax_gpu() -> None:
     "precision,prologue", [("fp16", "fused"), ("bf16", "fused"), ("fp8", "fused"), ("fp8", "apply")]
 )
 def test_fused_unet_full_width(precision: str, prologue: str) -> None:
-    from plugins.unet import FusedUNet3D, GraphedModel
+    from core.backends.torch.fused import FusedUNet3D, GraphedModel
 
     m = ref.UNet3D().to(DEV).eval()
     x = torch.randint(-127, 128, (2, 1, 128, 128, 128), dtype=torch.int8, device=DEV)
@@ -169,7 +169,7 @@ def test_shared_skip_buffers_change_nothing_but_scales(precision: str) -> None:
     """Skips normalized once into the concat buffers (the down convs read a channel slice there) give
     the same logits in fp16 (scale 1: the same values, bit for bit) and, in fp8, the same to within the
     quantization step the down convs' coarser shared scale can move."""
-    from plugins.unet import FusedUNet3D
+    from core.backends.torch.fused import FusedUNet3D
 
     m = ref.UNet3D().to(DEV).eval()
     x = torch.randint(-127, 128, (2, 1, 128, 128, 128), dtype=torch.int8, device=DEV)

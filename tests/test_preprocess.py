@@ -14,7 +14,9 @@ import pytest
 from scipy.ndimage import zoom
 
 from core import preprocess as pre
+from core.benchmark import INFERENCE_SHAPES
 from core.errors import BadInputError, Cancelled, MissingInputError
+from core.fsio import sha256_file
 from core.jobs import CancelToken, Progress
 from core.nifti import load_case, save_volume
 from core.synthetic import kits_affine, write_demo_dataset
@@ -101,6 +103,7 @@ def test_shapes_of_all_real_cases_match_spec_table():
             voxels.append(int(np.prod(final)))
     assert windows == {"inference": 2761, "calibration": 1119}
     assert np.mean(voxels) == pytest.approx(32_944_794.8, abs=0.05)
+    assert [table[c]["final"] for c in inference] == list(INFERENCE_SHAPES)  # the speed workload's shapes
 
 
 def test_zoom_call_is_what_align_corners_interpolation_computes():
@@ -306,7 +309,7 @@ def test_job_end_to_end_and_resume(demo_data, tmp_path):
     np.testing.assert_array_equal(q, pre.quantize_int8(img))
     assert pre.load_image(ws, "inference", "case_00001").flags.writeable
     meta = pre.load_meta(ws, "inference", "case_00001")
-    assert meta["files"]["int8"]["sha256"] == pre.sha256_file(out / "inference/int8/case_00001.npy")
+    assert meta["files"]["int8"]["sha256"] == sha256_file(out / "inference/int8/case_00001.npy")
     assert img.shape == (1, 128, 128, 128)
     index = pre.load_index(ws, "inference")
     assert index["file_list"] == ["case_00000", "case_00001"]

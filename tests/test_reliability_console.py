@@ -14,7 +14,7 @@
 * a bad input met by a console job shows the same one-line message as the CLI's ``error:`` line.
 
 ``UNET3D_LOAD_SECONDS`` / ``UNET3D_LOAD_RATE`` set the duration (default 12 s) and samples/s (200);
-``tools/console_load.py`` runs the same scenario for 10 minutes and prints the figures.
+``tools/console_load.py`` runs this test for 10 minutes and shows the figures it prints.
 """
 
 from __future__ import annotations
@@ -230,7 +230,7 @@ async def test_console_stays_responsive_and_bounded_under_a_streaming_run(tmp_pa
 
         for log in app.query(RichLog):
             assert log.max_lines is None or len(log.lines) <= log.max_lines
-    print("\n" + report(out, jobs.sent, seconds))
+    print("\n" + report(out, jobs.sent, seconds) + "\n" + heap_and_rss(app, out))
     # memory: after the first third (buffers filled), RSS stays flat
     settled = [r for t, r in out["rss"] if t > seconds / 3]
     assert settled and max(settled) - settled[0] < 25.0, out["rss"]
@@ -255,6 +255,22 @@ def report(out: dict[str, Any], sent: int, seconds: float) -> str:
         f"start-up (once, not in the window) max {out['startup_cpu'] * 1e3:.0f} ms; "
         f"RSS {rss[0][1]:.0f} -> {max(r for _, r in rss):.0f} -> {rss[-1][1]:.0f} MB"
     )
+
+
+def heap_and_rss(app: UnetConsole, out: dict[str, Any]) -> str:
+    """console.heap's collections and the RSS over time: the long run's figures (tools/console_load.py)."""
+    heap = app.heap
+    lines = [f"console.heap: {heap.freezes} freezes, {heap.full_collections} full collections"]
+    for kind in ("freeze", "full"):
+        took = [d * 1e3 for _t, k, d, _n in heap.log if k == kind]
+        if took:
+            lo, hi, mid = min(took), max(took), sorted(took)[len(took) // 2]
+            lines.append(f"  {kind}: {len(took)} logged, {lo:.0f}-{hi:.0f} ms (median {mid:.0f})")
+    rss = out["rss"]
+    half = [r for t, r in rss if t >= rss[-1][0] / 2]
+    lines.append(f"RSS over the second half: {half[0]:.1f} -> {half[-1]:.1f} MB (max {max(half):.1f})")
+    lines += [f"  t={t:6.0f} s  RSS {r:6.1f} MB" for t, r in rss[:: max(1, len(rss) // 12)]]
+    return "\n".join(lines)
 
 
 @pytest.mark.slow

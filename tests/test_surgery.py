@@ -14,14 +14,13 @@ import pytest
 from onnx import helper, numpy_helper
 
 from core.errors import BadInputError
-from core.model import PHANTOM_WIDTHS, build_random_model, load_model, save_model
+from core.model import PHANTOM_WIDTHS, TINY_WIDTHS, build_random_model, load_model, save_model
 from core.surgery import (
     deconv_bias_to_conv,
     deconv_weights_to_conv,
     describe,
     surgery,
 )
-from tests.conftest import TINY_WIDTHS
 
 ort = pytest.importorskip("onnxruntime")
 
@@ -307,13 +306,3 @@ def test_phantom_plugin_form_structure(phantom_model_path: Path) -> None:
     assert [(n.name, n.op_type, list(n.input), list(n.output)) for n in built.graph.node] == [
         (n.name, n.op_type, list(n.input), list(n.output)) for n in s.graph.node
     ]
-
-
-def test_export_surgered(tiny_model_path: Path, tmp_path: Path) -> None:
-    from core.surgery import export_surgered
-
-    out = export_surgered(tiny_model_path, tmp_path / "sub" / "post_gs.onnx", "plugin")
-    assert out.is_file() and load_model(out).surgered == "plugin"
-    assert not list((tmp_path / "sub").glob(".*tmp"))  # no temp file left behind
-    with pytest.raises(BadInputError, match="already surgered"):
-        export_surgered(out, tmp_path / "again.onnx", "onnx")

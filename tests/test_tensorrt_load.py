@@ -19,8 +19,8 @@ from core import calibration_cache as cc
 from core.backends import tensorrt as be
 from core.backends.base import Availability
 from core.errors import BadInputError
+from core.fsio import sha256_file
 from core.jobs import LogLine, Phase, Progress
-from core.model import sha256_file
 from core.workspace import Workspace
 from plugins import tensorrt_plugins as tp
 from tests.test_tensorrt_backend import fake_tensorrt

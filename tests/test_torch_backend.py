@@ -11,10 +11,23 @@ import pytest
 torch = pytest.importorskip("torch")
 ort = pytest.importorskip("onnxruntime")
 
-from bench.common import TINY_WIDTHS, make_unet3d_onnx  # noqa: E402
-from core.backends import torch_cuda as tc  # noqa: E402
+from core.backends.torch import BACKEND  # noqa: E402
+from core.backends.torch.convert import apply_quantization, convert, prepare, quantizable_tensors  # noqa: E402
+from core.backends.torch.engine import TorchEngine, fused_act_scales, gemm_inputs, make_engine  # noqa: E402
+from core.backends.torch.nodes import (  # noqa: E402
+    NO_KERNELS,
+    ConvTranspose,
+    InstanceNorm,
+    Kernels,
+    PixelShuffleConcat,
+    Relu,
+    instance_norm_ref,
+)
+from core.backends.torch.quant import BASE_PRECISIONS, DTYPES, FP8_MAX, fake_quant, fake_quant_weight  # noqa: E402
 from core.errors import BadInputError, MissingInputError, UsageError  # noqa: E402
+from core.model import TINY_WIDTHS, build_random_model  # noqa: E402
 from core.sliding_window import segment  # noqa: E402
+from tests.conftest import official_names  # noqa: E402
 
 
 def _ort_run(model: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
@@ -23,7 +36,7 @@ def _ort_run(model: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
 
 
 def _torch_run(model: onnx.ModelProto, x: np.ndarray, dtype=None, channels_last: bool = True) -> np.ndarray:
-    net = tc.prepare(tc.convert(model), "cpu", dtype or torch.float32, channels_last)
+    net = prepare(convert(model), "cpu", dtype or torch.float32, channels_last)
     t = torch.from_numpy(x).to(dtype or torch.float32)
     if channels_last:
         t = t.contiguous(memory_format=torch.channels_last_3d)
@@ -53,70 +66,73 @@ class _OrtEngine:
 
 
 @pytest.fixture(scope="module")
-def bench_model_path(tmp_path_factory: pytest.TempPathFactory):
+def seed1_model_path(tmp_path_factory: pytest.TempPathFactory):
     """A 128^3 tiny model whose random logits give more than one class (a non-trivial argmax)."""
     path = tmp_path_factory.mktemp("torchbe") / "tiny_seed1.onnx"
-    onnx.save(make_unet3d_onnx(TINY_WIDTHS, seed=1), str(path))
+    onnx.save(build_random_model(TINY_WIDTHS, seed=1), str(path))
     return path
 
 
 @pytest.fixture(scope="module")
 def fused_model() -> onnx.ModelProto:
     """The smallest widths the fused executor's kernels take (multiples of 16)."""
-    return make_unet3d_onnx((16, 32, 32, 32, 32), seed=3)
+    return build_random_model((16, 32, 32, 32, 32), seed=3)
 
 
-def test_fused_executor_refuses_widths_its_kernels_cannot_take(bench_model_32) -> None:
-    from plugins.unet import FusedUNet3D
+def test_fused_executor_refuses_widths_its_kernels_cannot_take(renamed_model) -> None:
+    from core.backends.torch.fused import FusedUNet3D
 
-    with pytest.raises(ValueError, match=r"widths \[4, 8, 8, 8, 8\]: the fused kernels need multiples of 16"):
-        FusedUNet3D.from_onnx(bench_model_32, precision="fp16", device="cpu")
+    with pytest.raises(
+        ValueError, match=r"widths \[4, 8, 16, 32, 40\]: the fused kernels need multiples of 16"
+    ):
+        FusedUNet3D.from_onnx(renamed_model, precision="fp16", device="cpu")
 
 
 @pytest.fixture(scope="module")
-def bench_model_32() -> onnx.ModelProto:
-    # a second, differently named and differently weighted model (bench generator, symbolic D,H,W)
-    return make_unet3d_onnx(TINY_WIDTHS, seed=7, spatial=None)
+def renamed_model() -> onnx.ModelProto:
+    # a second, differently named and differently weighted model (the official export's names,
+    # symbolic D,H,W)
+    return official_names(build_random_model(TINY_WIDTHS, seed=7, roi=None))
 
 
-def test_converter_matches_ort_on_two_models(tiny_model_32, bench_model_32) -> None:
+def test_converter_matches_ort_on_two_models(tiny_model_32, renamed_model) -> None:
     rng = np.random.default_rng(0)
     x32 = rng.standard_normal((2, 1, 32, 32, 32)).astype(np.float32)
     x64 = rng.standard_normal((1, 1, 64, 64, 64)).astype(np.float32)
     outs = []
-    for model, x in ((tiny_model_32, x32), (bench_model_32, x64), (bench_model_32, x32)):
+    for model, x in ((tiny_model_32, x32), (renamed_model, x64), (renamed_model, x32)):
         ref = _ort_run(model, x)
         y = _torch_run(model, x)
         assert y.shape == ref.shape == (x.shape[0], 3, *x.shape[2:])
         assert _close(y, ref) < 1e-4
         outs.append(y)
     # NCDHW execution gives the same numbers as channels-last
-    assert _close(_torch_run(bench_model_32, x32, channels_last=False), outs[2]) < 1e-5
+    assert _close(_torch_run(renamed_model, x32, channels_last=False), outs[2]) < 1e-5
     # the two models really differ (the weights come from the file, not from the code)
     assert np.abs(outs[0] - outs[2]).max() > 0.1
 
 
-def test_converter_structure_follows_the_graph(bench_model_32) -> None:
-    net = tc.convert(bench_model_32)
+def test_converter_structure_follows_the_graph(renamed_model) -> None:
+    net = convert(renamed_model)
     ops = [type(n).__name__ for n in net.nodes]
     assert ops.count("Conv") == 23 and ops.count("ConvTranspose") == 5 and ops.count("Concat") == 5
     assert ops.count("InstanceNorm") == 22 and "Relu" not in ops  # ReLU folded into the norm
-    assert all(n.relu for n in net.nodes if isinstance(n, tc.InstanceNorm))
-    unfused = tc.convert(bench_model_32, fuse_relu=False)
-    assert sum(isinstance(n, tc.Relu) for n in unfused.nodes) == 22
+    assert all(n.relu for n in net.nodes if isinstance(n, InstanceNorm))
+    unfused = convert(renamed_model, fuse_relu=False)
+    assert sum(isinstance(n, Relu) for n in unfused.nodes) == 22
     names = set(unfused.tensor_names)
     assert {"input", "Conv_0__output", "InstanceNormalization_1__output", "Relu_2__output"} <= names
     assert "ConvTranspose_36__output" in names and net.output_name == "output"
-    w = onnx.numpy_helper.to_array(bench_model_32.graph.initializer[0])
+    w = onnx.numpy_helper.to_array(renamed_model.graph.initializer[0])
     assert np.array_equal(net.nodes[0].weight.numpy(), w)
 
 
-def test_converter_rejects_unknown_ops(bench_model_32) -> None:
+def test_converter_rejects_unknown_ops(renamed_model) -> None:
     m = onnx.ModelProto()
-    m.CopyFrom(bench_model_32)
+    m.CopyFrom(renamed_model)
     m.graph.node[2].op_type = "Sigmoid"
     with pytest.raises(BadInputError, match="Sigmoid"):
-        tc.convert(m)
+        convert(m)
 
 
 def test_pixel_shuffle_matches_conv_transpose() -> None:
@@ -131,7 +147,7 @@ def test_pixel_shuffle_matches_conv_transpose() -> None:
     ref = torch.cat((torch.nn.functional.conv_transpose3d(x, w, b, stride=2), skip), 1)
     w1 = w.permute(1, 2, 3, 4, 0).reshape(8 * k, cin, 1, 1, 1)
     b1 = b.repeat_interleave(8)
-    node = tc.PixelShuffleConcat("ps", ("a", "s"), ("o",), 2, 2, 2)
+    node = PixelShuffleConcat("ps", ("a", "s"), ("o",), 2, 2, 2)
     y = node(torch.nn.functional.conv3d(x, w1, b1), skip)
     assert torch.allclose(y, ref, atol=1e-5)
 
@@ -143,16 +159,16 @@ def test_plugin_form_matches_ort(tiny_model_32) -> None:
     assert {"InstanceNormalization_TRT", "PIXELSHUFFLE3D_TRT"} <= ops
     x = np.random.default_rng(1).standard_normal((1, 1, 32, 32, 32)).astype(np.float32)
     assert _close(_torch_run(plugin, x), _ort_run(tiny_model_32, x)) < 1e-4
-    net = tc.convert(plugin)
-    assert not any(isinstance(n, tc.ConvTranspose) for n in net.nodes)
+    net = convert(plugin)
+    assert not any(isinstance(n, ConvTranspose) for n in net.nodes)
     assert set(net.tensor_names) >= {o for n in plugin.graph.node for o in n.output}
 
 
 @pytest.mark.parametrize("precision", ["fp16", "bf16"])
-def test_low_precision_close_to_fp32(bench_model_32, precision: str) -> None:
+def test_low_precision_close_to_fp32(renamed_model, precision: str) -> None:
     x = np.random.default_rng(2).standard_normal((1, 1, 32, 32, 32)).astype(np.float32)
-    ref = _torch_run(bench_model_32, x)
-    y = _torch_run(bench_model_32, x, dtype=tc.DTYPES[precision])
+    ref = _torch_run(renamed_model, x)
+    y = _torch_run(renamed_model, x, dtype=DTYPES[precision])
     agree = (y.argmax(1) == ref.argmax(1)).mean()
     assert _close(y, ref) < 0.1 and agree > 0.95
 
@@ -163,7 +179,7 @@ def test_instance_norm_ref_matches_torch() -> None:
     gamma, beta = torch.randn(4, generator=g), torch.randn(4, generator=g)
     ref = torch.relu(torch.nn.functional.instance_norm(x, weight=gamma, bias=beta, eps=1e-5))
     cl = x.contiguous(memory_format=torch.channels_last_3d)
-    y = tc.instance_norm_ref(cl, gamma, beta, 1e-5, True)
+    y = instance_norm_ref(cl, gamma, beta, 1e-5, True)
     assert torch.allclose(y, ref, atol=1e-5)
     assert y.is_contiguous(memory_format=torch.channels_last_3d)
 
@@ -171,20 +187,20 @@ def test_instance_norm_ref_matches_torch() -> None:
 @pytest.mark.parametrize(
     "which",
     [
-        "bench",
+        "seed1",
         pytest.param("tiny", marks=pytest.mark.slow),
-        pytest.param("bench-plugins", marks=pytest.mark.slow),  # plugins.ops hooks (CPU references)
+        pytest.param("seed1-plugins", marks=pytest.mark.slow),  # plugins.ops hooks (CPU references)
     ],
 )
-def test_segment_matches_ort_sliding_window(which: str, bench_model_path, tiny_model_path) -> None:
-    path = tiny_model_path if which == "tiny" else bench_model_path
+def test_segment_matches_ort_sliding_window(which: str, seed1_model_path, tiny_model_path) -> None:
+    path = tiny_model_path if which == "tiny" else seed1_model_path
     rng = np.random.default_rng(4)
     vol = (rng.standard_normal((1, 128, 192, 128)) * 0.5).astype(np.float32)
     vol[:, 40:90, 60:150, 30:100] += 1.5  # some structure so more than one class appears
-    plugins = which == "bench-plugins"
+    plugins = which == "seed1-plugins"
     if plugins:
         pytest.importorskip("plugins.ops")
-    eng = tc.BACKEND.load(path, device="cpu", batch_size=2, use_plugins=plugins)
+    eng = BACKEND.load(path, device="cpu", batch_size=2, use_plugins=plugins)
     assert (eng.kernels.accumulate_fn is not None) == plugins
     try:
         assert not eng.uses_cuda_graph
@@ -200,8 +216,8 @@ def test_segment_matches_ort_sliding_window(which: str, bench_model_path, tiny_m
         assert len(np.unique(ref)) >= 2
 
 
-def test_engine_infer_batches_and_checks_shapes(bench_model_path) -> None:
-    eng = tc.BACKEND.load(bench_model_path, device="cpu", batch_size=1)
+def test_engine_infer_batches_and_checks_shapes(seed1_model_path) -> None:
+    eng = BACKEND.load(seed1_model_path, device="cpu", batch_size=1)
     x = np.random.default_rng(5).standard_normal((2, 1, 128, 128, 128)).astype(np.float32)
     y = eng.infer(x)  # more windows than batch_size: split into 1 + 1
     assert y.shape == (2, 3, 128, 128, 128) and y.dtype == np.float32 and np.isfinite(y).all()
@@ -213,12 +229,12 @@ def test_engine_infer_batches_and_checks_shapes(bench_model_path) -> None:
 def test_upload_int8_linear_matches_reference_quantization(tiny_model_path) -> None:
     from core.benchmark import INT8_INPUT_AMAX_DEFAULT
 
-    eng = tc.TorchEngine(
-        tc.convert(make_unet3d_onnx(TINY_WIDTHS, spatial=None)),
+    eng = TorchEngine(
+        convert(build_random_model(TINY_WIDTHS, roi=None)),
         precision="int8",
         batch_size=1,
         device=torch.device("cpu"),
-        kernels=tc.NO_KERNELS,
+        kernels=NO_KERNELS,
     )
     from core.preprocess import quantize_int8
 
@@ -232,29 +248,29 @@ def test_upload_int8_linear_matches_reference_quantization(tiny_model_path) -> N
 
 def test_load_errors(tiny_model_path, tmp_path) -> None:
     with pytest.raises(MissingInputError):
-        tc.BACKEND.load(tmp_path / "none.onnx", device="cpu")
+        BACKEND.load(tmp_path / "none.onnx", device="cpu")
     with pytest.raises(UsageError):
-        tc.BACKEND.load(tiny_model_path, precision="int4", device="cpu")
+        BACKEND.load(tiny_model_path, precision="int4", device="cpu")
     with pytest.raises(MissingInputError, match="calibration cache"):
-        tc.BACKEND.load(tiny_model_path, precision="int8", device="cpu")
+        BACKEND.load(tiny_model_path, precision="int8", device="cpu")
     bad = tmp_path / "bad.onnx"
     bad.write_bytes(b"not a model")
     with pytest.raises(BadInputError):
-        tc.BACKEND.load(bad, device="cpu")
+        BACKEND.load(bad, device="cpu")
 
 
 def test_availability_reports_missing_cuda() -> None:
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
-    a = tc.BACKEND.availability()
+    a = BACKEND.availability()
     assert not a.ok and "CUDA" in a.reason
-    assert set(tc.BASE_PRECISIONS) <= set(tc.BACKEND.precisions)
+    assert set(BASE_PRECISIONS) <= set(BACKEND.precisions)
 
 
-def test_simulated_int8_and_fp8_stay_close(bench_model_32) -> None:
+def test_simulated_int8_and_fp8_stay_close(renamed_model) -> None:
     x = np.random.default_rng(6).standard_normal((1, 1, 32, 32, 32)).astype(np.float32)
-    ref = _torch_run(bench_model_32, x)
-    probe = tc.convert(bench_model_32)
+    ref = _torch_run(renamed_model, x)
+    probe = convert(renamed_model)
     amax: dict[str, float] = {}
 
     def hook(mod, _inp, out) -> None:
@@ -266,7 +282,7 @@ def test_simulated_int8_and_fp8_stay_close(bench_model_32) -> None:
         probe(torch.from_numpy(x))
     amax["input"] = float(np.abs(x).max())
     for kind in ("int8", "fp8"):
-        net = tc.prepare(tc.apply_quantization(tc.convert(bench_model_32), amax, kind), "cpu", torch.float32)
+        net = prepare(apply_quantization(convert(renamed_model), amax, kind), "cpu", torch.float32)
         with torch.inference_mode():
             y = net(torch.from_numpy(x)).numpy()
         assert np.abs(y - ref).max() > 0  # quantization did something
@@ -277,24 +293,24 @@ def test_simulated_int8_and_fp8_stay_close(bench_model_32) -> None:
         # int8: every conv/deconv has int8 weights; fp8: the 21 3^3 convs after the first
         assert len(net.weight_amax) == (28 if kind == "int8" else 21)
     with pytest.raises(BadInputError, match="recalibrate"):
-        tc.apply_quantization(tc.convert(bench_model_32), {"input": 1.0}, "int8")
+        apply_quantization(convert(renamed_model), {"input": 1.0}, "int8")
 
 
 def test_fake_quant_values() -> None:
     x = torch.tensor([-3.0, -1.0, -0.004, 0.0, 0.0039, 0.5, 1.0, 2.0])
-    q = tc.fake_quant(x, 1.0, "int8")
+    q = fake_quant(x, 1.0, "int8")
     expect = np.clip(np.round(x.numpy().astype(np.float64) * 127), -127, 127) / 127
     assert np.allclose(q.numpy(), expect, atol=1e-7)
-    f = tc.fake_quant(torch.tensor([448.0, 1000.0, 1.0, 0.3]), 448.0, "fp8")
+    f = fake_quant(torch.tensor([448.0, 1000.0, 1.0, 0.3]), 448.0, "fp8")
     assert f.tolist() == [448.0, 448.0, 1.0, 0.3125]  # e4m3: saturate at 448, 3 mantissa bits
     w = torch.tensor([[1.0, -0.5], [0.01, 0.02]])
-    q, amax = tc.fake_quant_weight(w, "int8")
+    q, amax = fake_quant_weight(w, "int8")
     assert amax == pytest.approx([1.0, 0.02])
     assert ((q - w).abs() <= torch.tensor([[1.0], [0.02]]) / 254 + 1e-9).all()  # half a step per row
 
 
 def _amax_of(model: onnx.ModelProto, x: np.ndarray) -> dict[str, float]:
-    probe = tc.convert(model)
+    probe = convert(model)
     amax = {"input": float(np.abs(x).max())}
     for n in probe.nodes:
         n.register_forward_hook(lambda mod, _i, out: amax.__setitem__(mod.outputs[0], float(out.abs().max())))
@@ -303,25 +319,25 @@ def _amax_of(model: onnx.ModelProto, x: np.ndarray) -> dict[str, float]:
     return amax
 
 
-def test_plugin_ops_wiring_on_cpu(bench_model_32) -> None:
+def test_plugin_ops_wiring_on_cpu(renamed_model) -> None:
     """use_plugins=True routes IN+ReLU, first/last conv and fp8 convs through plugins.ops (their CPU
     references here): same numbers as the plain-torch path."""
     ops = pytest.importorskip("plugins.ops")
-    kernels = tc.Kernels(True)
+    kernels = Kernels(True)
     assert kernels.module is ops and {"instance_norm_relu", "conv3x3x3_c1", "accumulate_fn"} <= set(
         kernels.present
     )
     x = np.random.default_rng(9).standard_normal((1, 1, 64, 64, 64)).astype(np.float32)  # IN needs >1 voxel
-    plain = _torch_run(bench_model_32, x)
-    net = tc.prepare(tc.convert(bench_model_32), "cpu", torch.float32)
+    plain = _torch_run(renamed_model, x)
+    net = prepare(convert(renamed_model), "cpu", torch.float32)
     net.set_kernels(kernels)
     with torch.inference_mode():
         fused = net(torch.from_numpy(x).contiguous(memory_format=torch.channels_last_3d)).numpy()
     assert _close(fused, plain) < 1e-4
-    amax = _amax_of(bench_model_32, x)
+    amax = _amax_of(renamed_model, x)
     outs = []
-    for k in (tc.NO_KERNELS, kernels):
-        q = tc.prepare(tc.apply_quantization(tc.convert(bench_model_32), amax, "fp8"), "cpu", torch.float32)
+    for k in (NO_KERNELS, kernels):
+        q = prepare(apply_quantization(convert(renamed_model), amax, "fp8"), "cpu", torch.float32)
         q.set_kernels(k)
         with torch.inference_mode():
             outs.append(q(torch.from_numpy(x)).numpy())
@@ -332,10 +348,8 @@ def test_plugin_ops_wiring_on_cpu(bench_model_32) -> None:
     w = torch.randn(8, 4, 3, 3, 3, generator=g) * 0.2
     xa = torch.relu(torch.randn(1, 4, 16, 16, 16, generator=g))
     a = float(xa.abs().max())
-    got = ops.conv3x3x3(xa, w, 1, "fp8", a / tc.FP8_MAX).float()
-    want = torch.nn.functional.conv3d(
-        tc.fake_quant(xa, a, "fp8"), tc.fake_quant_weight(w, "fp8")[0], padding=1
-    )
+    got = ops.conv3x3x3(xa, w, 1, "fp8", a / FP8_MAX).float()
+    want = torch.nn.functional.conv3d(fake_quant(xa, a, "fp8"), fake_quant_weight(w, "fp8")[0], padding=1)
     assert (got - want).abs().max() <= 1e-3 * want.abs().max()  # fp16 output rounding only
 
 
@@ -348,10 +362,10 @@ cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA de
 @cuda
 @pytest.mark.parametrize("precision", ["fp32", "fp16", "bf16"])
 @pytest.mark.parametrize("plugins", [False, True])
-def test_cuda_graph_engine_matches_eager(bench_model_path, precision: str, plugins: bool) -> None:
+def test_cuda_graph_engine_matches_eager(seed1_model_path, precision: str, plugins: bool) -> None:
     kw = {"precision": precision, "batch_size": 2, "device": 0, "use_plugins": plugins}
-    graph = tc.BACKEND.load(bench_model_path, cuda_graphs=True, **kw)
-    eager = tc.BACKEND.load(bench_model_path, cuda_graphs=False, **kw)
+    graph = BACKEND.load(seed1_model_path, cuda_graphs=True, **kw)
+    eager = BACKEND.load(seed1_model_path, cuda_graphs=False, **kw)
     assert graph.uses_cuda_graph and not eager.uses_cuda_graph
     x = torch.randn((2, 1, 128, 128, 128), device="cuda").clamp_(-2.2, 2.64)
     three = torch.cat([x, x[:1]]).clone()
@@ -365,7 +379,7 @@ def test_cuda_graph_engine_matches_eager(bench_model_path, precision: str, plugi
     assert torch.allclose(a, b, rtol=1e-3, atol=1e-3 * float(b.abs().max()))
     assert torch.allclose(c[:1], a, rtol=1e-3, atol=1e-3 * float(b.abs().max()))
     # against the CPU fp32 reference
-    ref = _torch_run(onnx.load(str(bench_model_path)), x.cpu().numpy())
+    ref = _torch_run(onnx.load(str(seed1_model_path)), x.cpu().numpy())
     tol = {"fp32": 1e-4, "fp16": 2e-2, "bf16": 0.15}[precision]  # bf16: 0.117 measured on the H200
     assert _close(c.cpu().numpy(), ref) < tol
     graph.close()
@@ -375,26 +389,26 @@ def test_cuda_graph_engine_matches_eager(bench_model_path, precision: str, plugi
 @pytest.mark.gpu
 @cuda
 @pytest.mark.parametrize("precision", ["fp32", "fp16"])
-def test_cuda_segment_matches_cpu_reference(bench_model_path, precision: str) -> None:
+def test_cuda_segment_matches_cpu_reference(seed1_model_path, precision: str) -> None:
     rng = np.random.default_rng(4)
     vol = (rng.standard_normal((1, 128, 192, 128)) * 0.5).astype(np.float32)
     vol[:, 40:90, 60:150, 30:100] += 1.5
-    eng = tc.BACKEND.load(bench_model_path, precision=precision, batch_size=2, device=0)
+    eng = BACKEND.load(seed1_model_path, precision=precision, batch_size=2, device=0)
     got = eng.segment(vol)
-    ref = segment(vol, _OrtEngine(bench_model_path, 2))
+    ref = segment(vol, _OrtEngine(seed1_model_path, 2))
     assert got.shape == ref.shape and got.dtype == np.uint8
     assert (got != ref).mean() < (1e-4 if precision == "fp32" else 1e-2)
 
 
 @pytest.mark.gpu
 @cuda
-def test_cuda_fp8_kernels_match_simulation(bench_model_path) -> None:
-    model = onnx.load(str(bench_model_path))
+def test_cuda_fp8_kernels_match_simulation(seed1_model_path) -> None:
+    model = onnx.load(str(seed1_model_path))
     x = torch.randn((1, 1, 128, 128, 128)).clamp_(-2.2, 2.64)
     amax = _amax_of(model, x.numpy())
     outs = []
     for plugins in (False, True):
-        eng = tc.make_engine(
+        eng = make_engine(
             model, precision="fp8", batch_size=1, device="cuda", amax=amax, use_plugins=plugins,
             executor="graph",
         )  # fmt: skip
@@ -404,38 +418,20 @@ def test_cuda_fp8_kernels_match_simulation(bench_model_path) -> None:
     assert np.corrcoef(outs[0].ravel(), outs[1].ravel())[0, 1] > 0.9
 
 
-def test_bench_generator_and_workload_match_the_spec() -> None:
-    """bench.common against spec sections 3.1 and 7.1: 31,190,243 parameters and 954.6 GFLOP per
-    window at full width; 43 cases, 2,761 windows, mean 32,944,795 voxels."""
-    from bench.common import FULL_WIDTHS, INFERENCE_SHAPES, param_count, window_gflop
-    from core.model import param_count as model_param_count
-
-    assert model_param_count(FULL_WIDTHS) == 31_190_243
-    assert param_count(make_unet3d_onnx(TINY_WIDTHS)) == model_param_count(TINY_WIDTHS)
-    assert round(window_gflop(FULL_WIDTHS), 1) == 954.6
-    assert len(INFERENCE_SHAPES) == 43
-    from core.sliding_window import window_count
-
-    assert sum(window_count(s) for s in INFERENCE_SHAPES) == 2761
-    assert round(np.mean([d * h * w for d, h, w in INFERENCE_SHAPES])) == 32_944_795
-    names = [n.name for n in make_unet3d_onnx(TINY_WIDTHS).graph.node if n.op_type == "ConvTranspose"]
-    assert names == [f"ConvTranspose_{i}" for i in (36, 44, 52, 60, 68)]  # NVIDIA's node numbering
-
-
-def test_fused_executor_scale_mapping(bench_model_32) -> None:
-    """Cache ranges -> plugins.unet GEMM indices: first conv, 11 encoder convs, then per decoder block
+def test_fused_executor_scale_mapping(renamed_model) -> None:
+    """Cache ranges -> the fused executor's GEMM indices: first conv, 11 encoder convs, then per decoder block
     (deconv, conv on the concat buffer, conv)."""
-    names = tc.gemm_inputs(bench_model_32)
+    names = gemm_inputs(renamed_model)
     assert len(names) == 27
     assert names[:2] == ["input", "Relu_2__output"]
     assert names[12:15] == ["Relu_35__output", "Concat_37__output", "Relu_40__output"]
-    scales = tc.fused_act_scales(bench_model_32, {"input": 2.0, "Concat_37__output": 44.8})
+    scales = fused_act_scales(renamed_model, {"input": 2.0, "Concat_37__output": 44.8})
     assert scales == pytest.approx({0: 2.0 / 448, 13: 0.1})
     with pytest.raises(UsageError):
-        tc.make_engine(bench_model_32, device="cpu", executor="warp")
+        make_engine(renamed_model, device="cpu", executor="warp")
     # fp8 on the CPU stays on the converted graph (simulated); on CUDA it defaults to "fused"
-    amax = {t: 4.0 for t in tc.quantizable_tensors(tc.convert(bench_model_32))}
-    assert tc.make_engine(bench_model_32, precision="fp8", device="cpu", amax=amax).executor == "graph"
+    amax = {t: 4.0 for t in quantizable_tensors(convert(renamed_model))}
+    assert make_engine(renamed_model, precision="fp8", device="cpu", amax=amax).executor == "graph"
 
 
 @pytest.mark.gpu
@@ -447,7 +443,7 @@ def test_cuda_fused_executor_matches_graph(fused_model, precision: str) -> None:
     amax = _amax_of(model, x.numpy()) if precision == "fp8" else None
     outs = []
     for executor in ("graph", "fused"):
-        eng = tc.make_engine(
+        eng = make_engine(
             model, precision=precision, batch_size=2, device="cuda", amax=amax, executor=executor
         )
         assert eng.executor == executor and eng.uses_cuda_graph
@@ -464,7 +460,7 @@ def test_cuda_short_batches_replay_smaller_graphs(fused_model) -> None:
     model = fused_model
     x = torch.randn((4, 1, 128, 128, 128)).clamp_(-2.2, 2.64).cuda()
     amax = _amax_of(model, x[:1].cpu().numpy())
-    eng = tc.make_engine(model, precision="fp8", batch_size=4, device="cuda", amax=amax)
+    eng = make_engine(model, precision="fp8", batch_size=4, device="cuda", amax=amax)
     assert eng.executor == "fused" and eng.graph_sizes == [1, 2, 4]
     full = eng.run(x).float().clone()
     for n in (1, 2, 3):

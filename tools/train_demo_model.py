@@ -3,9 +3,9 @@
 A SMALL 3D-UNet with exactly the MLPerf topology (benchmark spec section 7.1: input block 1->w1,
 four stride-2 down blocks, a stride-2 bottleneck, five up blocks of ConvTranspose(k2, s2) +
 Concat(upsampled, skip) + two conv blocks, conv blocks = Conv3d(k3, no bias) -> InstanceNorm3d(affine)
--> ReLU, a 1x1x1 output conv with bias), at tiny widths, trained with torch on CPU on the project's
-phantoms (core.synthetic) preprocessed with the one preprocessing (core.preprocess.preprocess_case):
-random crops with foreground oversampling, cross-entropy + soft Dice.
+-> ReLU, a 1x1x1 output conv with bias): plugins.reference.UNet3D at core.model.TINY_WIDTHS, trained
+with torch on CPU on the project's phantoms (core.synthetic) preprocessed with the one preprocessing
+(core.preprocess.preprocess_case): random crops with foreground oversampling, cross-entropy + soft Dice.
 
 It is exported like the official file (opset 12, ``input`` [batch_size,1,128,128,128] float32 ->
 ``output``, dynamic axis ``batch_size``, do_constant_folding False, TorchScript exporter) and then
@@ -19,7 +19,6 @@ goes to ``<model>.fp32_dice.json`` (key ``mean``), which core.accuracy uses as t
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import math
 import os
@@ -37,80 +36,8 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402, N812
 from torch import nn  # noqa: E402
 
-DEFAULT_WIDTHS = (4, 8, 16, 32, 40)
-
-
-# --------------------------------------------------------------------------- the MLPerf topology
-
-
-class ConvBlock(nn.Sequential):
-    """Conv3d(k3, p1, no bias) -> InstanceNorm3d(affine, eps 1e-5) -> ReLU (state names conv{1,2}.{0,1})."""
-
-    def __init__(self, cin: int, cout: int, stride: int = 1) -> None:
-        super().__init__(
-            nn.Conv3d(cin, cout, kernel_size=3, stride=stride, padding=1, bias=False),
-            nn.InstanceNorm3d(cout, affine=True, eps=1e-5),
-            nn.ReLU(inplace=True),
-        )
-
-
-class DoubleBlock(nn.Module):
-    def __init__(self, cin: int, cout: int, stride: int) -> None:
-        super().__init__()
-        self.conv1 = ConvBlock(cin, cout, stride)
-        self.conv2 = ConvBlock(cout, cout, 1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv2(self.conv1(x))
-
-
-class UpBlock(nn.Module):
-    def __init__(self, cin: int, cout: int) -> None:
-        super().__init__()
-        self.upsample_conv = nn.Sequential(nn.ConvTranspose3d(cin, cout, kernel_size=2, stride=2, bias=True))
-        self.conv1 = ConvBlock(2 * cout, cout)
-        self.conv2 = ConvBlock(cout, cout)
-
-    def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
-        x = torch.cat((self.upsample_conv(x), skip), dim=1)  # upsampled first, as the reference
-        return self.conv2(self.conv1(x))
-
-
-class OutputLayer(nn.Module):
-    def __init__(self, cin: int, classes: int = 3) -> None:
-        super().__init__()
-        self.conv = nn.Sequential(nn.Conv3d(cin, classes, kernel_size=1, bias=True))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv(x)
-
-
-class Unet3D(nn.Module):
-    """The reference Unet3D (filters [32, 64, 128, 256, 320]) with configurable widths."""
-
-    def __init__(self, widths: tuple[int, ...] = DEFAULT_WIDTHS, classes: int = 3) -> None:
-        super().__init__()
-        if len(widths) != 5:
-            raise ValueError("need 5 widths (input block, down 1-3 ... bottleneck width = last)")
-        w = list(widths)
-        self.input_block = DoubleBlock(1, w[0], stride=1)
-        self.downsample = nn.ModuleList(DoubleBlock(w[i], w[i + 1], stride=2) for i in range(4))
-        self.bottleneck = DoubleBlock(w[4], w[4], stride=2)
-        ups = [(w[4], w[4]), (w[4], w[3]), (w[3], w[2]), (w[2], w[1]), (w[1], w[0])]
-        self.upsample = nn.ModuleList(UpBlock(a, b) for a, b in ups)
-        self.output = OutputLayer(w[0], classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.input_block(x)
-        skips = [x]
-        for down in self.downsample:
-            x = down(x)
-            skips.append(x)
-        x = self.bottleneck(x)
-        for up, skip in zip(self.upsample, reversed(skips), strict=True):
-            x = up(x, skip)
-        return self.output(x)
-
+from core.model import TINY_WIDTHS  # noqa: E402 - the demo model's widths
+from plugins.reference import UNet3D  # noqa: E402 - the one torch model of the MLPerf topology
 
 # --------------------------------------------------------------------------- data
 
@@ -285,7 +212,7 @@ def evaluate(onnx_path: Path, n_cases: int, seed: int, threads: int) -> dict:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", default=str(ROOT / "core" / "data" / "demo_model.onnx"))
-    ap.add_argument("--widths", default=",".join(map(str, DEFAULT_WIDTHS)))
+    ap.add_argument("--widths", default=",".join(map(str, TINY_WIDTHS)))
     ap.add_argument("--train_cases", type=int, default=16)
     ap.add_argument("--train_seed", type=int, default=7)
     ap.add_argument("--eval_cases", type=int, default=4, help="the demo's inference cases (seed 0)")
@@ -319,7 +246,9 @@ def main() -> int:
     fgs = [foreground(lab) for _img, lab in cases]
     t_data = time.time() - t_start
 
-    model = Unet3D(widths)
+    if len(widths) != 5:
+        raise SystemExit("--widths: need 5 widths (input block, down blocks 1-4; bottleneck = the last)")
+    model = UNet3D(widths, random_affine=False)  # torch's InstanceNorm init (1, 0), as trained
     if args.init_from:
         load_onnx_weights(model, Path(args.init_from))
         print(f"weights from {args.init_from}", flush=True)
@@ -374,7 +303,9 @@ def main() -> int:
 
     out.parent.mkdir(parents=True, exist_ok=True)
     export_onnx(model, out)
-    sha = hashlib.sha256(out.read_bytes()).hexdigest()
+    from core.fsio import sha256_file, write_text_atomic
+
+    sha = sha256_file(out)
     print(f"exported {out} ({out.stat().st_size:,} bytes, sha256 {sha[:16]})", flush=True)
     t1 = time.time()
     scores = evaluate(out, args.eval_cases, args.eval_seed, args.threads)
@@ -429,9 +360,7 @@ def main() -> int:
         },
     }
     meta = out.with_name(out.stem + ".fp32_dice.json")
-    tmp = meta.with_suffix(".tmp")
-    tmp.write_text(json.dumps(doc, indent=1) + "\n")
-    os.replace(tmp, meta)
+    write_text_atomic(meta, json.dumps(doc, indent=1) + "\n")
     print(f"wrote {meta}", flush=True)
     return 0
 

@@ -28,10 +28,10 @@ from core.audit.checks import (
     Context,
     StepResult,
     case_lists_digest,
-    file_sha256,
 )
 from core.benchmark import FP32_REFERENCE_DICE, RunConfig
 from core.errors import BadInputError, UsageError
+from core.fsio import sha256_file
 from core.fsio import write_text_atomic as _atomic_write
 from core.history import RunRecord
 from core.jobs import NEVER, CancelToken, Progress, Reporter, null_reporter
@@ -105,7 +105,7 @@ class Audit:
         self.started_at = time.strftime("%Y-%m-%dT%H:%M:%S")
         self.baseline = {"case_lists": case_lists_digest(self.ws)}
         if self.ws.model_path.is_file():
-            self.baseline["model_sha256"] = file_sha256(self.ws.model_path)
+            self.baseline["model_sha256"] = sha256_file(self.ws.model_path)
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -13,6 +13,7 @@ from typing import Any
 
 from core import history
 from core.benchmark import FP32_REFERENCE_DICE
+from core.fsio import sha256_file
 from core.harness.logs import ACCURACY_NAME, DETAIL_NAME, SUMMARY_NAME
 from core.history import RunRecord
 from core.workspace import Workspace
@@ -91,14 +92,6 @@ def _mtime(p: Path) -> float | None:
         return p.stat().st_mtime
     except OSError:
         return None
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def case_lists_digest(ws: Workspace) -> str:
@@ -221,7 +214,7 @@ def check_new_model(ctx: Context) -> StepResult:
     path = ctx.ws.model_path
     if not path.is_file():
         return StepResult(PENDING, f"{_rel(ctx.ws, path)} not found: place the new ONNX model there")
-    sha = file_sha256(path)
+    sha = sha256_file(path)
     base = ctx.baseline.get("model_sha256", "")
     if not base or base == sha:
         return StepResult(

@@ -11,7 +11,7 @@ from core.errors import BackendUnavailableError, UsageError
 # name -> (module, attribute holding the Backend instance)
 _REGISTRY: dict[str, tuple[str, str]] = {
     "ort": ("core.backends.ort", "BACKEND"),
-    "torch": ("core.backends.torch_cuda", "BACKEND"),
+    "torch": ("core.backends.torch", "BACKEND"),
     "tensorrt": ("core.backends.tensorrt", "BACKEND"),
 }
 

@@ -40,7 +40,6 @@ preprocessed int8 volumes only mean something under that scale.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import re
 from collections.abc import Callable, Iterable, Iterator
@@ -54,6 +53,7 @@ from core import calibration_cache as cc
 from core.backends.base import Availability
 from core.benchmark import INT8_INPUT_AMAX_DEFAULT, NUM_CLASSES, ROI
 from core.errors import BackendUnavailableError, BadInputError, MissingInputError, UsageError
+from core.fsio import sha256_bytes
 from core.fsio import write_bytes_atomic as atomic_write_bytes
 from core.jobs import NEVER, CancelToken, LogLine, Phase, Progress, Reporter, null_reporter
 from core.sliding_window import window_grid
@@ -205,17 +205,13 @@ def fingerprint(
 
 
 def fingerprint_id(fp: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(fp, sort_keys=True).encode()).hexdigest()[:16]
+    return sha256_bytes(json.dumps(fp, sort_keys=True).encode())[:16]
 
 
 def engine_paths(engine_dir: Path, fp: dict[str, Any]) -> tuple[Path, Path]:
     """(engine file, fingerprint JSON) for ``fp``; the name shows precision and batch at a glance."""
     stem = f"3d-unet-{fp['precision']}-b{fp['batch_size']}-{fingerprint_id(fp)}"
     return engine_dir / f"{stem}.plan", engine_dir / f"{stem}.json"
-
-
-def _sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 def find_engine(engine_dir: Path, fp: dict[str, Any]) -> bytes | None:
@@ -228,7 +224,7 @@ def find_engine(engine_dir: Path, fp: dict[str, Any]) -> bytes | None:
         return None
     if not isinstance(doc, dict) or doc.get("fingerprint") != fp:
         return None
-    if doc.get("size") != len(data) or doc.get("sha256") != _sha256(data):
+    if doc.get("size") != len(data) or doc.get("sha256") != sha256_bytes(data):
         return None  # a torn or foreign file: rebuild
     return data
 
@@ -240,7 +236,7 @@ def save_engine(engine_dir: Path, fp: dict[str, Any], data: bytes, build_seconds
     doc = {
         "fingerprint": fp,
         "size": len(data),
-        "sha256": _sha256(data),
+        "sha256": sha256_bytes(data),
         "build_seconds": round(build_seconds, 1),
     }
     atomic_write_bytes(meta, (json.dumps(doc, indent=1, sort_keys=True) + "\n").encode())
@@ -693,7 +689,7 @@ class TensorRTBackend:
             trt_version=trt.__version__,
             gpu_name=gpu,
             plugin_versions=plugin_versions(plan.plugin_ops),
-            calibration_sha256=_sha256(cache_text) if cache_text else "",
+            calibration_sha256=sha256_bytes(cache_text) if cache_text else "",
         )
         data = None if rebuild else find_engine(ws.engine_dir, fp)
         engine_file = engine_paths(ws.engine_dir, fp)[0]

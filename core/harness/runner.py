@@ -10,7 +10,6 @@ history reports as ``incomplete``.
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
 import json
 import os
 import socket
@@ -34,6 +33,7 @@ from core.errors import (
     UnetError,
     UsageError,
 )
+from core.fsio import sha256_file
 from core.fsio import write_text_atomic as atomic_write_text
 from core.harness.events import RunEvents
 from core.harness.logs import (
@@ -171,17 +171,6 @@ def new_run_dir(log_dir: Path, cfg: RunConfig, now: _dt.datetime | None = None) 
         except FileExistsError:
             continue
     raise BadInputError("cannot create a new run folder", log_dir)
-
-
-def file_sha256(path: Path) -> str | None:
-    try:
-        h = hashlib.sha256()
-        with path.open("rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                h.update(chunk)
-        return h.hexdigest()
-    except OSError:
-        return None
 
 
 def _input_dtype(engine: Any) -> str:
@@ -331,7 +320,7 @@ def _run_benchmark(
             report(LogLine("warning", msg))
             events.log(f"warning: {msg}")
         engine = engines[0]
-        sha = getattr(engine, "model_sha256", None) or (file_sha256(model_path) if model_path else None)
+        sha = getattr(engine, "model_sha256", None) or (sha256_file(model_path) if model_path else None)
         record.update(
             model_sha256=sha,
             engine={
