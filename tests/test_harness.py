@@ -388,7 +388,8 @@ def test_engine_output_check_accepts_leading_axis() -> None:
 
 
 def test_test01_and_performance_verification(ws: Workspace) -> None:
-    from core.harness.logs import verify_performance, verify_test01_accuracy
+    from core.submission.test01 import verify_accuracy as verify_test01_accuracy
+    from core.submission.test01 import verify_performance
 
     acc, _ = run(ws, RunConfig(scenario="Offline", test_mode="AccuracyOnly"), FakeVolumeEngine())
     fast = RunConfig(scenario="Offline", offline_expected_qps=30, min_duration=0.1, min_query_count=N)
@@ -414,7 +415,7 @@ def test_test01_and_performance_verification(ws: Workspace) -> None:
     slow, _ = run(ws, fast, FakeVolumeEngine(delay=0.08))
     assert not verify_performance(perf.log_dir, slow.log_dir).passed  # about half the throughput
     invalid, _ = run(ws, fast.with_(min_duration=5.0), FakeVolumeEngine())
-    assert verify_performance(perf.log_dir, invalid.log_dir).lines[0].startswith("TEST FAIL: Invalid results")
+    assert verify_performance(perf.log_dir, invalid.log_dir).lines[-1].startswith("TEST FAIL: Invalid results")
 
 
 @pytest.mark.slow  # a tiny random model through the real ORT backend (a few 128^3 windows on CPU)

@@ -31,6 +31,7 @@ import numpy as np
 from core.accuracy import AccuracyReport, score_log
 from core.backends.base import VolumeEngine
 from core.benchmark import RunConfig
+from core.compliance import run_provenance
 from core.errors import (
     BackendUnavailableError,
     BadInputError,
@@ -365,6 +366,7 @@ def _run_benchmark(
                 "volume_engine": isinstance(engine, VolumeEngine),
                 "devices": unique_labels([device_label(e, i) for i, e in enumerate(engines)]),
             },
+            **run_provenance(ws, cases, model_path),  # what core.compliance judges the data and model by
         )
         if isinstance(data, PreprocessedData):
             data.dtype = _input_dtype(engine)
