@@ -377,6 +377,9 @@ def _run_benchmark(
             patches = load_patches(ws)  # checksum-verified: damaged weights must not skew every window
         built = build_settings(cfg, run_dir, lg)
         record.update(fresh_process=built.fresh_process)
+        for note in built.notes:  # where a setting the user did not give came from
+            report(LogLine("info", note))
+            events.log(note)
         if not built.fresh_process:
             msg = (
                 "LoadGen was already configured in this process: this run's settings are correct but its "
