@@ -37,6 +37,8 @@ from core.benchmark import (
 )
 from core.errors import Cancelled, ExitCode, MissingInputError, UnetError, UsageError
 from core.jobs import CancelToken, Event, LogLine, Phase, Progress
+from core.submission.command import add_parser as add_submission_parser
+from core.submission.command import run as cmd_submission
 from core.workspace import Workspace
 
 PROG = "unet3d"
@@ -203,6 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("demo", "build a synthetic demo workspace and run the benchmark on it (CPU)")
     p.add_argument("--skip_performance", action="store_true", help="accuracy run only")
+    add_submission_parser(sub, [common])
     return parser
 
 
@@ -851,6 +854,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Output, StderrReporter, Cancel
     "accuracy": cmd_accuracy,
     "history": cmd_history,
     "demo": cmd_demo,
+    "submission": cmd_submission,
 }
 
 
