@@ -89,7 +89,10 @@ class Compliance:
     @property
     def line(self) -> str:
         """One line for a table cell: the label and the first reason."""
-        return self.label if not self.reasons else f"{self.label}: {self.reasons[0]}"
+        if not self.reasons:
+            return self.label
+        first = self.reasons[0]
+        return first if first.startswith(f"{self.label}: ") else f"{self.label}: {first}"
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -605,3 +605,102 @@ def test_checker_python_without_yaml_is_one_line(tmp_path: Path) -> None:
     bare.chmod(0o755)
     with pytest.raises(MissingInputError, match="needs PyYAML"):
         chk.require_yaml(str(bare))
+
+
+# --- system description ---------------------------------------------------------------------------
+
+LSCPU = """Architecture:            x86_64
+Model name:              Intel(R) Xeon(R) Platinum 8480C
+Thread(s) per core:      2
+Core(s) per socket:      56
+Socket(s):               2
+CPU max MHz:             3800.0000
+L1d cache:               5.3 MiB (112 instances)
+L2 cache:                224 MiB (112 instances)
+L3 cache:                210 MiB (2 instances)
+"""
+SMI = "\n".join(["NVIDIA H200, 143771, 570.86.15, 1980, 5, 16"] * 8) + "\n"
+SMI_HEAD = "| NVIDIA-SMI 570.86.15   Driver Version: 570.86.15   CUDA Version: 12.8     |\n"
+
+
+def probe(gpus: bool) -> Any:
+    from core.submission.sysdesc import Probe
+
+    def run(cmd: list[str]) -> str | None:
+        if cmd[0] == "lscpu":
+            return LSCPU
+        if cmd[0] == "nvidia-smi" and gpus:
+            return SMI if len(cmd) > 1 else SMI_HEAD
+        if cmd[0] == "lsblk":
+            return "nvme0n1 0\nnvme1n1 0\n"
+        return None
+
+    files = {
+        "/proc/meminfo": "MemTotal:       2113451820 kB\n",
+        "/etc/os-release": 'PRETTY_NAME="Ubuntu 24.04.1 LTS"\n',
+    }
+    return Probe(run=run, read=files.get, net_devices=lambda: ["enp1s0", "ib0"])
+
+
+def test_system_description_from_the_machine() -> None:
+    from core.submission.sysdesc import machine_facts, system_description, to_fill
+
+    versions = {
+        "unet3d-console": "0.1.0",
+        "Python": "3.11.9",
+        "NumPy": "2.1.0",
+        "LoadGen": "6.0.17",
+        "PyTorch": "2.11.0",
+        "Triton": "3.6.0",
+    }
+    d = system_description(
+        division="closed",
+        submitter="ORG",
+        system_name="H200x8",
+        system_type="datacenter",
+        backend="torch",
+        facts=machine_facts(probe(True)),
+        versions=versions,
+    )
+    assert sorted(d) == sorted(SYSTEM_KEYS)
+    assert d["host_processor_model_name"] == "Intel(R) Xeon(R) Platinum 8480C"
+    assert (d["host_processors_per_node"], d["host_processor_core_count"]) == (2, 56)
+    assert d["host_processor_frequency"] == "3800 MHz" and d["host_memory_capacity"] == "2.2 TB"
+    assert d["host_processor_caches"].startswith("L1d 5.3 MiB (112 instances)")
+    assert (d["accelerators_per_node"], d["accelerator_model_name"]) == (8, "NVIDIA H200")
+    assert d["accelerator_memory_capacity"] == "140 GB" and d["accelerator_memory_configuration"] == "HBM3e"
+    assert d["accelerator_host_interconnect"] == "PCIe Gen5 x16" and d["accelerator_frequency"] == "1980 MHz"
+    assert d["host_storage_type"] == "NVMe SSD" and d["host_network_card_count"] == 2
+    assert d["framework"] == "PyTorch 2.11.0, Triton 3.6.0, unet3d-console 0.1.0"
+    assert d["other_software_stack"] == (
+        "Python 3.11.9, NumPy 2.1.0, LoadGen 6.0.17, NVIDIA driver 570.86.15, CUDA 12.8"
+    )
+    assert d["operating_system"].startswith("Ubuntu 24.04.1 LTS (kernel ")
+    assert to_fill(d) == [
+        "host_processor_interconnect",
+        "host_memory_configuration",
+        "host_storage_capacity",  # no storage path given to machine_facts
+        "host_networking",
+        "accelerator_interconnect",
+        "cooling",
+    ]
+    cpu = system_description(
+        division="open",
+        submitter="ORG",
+        system_name="cpu",
+        system_type="datacenter",
+        backend="ort",
+        facts=machine_facts(probe(False)),
+        versions=versions,
+    )
+    # a CPU-only system: "0" accelerators (the checker takes a number 0 for an empty answer)
+    assert (cpu["accelerators_per_node"], cpu["accelerator_model_name"]) == ("0", "N/A")
+    assert all(
+        cpu[k]
+        for k in (
+            "accelerator_memory_capacity",
+            "accelerator_host_interconnect",
+            "accelerator_memory_configuration",
+            "accelerator_interconnect",
+        )
+    )

@@ -162,7 +162,7 @@ def _check_system(f: _Findings, path: Path, division: str, submitter: str) -> di
     for k in rules.SYSTEM_FIELDS:
         if k not in desc:
             f.error(path, f"field {k} is missing")
-        elif k in rules.SYSTEM_MEANINGFUL_FIELDS and desc[k] in ("", None):
+        elif k in rules.SYSTEM_MEANINGFUL_FIELDS and not desc[k]:  # the checker's test: 0 is empty too
             f.error(path, f"field {k} needs a value")
     todo = [k for k, v in desc.items() if isinstance(v, str) and v.startswith(rules.TO_FILL)]
     if todo:

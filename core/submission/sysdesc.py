@@ -214,7 +214,7 @@ def system_description(
         "host_networking": fill("NICs used, e.g. 1x 25GbE (N/A if not networked)"),
         "host_networking_topology": "N/A",
         "host_network_card_count": f.get("nic_count") or fill("number of NICs"),
-        "accelerators_per_node": len(gpus),
+        "accelerators_per_node": len(gpus) or "0",  # the checker reads a number 0 as an empty answer
         "accelerator_model_name": g["name"] if g else "N/A",
         "accelerator_memory_capacity": f"{round(int(g['memory_mib']) / 1024)} GB"
         if g and g["memory_mib"].isdigit()
