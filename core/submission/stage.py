@@ -193,18 +193,20 @@ def _link_or_copy(src: Path, dst: Path) -> None:
 
 
 def _git_commit() -> str | None:
+    """HEAD of the checkout this code runs from, marked when it has uncommitted changes."""
     root = Path(__file__).resolve().parents[2]
     try:
-        out = subprocess.run(
-            ["git", "-C", str(root), "rev-parse", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=False,
+        head, dirty = (
+            subprocess.run(
+                ["git", "-C", str(root), *args], capture_output=True, text=True, timeout=10, check=False
+            )
+            for args in (["rev-parse", "HEAD"], ["status", "--porcelain", "--untracked-files=no"])
         )
     except (OSError, subprocess.SubprocessError):
         return None
-    return out.stdout.strip() if out.returncode == 0 and out.stdout.strip() else None
+    if head.returncode != 0 or not head.stdout.strip():
+        return None
+    return head.stdout.strip() + (" (with uncommitted changes)" if dirty.stdout.strip() else "")
 
 
 def _input_dtype(c: Candidate) -> str:
@@ -254,7 +256,11 @@ def _readme(sel: Selected, division: str, opts: StageOptions, t01: Test01Result 
         else:
             valid = {True: "VALID", False: "INVALID"}.get(result.get("valid"), "?")
             qps = result.get("samples_per_s")
-            shown = f"{valid}" + (f", {qps:.4g} samples/s" if isinstance(qps, (int, float)) else "")
+            p90 = (result.get("latency_ms") or {}).get("p90")
+            if sel.scenario == "SingleStream" and isinstance(p90, (int, float)):
+                shown = f"{valid}, p90 latency {p90:.1f} ms"
+            else:
+                shown = f"{valid}" + (f", {qps:.4g} samples/s" if isinstance(qps, (int, float)) else "")
         lines.append(f"| {role} | {c.name} | {shown} | {c.compliance.label} |")
     lines += ["", "## Compliance", ""]
     for role, c in (("performance", sel.performance), ("accuracy", sel.accuracy), ("TEST01", sel.test01)):
