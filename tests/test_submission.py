@@ -704,3 +704,85 @@ def test_system_description_from_the_machine() -> None:
             "accelerator_interconnect",
         )
     )
+
+
+# --- run selection --------------------------------------------------------------------------------
+
+
+def test_select_runs_prefers_compliant_then_best(tmp_path: Path) -> None:
+    from core.compliance import Compliance
+    from core.submission.select import select_runs
+
+    def rj(
+        scenario: str,
+        mode: str,
+        *,
+        audit: str | None = None,
+        qps: float | None = None,
+        p90: float | None = None,
+        precision: str = "fp8",
+        config_ver: str = "default",
+        started: str = "1",
+        valid: bool | None = True,
+    ) -> dict:
+        return {
+            "status": "complete",
+            "scenario": scenario,
+            "test_mode": mode,
+            "audit_test": audit,
+            "config_ver": config_ver,
+            "backend": "torch",
+            "precision": precision,
+            "config": {"gpu_batch_size": 8},
+            "model_sha256": "m",
+            "started": started,
+            "result": {"valid": valid, "samples_per_s": qps, "latency_ms": {"p90": p90} if p90 else {}},
+            "accuracy": {"mean": 0.86} if mode == "AccuracyOnly" else None,
+        }
+
+    runs = {
+        "perf_fast_short": rj("Offline", "PerformanceOnly", qps=7.0),
+        "perf_slow_ok": rj("Offline", "PerformanceOnly", qps=6.5),
+        "perf_invalid": rj("Offline", "PerformanceOnly", qps=9.0, valid=False),
+        "perf_fp16": rj("Offline", "PerformanceOnly", qps=9.5, precision="fp16"),
+        "acc_old": rj("Offline", "AccuracyOnly", started="1"),
+        "acc_new": rj("Offline", "AccuracyOnly", started="2"),
+        "acc_999": rj("Offline", "AccuracyOnly", config_ver="high_accuracy"),
+        "t01": rj("Offline", "PerformanceOnly", audit="TEST01", qps=6.4),
+        "ss_a": rj("SingleStream", "PerformanceOnly", p90=300.0),
+        "ss_b": rj("SingleStream", "PerformanceOnly", p90=250.0),
+    }
+    ok = {"perf_slow_ok", "acc_old", "acc_999", "t01", "ss_a", "ss_b", "perf_fp16"}
+
+    def judge(p: Path) -> Compliance:
+        return Compliance(True) if p.name in ok else Compliance(False, ("shortened: x",), shortened=True)
+
+    pairs = [(tmp_path / name, data) for name, data in runs.items()]
+    sel = select_runs(pairs, judge=judge)
+    got = {
+        (s.scenario, s.benchmark): (s.performance.name, s.accuracy.name, s.test01 and s.test01.name)
+        for s in sel.chosen
+    }
+    # compliant first (not the faster shortened run), then samples/s, among the runs that have an
+    # accuracy run of their backend/precision/batch/model (not the fp16 one); compliant accuracy runs
+    # first, then the newest; one result per accuracy target; the TEST01 run of the same set-up
+    assert got == {
+        ("Offline", "3d-unet-99"): ("perf_slow_ok", "acc_old", "t01"),
+        ("Offline", "3d-unet-99.9"): ("perf_slow_ok", "acc_999", "t01"),
+    }
+    assert sel.skipped == ("SingleStream: no accuracy run of ss_b's backend/precision/batch/model",)
+    runs["acc_ss"] = rj("SingleStream", "AccuracyOnly")
+    sel = select_runs([(tmp_path / name, data) for name, data in runs.items()], judge=judge)
+    ss = [s for s in sel.chosen if s.scenario == "SingleStream"]
+    assert [(s.performance.name, s.accuracy.name, s.test01) for s in ss] == [
+        ("ss_b", "acc_ss", None)
+    ]  # lower p90
+    assert "SingleStream 3d-unet-99: no TEST01 run (staged without TEST01)" in sel.skipped
+    closed = select_runs(pairs, judge=judge, compliant_only=True)
+    assert {s.performance.name for s in closed.chosen} == {"perf_slow_ok"}
+    none = select_runs(
+        [(tmp_path / "x", rj("Offline", "PerformanceOnly", qps=1.0))], judge=judge, compliant_only=True
+    )
+    assert none.chosen == () and none.skipped == (
+        "Offline: no complete VALID performance run that is compliant",
+    )

@@ -119,14 +119,16 @@ def select_runs(
 ) -> Selection:
     """Choose the runs to stage from (folder, run.json) pairs (see the module docstring)."""
     cands = []
+    seen: set[str] = set()
     for path, data in runs:
         if data.get("status") != "complete":
             continue
+        seen.add(str(data.get("scenario")))
         c = Candidate(Path(path), data, judge(Path(path)))
         if compliant_only and c.compliance.compliant is not True:
             continue
         cands.append(c)
-    wanted = set(scenarios) if scenarios is not None else {str(c.get("scenario")) for c in cands}
+    wanted = set(scenarios) if scenarios is not None else seen
     chosen: list[Selected] = []
     skipped: list[str] = []
     for scenario in sorted(wanted):
@@ -143,15 +145,28 @@ def select_runs(
                 f"{scenario}: no complete VALID performance run" + (" that is compliant" * compliant_only)
             )
             continue
-        best = max(perf, key=_rank_best)
-        same = [c for c in cands if c.get("scenario") == scenario and c.key == best.key]
-        t01 = [c for c in same if c.get("audit_test") == "TEST01"]
-        test01 = max(t01, key=_rank_newest) if t01 else None
-        accs = [c for c in same if c.get("test_mode") == "AccuracyOnly" and not c.get("audit_test")]
-        accs = [c for c in accs if isinstance(c.get("accuracy"), dict)]
-        if not accs:
+        accuracy_runs = [
+            c
+            for c in cands
+            if c.get("scenario") == scenario
+            and c.get("test_mode") == "AccuracyOnly"
+            and not c.get("audit_test")
+            and isinstance(c.get("accuracy"), dict)
+        ]
+        # the best performance run that has an accuracy run of the same backend/precision/batch/model
+        paired = [c for c in perf if any(a.key == c.key for a in accuracy_runs)]
+        if not paired:
+            best = max(perf, key=_rank_best)
             skipped.append(f"{scenario}: no accuracy run of {best.name}'s backend/precision/batch/model")
             continue
+        best = max(paired, key=_rank_best)
+        accs = [a for a in accuracy_runs if a.key == best.key]
+        t01 = [
+            c
+            for c in cands
+            if c.get("scenario") == scenario and c.key == best.key and c.get("audit_test") == "TEST01"
+        ]
+        test01 = max(t01, key=_rank_newest) if t01 else None
         for config_ver in sorted({str(c.get("config_ver") or "default") for c in accs}):
             acc = max((c for c in accs if (c.get("config_ver") or "default") == config_ver), key=_rank_newest)
             chosen.append(Selected(scenario, config_ver, best, acc, test01))
