@@ -4,6 +4,9 @@
 #   make calibrate RUN_ARGS="--benchmarks=3d-unet"
 #   make demo
 #   make run RUN_ARGS="..." DRY_RUN=1     (print the equivalent commands only)
+#   make run_audit_harness RUN_ARGS="--scenarios=Offline ..."   (TEST01 run + its verification)
+#   make stage_results SUBMITTER=ORG SYSTEM_NAME=NAME [STAGE_ARGS="--division=open --version=v6.0"]
+#   make truncate_results | make check_submission [CHECKER=path/to/inference]
 # Paths come from the environment as in NVIDIA's harness (DATA_DIR, PREPROCESSED_DATA_DIR, MODEL_DIR,
 # LOG_DIR, UNET3D_WORKSPACE) or from UNET3D_ARGS (global flags, e.g. --workspace=DIR).
 
@@ -17,8 +20,19 @@ RUN_ARGS ?=
 DRY_RUN ?=
 PREPROCESS_ARGS ?=
 DEMO_WORKSPACE ?= unet3d-demo
+# submission (NVIDIA's Makefile.submission names): the tree is staged here, full logs in $(SUBMISSION_DIR).full
+SUBMISSION_DIR ?= build/submission-staging
+SUBMITTER ?=
+SYSTEM_NAME ?=
+STAGE_ARGS ?=
+CHECKER ?=
+CHECK_ARGS ?=
+AUDIT_TEST ?= TEST01
+AUDIT_OUT ?= build/compliance
+VERIFY_ARGS ?=
 
 .PHONY: install install-dev help run run_harness preprocess_data download_model download_data calibrate demo status history test test_fast lint
+.PHONY: run_audit_harness stage_results truncate_results check_submission
 
 help:
 	@echo "make run RUN_ARGS=\"--benchmarks=3d-unet --scenarios=Offline --config_ver=default --test_mode=PerformanceOnly\""
@@ -47,6 +61,24 @@ status:
 
 history:
 	$(UNET3D) history
+
+# TEST01: the audit run (RUN_ARGS + --audit_test), then its verification against the newest accuracy and
+# performance runs of the scenario (VERIFY_ARGS="--scenario=SingleStream" for SingleStream) into AUDIT_OUT/TEST01
+run_audit_harness:
+	$(UNET3D) run --run-args="$(RUN_ARGS) --audit_test=$(AUDIT_TEST)"
+	$(UNET3D) submission verify-test01 --out=$(AUDIT_OUT) $(VERIFY_ARGS)
+
+stage_results:
+	$(if $(SUBMITTER),,$(error give SUBMITTER=ORG))
+	$(if $(SYSTEM_NAME),,$(error give SYSTEM_NAME=NAME))
+	$(UNET3D) submission stage --out=$(SUBMISSION_DIR) --submitter=$(SUBMITTER) --system-name=$(SYSTEM_NAME) $(STAGE_ARGS)
+
+# the stage already truncates; this is for accuracy logs placed in the tree by hand
+truncate_results:
+	$(UNET3D) submission truncate $(SUBMISSION_DIR)
+
+check_submission:
+	$(UNET3D) submission check $(SUBMISSION_DIR) $(if $(CHECKER),--checker=$(CHECKER)) $(if $(SUBMITTER),--submitter=$(SUBMITTER)) $(CHECK_ARGS)
 
 # set-up: a virtual environment with the package and its pinned dependencies (CPU: the ort backend)
 install: $(VENV)/.installed

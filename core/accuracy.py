@@ -247,10 +247,14 @@ def score_log(
     report: Reporter = null_reporter,
     cancel: CancelToken = NEVER,
     events: RunEvents | None = None,
+    subset: bool = False,
 ) -> AccuracyReport:
     """Score ``mlperf_log_accuracy.json`` against the preprocessed inference labels.
 
-    The log must hold exactly one entry per case (an accuracy run covers the whole set once).
+    The log must hold exactly one entry per case (an accuracy run covers the whole set once), unless
+    ``subset``: then it may hold any cases, each any number of times (TEST01's sampled log): a case
+    scores the mean of its entries, so a wrong response counts even when the same case was logged
+    again, and the means are over the cases present.
     ``fp32_reference`` defaults to the model's ``.fp32_dice.json`` (see :func:`fp32_reference_for`)
     or the official 0.86170. ``summary.csv`` goes next to the log unless ``out_csv`` says otherwise.
     """
@@ -275,14 +279,15 @@ def score_log(
     n = len(cases)
     report(Phase("scoring", str(log_path)))
     scores: dict[int, CaseScore] = {}
+    repeats: dict[int, list[tuple[float, float]]] = {}  # subset: every entry's (kidney, tumor) per case
     for entry in _iter_entries(log_path):
         cancel.check()
         idx = entry.get("qsl_idx") if isinstance(entry, dict) else None
         if not isinstance(idx, int) or isinstance(idx, bool) or not 0 <= idx < n:
             raise BadInputError(f"entry with bad qsl_idx {idx!r} (the set has {n} cases)", log_path)
-        if idx in scores:
+        if idx in scores and not subset:
             raise BadInputError(f"duplicate qsl_idx {idx} ({cases[idx]})", log_path)
-        if len(scores) >= n:
+        if len(scores) >= n and not subset:
             raise BadInputError(f"more than {n} entries", log_path)
         case = cases[idx]
         pred = decode_entry(entry, tuple(data.image_shape(case)), log_path)
@@ -291,15 +296,19 @@ def score_log(
             kidney, tumor = dice(pred, truth.reshape(pred.shape))
         except (BadInputError, ValueError) as exc:
             raise BadInputError(f"{case} (qsl_idx {idx}): {exc}", log_path) from None
+        if subset:
+            repeats.setdefault(idx, []).append((kidney, tumor))
+            kidney = float(np.mean([k for k, _ in repeats[idx]]))
+            tumor = float(np.mean([t for _, t in repeats[idx]]))
         scores[idx] = CaseScore(case, kidney, tumor)
         if events is not None:
             events.dice(case, kidney, tumor)
         report(Progress("scoring", len(scores), n, unit="case", item=case))
-    if len(scores) != n:
+    if len(scores) != n and not (subset and scores):
         missing = [cases[i] for i in range(n) if i not in scores]
         shown = ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else "")
         raise BadInputError(f"{len(scores)} entries for {n} cases; missing {shown}", log_path)
-    rows = [scores[i] for i in range(n)]
+    rows = [scores[i] for i in sorted(scores)]
     kidney = float(np.mean([_nan0(r.kidney) for r in rows]))
     tumor = float(np.mean([_nan0(r.tumor) for r in rows]))
     mean = float(np.mean([_nan0(r.composite) for r in rows]))

@@ -196,16 +196,17 @@ def test_effective_loadgen_settings_from_the_detail_log(ws: Workspace) -> None:
     (folder / "mlperf_log_detail.txt").write_text("".join(lines))
     rec = read_run(folder)
     assert rec.settings == LoadgenSettings(
-        scenario="Offline", test_mode="PerformanceOnly", min_duration_s=600.0, max_duration_s=0.0,
+        scenario="Offline", test_mode="PerformanceOnly", min_duration_ms=600000, max_duration_ms=0,
         min_query_count=1, max_query_count=0, min_sample_count=1440, samples_per_query=1440,
         target_qps=2.4, target_latency_ns=0, target_latency_percentile=0.99, performance_sample_count=43,
         accuracy_sample_count=43, sample_concatenate_permutation=True, qsl_rng_seed=2085463073848966840,
         sample_index_rng_seed=2747215439041700203, schedule_rng_seed=16159082839903944936,
         accuracy_log_rng_seed=720381539243781796, accuracy_log_probability=0.0,
         accuracy_log_sampling_target=64, loadgen_version="6.0.17 @ abc",
+        errors=("error_invalid_config: Multiple conf files are used",),
     )  # fmt: skip
     assert rec.loadgen_errors == ("error_invalid_config: Multiple conf files are used",)
-    assert rec.to_dict()["settings"]["min_duration_s"] == 600.0
+    assert rec.to_dict()["settings"]["min_duration_ms"] == 600000
     assert read_run(write_run(ws, "no-detail")).settings is None
 
 

@@ -28,6 +28,7 @@ from core.cli.parser import (
 )
 from core.errors import ExitCode, MissingInputError, UsageError
 from core.jobs import CancelToken
+from core.submission import command as submission
 from core.workspace import Workspace
 
 DEMO_WORKSPACE = "unet3d-demo"
@@ -399,6 +400,12 @@ COMMANDS: dict[str, Command] = {
             "build a synthetic demo workspace and run the benchmark on it (CPU)",
             cmd_demo,
             _demo_arguments,
+        ),
+        Command(
+            "submission",
+            "TEST01 verification, staging and checking of a submission tree",
+            submission.run,
+            submission.arguments,
         ),
     )
 }

@@ -64,7 +64,7 @@ def _number(text: str) -> float:
     return value
 
 
-def _common() -> argparse.ArgumentParser:
+def common_flags() -> argparse.ArgumentParser:
     """Flags every subcommand accepts (also before the subcommand). Defaults are SUPPRESSed so that a
     flag given before the subcommand is not reset by the subparser."""
     p = argparse.ArgumentParser(add_help=False)
@@ -133,7 +133,7 @@ class Subcommand(Protocol):
 
 
 def build_parser(commands: Iterable[Subcommand]) -> argparse.ArgumentParser:
-    common = _common()
+    common = common_flags()
     parser = _Parser(
         prog=PROG,
         description="MLPerf Inference 3D-UNet (KiTS19): headless CLI.",

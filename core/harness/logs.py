@@ -211,34 +211,37 @@ class LoadgenDetail:
 
 
 def _int(v: Any) -> int | None:
-    return int(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+    try:
+        return None if v is None or isinstance(v, bool) else int(v)
+    except (TypeError, ValueError):
+        return None
 
 
 def _float(v: Any) -> float | None:
-    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
-
-
-def _ms_to_s(v: Any) -> float | None:
-    ms = _float(v)
-    return None if ms is None else ms / 1000.0
+    try:
+        return None if v is None or isinstance(v, bool) else float(v)
+    except (TypeError, ValueError):
+        return None
 
 
 @dataclass(frozen=True)
 class LoadgenSettings:
     """The settings LoadGen actually ran with: the ``effective_*`` entries of mlperf_log_detail.txt
-    (after mlperf.conf, user.conf and an audit.config), typed. This, not the requested RunConfig, is
-    the evidence a rule about durations, counts or seeds is judged on."""
+    (after mlperf.conf, user.conf and an audit.config), typed, plus the few results the rules read.
+    This, not the requested RunConfig, is the evidence a rule about durations, counts or seeds is
+    judged on (core.compliance). ``None`` where the log does not say."""
 
     scenario: str | None = None
     test_mode: str | None = None
-    min_duration_s: float | None = None
-    max_duration_s: float | None = None  # 0: no limit
-    min_query_count: int | None = None
+    min_duration_ms: int | None = None
+    max_duration_ms: int | None = None  # 0: no limit
+    min_query_count: int | None = None  # effective (Offline: LoadGen sets 1 after sizing the query)
+    requested_min_query_count: int | None = None  # the mlperf.conf/user.conf value before that
     max_query_count: int | None = None  # 0: no limit
     min_sample_count: int | None = None
     samples_per_query: int | None = None
-    target_qps: float | None = None  # Offline: the expected QPS the query is sized from
-    target_latency_ns: int | None = None  # SingleStream: the expected latency
+    target_qps: float | None = None  # Offline: the expected QPS; SingleStream: 1e9 / expected latency
+    target_latency_ns: int | None = None
     target_latency_percentile: float | None = None
     performance_sample_count: int | None = None
     accuracy_sample_count: int | None = None
@@ -250,20 +253,36 @@ class LoadgenSettings:
     accuracy_log_probability: float | None = None
     accuracy_log_sampling_target: int | None = None
     loadgen_version: str | None = None
+    query_count: int | None = None  # queries completed (result_query_count)
+    mean_latency_ns: int | None = None
+    early_stopping_met: bool | None = None
+    audit_config_found: bool = False
+    errors: tuple[str, ...] = ()
+
+    @property
+    def seeds(self) -> tuple[int | None, int | None, int | None]:
+        return (self.qsl_rng_seed, self.sample_index_rng_seed, self.schedule_rng_seed)
+
+    @property
+    def expected_latency_ms(self) -> float | None:
+        """SingleStream: the expected latency LoadGen sized the query count with."""
+        return 1000.0 / self.target_qps if self.target_qps else None
 
     @classmethod
     def from_detail(cls, detail: LoadgenDetail) -> LoadgenSettings | None:
         """None when the detail log holds no effective settings (absent, or cut before they were written)."""
-        e = detail.effective
-        if not e:
+        e, r = detail.effective, detail.requested
+        if not detail.exists or not e:
             return None
         perm = e.get("sample_concatenate_permutation")
+        es = detail.values.get("early_stopping_met")
         return cls(
             scenario=str(e["scenario"]) if e.get("scenario") is not None else None,
             test_mode=str(e["test_mode"]) if e.get("test_mode") is not None else None,
-            min_duration_s=_ms_to_s(e.get("min_duration_ms")),
-            max_duration_s=_ms_to_s(e.get("max_duration_ms")),
+            min_duration_ms=_int(e.get("min_duration_ms")),
+            max_duration_ms=_int(e.get("max_duration_ms")),
             min_query_count=_int(e.get("min_query_count")),
+            requested_min_query_count=_int(r.get("min_query_count")),
             max_query_count=_int(e.get("max_query_count")),
             min_sample_count=_int(e.get("min_sample_count")),
             samples_per_query=_int(e.get("samples_per_query")),
@@ -272,7 +291,7 @@ class LoadgenSettings:
             target_latency_percentile=_float(e.get("target_latency_percentile")),
             performance_sample_count=_int(e.get("performance_sample_count")),
             accuracy_sample_count=_int(e.get("accuracy_sample_count")),
-            sample_concatenate_permutation=perm if isinstance(perm, bool) else None,
+            sample_concatenate_permutation=bool(perm) if perm is not None else None,
             qsl_rng_seed=_int(e.get("qsl_rng_seed")),
             sample_index_rng_seed=_int(e.get("sample_index_rng_seed")),
             schedule_rng_seed=_int(e.get("schedule_rng_seed")),
@@ -280,10 +299,17 @@ class LoadgenSettings:
             accuracy_log_probability=_float(e.get("accuracy_log_probability")),
             accuracy_log_sampling_target=_int(e.get("accuracy_log_sampling_target")),
             loadgen_version=detail.loadgen_version,
+            query_count=_int(detail.results.get("query_count")),
+            mean_latency_ns=_int(detail.results.get("mean_latency_ns")),
+            early_stopping_met=es if isinstance(es, bool) else None,
+            audit_config_found=detail.audit_config_found,
+            errors=detail.errors,
         )
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        d = asdict(self)
+        d["errors"] = list(self.errors)
+        return d
 
 
 def parse_detail(path: str | Path) -> LoadgenDetail:
@@ -350,116 +376,6 @@ def parse_detail(path: str | Path) -> LoadgenDetail:
     )
 
 
-# --- compliance checks (mlcommons/inference compliance/TEST01 and TEST05 verify_*.py) --------------
-
-# the score each scenario is compared by (TEST01/TEST05 verify_performance.py RESULT_FIELD)
-RESULT_FIELD = {"Offline": "result_samples_per_second", "SingleStream": "early_stopping_latency_ss"}
-
-
-@dataclass(frozen=True)
-class Check:
-    passed: bool
-    lines: tuple[str, ...]  # what the official script prints, ending with TEST PASS / TEST FAIL
-
-    @property
-    def text(self) -> str:
-        return "\n".join(self.lines) + "\n"
-
-
-def _entries_by_line(path: Path) -> Any:
-    """(qsl_idx, data) of each entry of a LoadGen accuracy log, one line at a time."""
-    with path.open("r", encoding="ascii", errors="replace") as fh:
-        for raw in fh:
-            line = raw.strip().rstrip(",")
-            if not line.startswith("{"):
-                continue
-            try:
-                obj = json.loads(line)
-                yield int(obj["qsl_idx"]), str(obj.get("data", ""))
-            except (ValueError, KeyError, TypeError):
-                yield None, ""
-
-
-def verify_test01_accuracy(accuracy_log: str | Path, test_log: str | Path) -> Check:
-    """TEST01 accuracy check: every response the performance run logged must equal the accuracy
-    run's response for the same sample (whole payload compared, as the script's unix mode does)."""
-    acc_path, test_path = Path(accuracy_log), Path(test_log)
-    if not acc_path.is_file() or not test_path.is_file():
-        missing = acc_path if not acc_path.is_file() else test_path
-        return Check(False, (f"missing {missing}", "TEST FAIL"))
-    ref: dict[int, int] = {}
-    n_acc = dup = dup_mismatch = bad = 0
-    for idx, data in _entries_by_line(acc_path):
-        n_acc += 1
-        if idx is None:
-            bad += 1
-            continue
-        h = hash(data)
-        if idx in ref:
-            dup += 1
-            dup_mismatch += ref[idx] != h
-        else:
-            ref[idx] = h
-    n_perf = match = mismatch = missing_idx = 0
-    for idx, data in _entries_by_line(test_path):
-        n_perf += 1
-        if idx is None:
-            bad += 1
-            continue
-        if idx not in ref:
-            missing_idx += 1
-        elif ref[idx] == hash(data):
-            match += 1
-        else:
-            mismatch += 1
-    passed = mismatch == 0 and match > 0 and bad == 0
-    return Check(
-        passed,
-        (
-            f"num_acc_log_entries = {n_acc}",
-            f"num_acc_log_duplicate_keys = {dup}",
-            f"num_acc_log_data_mismatch = {dup_mismatch}",
-            f"num_perf_log_entries = {n_perf}",
-            f"num_perf_log_qsl_idx_match = {match + mismatch}",
-            f"num_perf_log_data_mismatch = {mismatch}",
-            f"num_missing_qsl_idxs = {missing_idx}",
-            *((f"num_malformed_entries = {bad}",) if bad else ()),
-            "TEST PASS" if passed else "TEST FAIL",
-        ),
-    )
-
-
-def _score(detail: LoadgenDetail) -> tuple[str | None, float | None, str | None]:
-    scenario = detail.effective.get("scenario")
-    if detail.results.get("validity") != "VALID":
-        return scenario, None, f"TEST FAIL: Invalid results in {detail.path}"
-    key = RESULT_FIELD.get(str(scenario))
-    raw = None
-    if key is not None:
-        raw = (
-            detail.results.get(key[len("result_") :]) if key.startswith("result_") else detail.values.get(key)
-        )
-    try:
-        return scenario, float(raw), None  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return scenario, None, f"TEST FAIL: no {key} in {detail.path}"
-
-
-def verify_performance(reference_detail: str | Path, test_detail: str | Path) -> Check:
-    """TEST01/TEST05 performance check: the audit run's score within 10 % of the submission run's
-    (20 % for SingleStream at or under 200 us). Arguments are run folders or mlperf_log_detail.txt."""
-    ref, test = parse_detail(reference_detail), parse_detail(test_detail)
-    lines = []
-    ref_scenario, ref_score, err = _score(ref)
-    if err is None:
-        test_scenario, test_score, err = _score(test)
-        if err is None and test_scenario != ref_scenario:
-            err = "TEST FAIL: Test and reference scenarios do not match!"
-    if err is not None:
-        return Check(False, (err,))
-    assert ref_score is not None and test_score is not None
-    lines += [f"Reference score = {ref_score}", f"Test score = {test_score}"]
-    threshold = 0.20 if ref_scenario == "SingleStream" and ref_score <= 200000 else 0.10
-    passed = ref_score * (1 - threshold) <= test_score <= ref_score * (1 + threshold)
-    lines.append("TEST PASS" if passed else "TEST FAIL: Test score invalid")
-    return Check(passed, tuple(lines))
+def loadgen_settings(detail: LoadgenDetail | str | Path) -> LoadgenSettings | None:
+    """The effective settings of a run folder's detail log (or a parsed one); None without a log."""
+    return LoadgenSettings.from_detail(detail if isinstance(detail, LoadgenDetail) else parse_detail(detail))

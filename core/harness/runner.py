@@ -23,6 +23,7 @@ import numpy as np
 from core.accuracy import AccuracyReport, score_log
 from core.backends.base import VolumeEngine
 from core.benchmark import RunConfig
+from core.compliance import run_provenance
 from core.engine import load_engine
 from core.errors import (
     BackendUnavailableError,
@@ -330,6 +331,7 @@ def _run_benchmark(
                 "volume_engine": isinstance(engine, VolumeEngine),
                 "devices": unique_labels([device_label(e, i) for i, e in enumerate(engines)]),
             },
+            **run_provenance(ws, cases, model_path),  # what core.compliance judges the data and model by
         )
         if isinstance(data, PreprocessedData):
             data.dtype = _input_dtype(engine)
@@ -340,6 +342,9 @@ def _run_benchmark(
             patches = load_patches(ws)  # checksum-verified: damaged weights must not skew every window
         built = build_settings(cfg, run_dir, lg)
         record.update(fresh_process=built.fresh_process)
+        for note in built.notes:  # where a setting the user did not give came from
+            report(LogLine("info", note))
+            events.log(note)
         if not built.fresh_process:
             msg = (
                 "LoadGen was already configured in this process: this run's settings are correct but its "

@@ -2,9 +2,11 @@
 ``FromConfig`` call (mlperf.conf is compiled into loadgen >= 4.1; a second call logs
 ``error_invalid_config``), plus the audit.config of a compliance test.
 
-user.conf carries what the rules leave to the submitter: Offline ``target_qps`` and SingleStream
-``target_latency`` (from the RunConfig, else the per-backend defaults below), and the duration and
-query-count overrides when the RunConfig gives them (short runs; such runs are not submittable).
+user.conf carries what the rules leave to the submitter: Offline ``target_qps`` (from the RunConfig,
+else the per-backend default below) and SingleStream ``target_latency`` (from the RunConfig, else
+derived from the newest SingleStream run of the same backend/precision/batch in the log folder, else
+the per-backend default; see :func:`expected_latency`), and the duration and query-count overrides
+when the RunConfig gives them (short runs; such runs are not submittable, see core.compliance).
 """
 
 from __future__ import annotations
@@ -20,9 +22,18 @@ from core.fsio import write_text_atomic as atomic_write_text
 # Offline target_qps when the RunConfig has no offline_expected_qps. GPU values are NVIDIA's per-GPU
 # H100/H200 Offline config (6.8); the CPU reference runs a 61-TFLOP sample in minutes.
 DEFAULT_TARGET_QPS = {"ort": 0.02, "torch": 6.8, "tensorrt": 6.8}
-# SingleStream target_latency (ms) when the RunConfig has no single_stream_expected_latency_ms:
-# NVIDIA's H100 SingleStream config (572.434 ms) for GPU backends.
+# SingleStream target_latency (ms) when the RunConfig has no single_stream_expected_latency_ms and no
+# earlier SingleStream run of the same backend/precision/batch measured one: NVIDIA's H100 SingleStream
+# config (572.434 ms) for GPU backends.
 DEFAULT_TARGET_LATENCY_MS = {"ort": 60000.0, "torch": 572.434, "tensorrt": 572.434}
+# How a measured mean latency becomes the expected latency. LoadGen sizes a SingleStream run from it
+# (loadgen test_settings_internal.cc / GenerateQueries): with equal issue it generates about
+# 2 * min_duration / expected queries (at least min_query_count, padded to whole permutations of the
+# set) and the run ends when they are done, so min_duration is met only while the true mean latency is
+# at least expected / 2. NVIDIA's 572 ms against a measured 151 ms mean is what made a 60 s H200 run end
+# after 215 queries (~32 s) INVALID. 1.5 x the measured mean holds while the SUT stays above 75 % of it
+# and makes a run last about 1.33 x min_duration.
+MEASURED_LATENCY_MARGIN = 1.5
 FALLBACK_TARGET_QPS = 1.0  # mlperf.conf's *.Offline.target_qps
 FALLBACK_TARGET_LATENCY_MS = 600.0
 
@@ -61,6 +72,13 @@ def loadgen(lg: Any | None = None) -> Any:
 
 
 @dataclass(frozen=True)
+class ExpectedLatency:
+    ms: float
+    source: str  # "user", "measured" or "default"
+    note: str = ""  # what to tell the user when they did not set it
+
+
+@dataclass(frozen=True)
 class BuiltSettings:
     settings: Any  # mlperf_loadgen.TestSettings
     user_conf: Path
@@ -69,6 +87,7 @@ class BuiltSettings:
     target_qps: float | None
     target_latency_ms: float | None
     fresh_process: bool = True  # False: LoadGen was configured before in this process (see above)
+    notes: tuple[str, ...] = ()  # lines for the run's log (where a setting came from)
 
 
 def _num(x: float) -> str:
@@ -82,19 +101,89 @@ def target_qps(cfg: RunConfig) -> float:
 
 
 def target_latency_ms(cfg: RunConfig) -> float:
+    """The user's SingleStream expected latency, else the backend's default (no measurement)."""
     if cfg.single_stream_expected_latency_ms is not None:
         return float(cfg.single_stream_expected_latency_ms)
     return DEFAULT_TARGET_LATENCY_MS.get(cfg.backend, FALLBACK_TARGET_LATENCY_MS)
 
 
-def user_conf_text(cfg: RunConfig) -> str:
-    """The user.conf of this run (keys `3d-unet.<scenario>.<key>`; durations in ms)."""
+USER_CONF_HEADER = "# user.conf written by unet3d for: "
+
+
+def _latency_key(run_args: str) -> tuple[str, str, str] | None:
+    """(backend, precision, gpu_batch_size) from a RUN_ARGS string (the user.conf header)."""
+    flags = dict(t[2:].split("=", 1) for t in run_args.split() if t.startswith("--") and "=" in t)
+    if flags.get("scenarios") != "SingleStream":
+        return None
+    return (flags.get("backend", ""), flags.get("precision", ""), flags.get("gpu_batch_size", ""))
+
+
+def measured_latency(log_dir: Path, cfg: RunConfig) -> tuple[float, str] | None:
+    """(mean latency ms, run folder name) of the newest finished SingleStream performance run in
+    ``log_dir`` with the same backend, precision and batch size (VALID or not: an INVALID run's mean
+    is as good a measurement), read from its user.conf header and LoadGen summary."""
+    from core.harness.logs import parse_summary
+
+    key = (cfg.backend, cfg.precision, str(cfg.gpu_batch_size))
+    try:
+        runs = sorted((p for p in Path(log_dir).iterdir() if p.is_dir()), key=lambda p: p.name, reverse=True)
+    except OSError:
+        return None
+    for run in runs:
+        try:
+            head = (run / "user.conf").read_text(encoding="utf-8", errors="replace").split("\n", 1)[0]
+        except OSError:
+            continue
+        if not head.startswith(USER_CONF_HEADER) or _latency_key(head[len(USER_CONF_HEADER) :]) != key:
+            continue
+        summary = parse_summary(run)
+        mean = summary.latency_ns.get("mean")
+        if (
+            summary.scenario == "SingleStream"
+            and summary.mode == "PerformanceOnly"
+            and mean
+            and summary.result
+        ):
+            return mean / 1e6, run.name
+    return None
+
+
+def expected_latency(cfg: RunConfig, log_dir: Path | None = None) -> ExpectedLatency:
+    """The SingleStream expected latency of a run: the user's value; else MEASURED_LATENCY_MARGIN x the
+    mean of the newest SingleStream run of the same backend/precision/batch in ``log_dir``; else the
+    backend's default. Both fallbacks come with a note saying so."""
+    if cfg.single_stream_expected_latency_ms is not None:
+        return ExpectedLatency(float(cfg.single_stream_expected_latency_ms), "user")
+    what = f"{cfg.backend}/{cfg.precision}/batch {cfg.gpu_batch_size}"
+    found = measured_latency(log_dir, cfg) if log_dir is not None else None
+    if found is not None:
+        mean, run = found
+        ms = round(MEASURED_LATENCY_MARGIN * mean, 3)
+        note = (
+            f"SingleStream expected latency {ms:g} ms = {MEASURED_LATENCY_MARGIN:g} x the mean {mean:.3f} ms "
+            f"measured by run {run} ({what}); --single_stream_expected_latency_ms overrides it"
+        )
+        return ExpectedLatency(ms, "measured", note)
+    ms = target_latency_ms(cfg)
+    note = (
+        f"SingleStream expected latency {ms:g} ms is the {cfg.backend} default (no SingleStream run of "
+        f"{what} to measure it from): a SUT faster than {ms / 2:g} ms per sample ends INVALID (min "
+        "duration not met); the next run uses this run's measured mean, or set "
+        "--single_stream_expected_latency_ms"
+    )
+    return ExpectedLatency(ms, "default", note)
+
+
+def user_conf_text(cfg: RunConfig, latency_ms: float | None = None) -> str:
+    """The user.conf of this run (keys `3d-unet.<scenario>.<key>`; durations in ms). ``latency_ms``:
+    the SingleStream expected latency (default: :func:`target_latency_ms`)."""
     m, s = LOADGEN_MODEL, cfg.scenario
-    lines = [f"# user.conf written by unet3d for: {cfg.run_args()}"]
+    lines = [f"{USER_CONF_HEADER}{cfg.run_args()}"]
     if s == "Offline":
         lines.append(f"{m}.{s}.target_qps = {_num(target_qps(cfg))}")
     else:
-        lines.append(f"{m}.{s}.target_latency = {_num(target_latency_ms(cfg))}")
+        lat = target_latency_ms(cfg) if latency_ms is None else latency_ms
+        lines.append(f"{m}.{s}.target_latency = {_num(lat)}")
     if cfg.min_duration is not None:
         lines.append(f"{m}.{s}.min_duration = {round(cfg.min_duration * 1000)}")
     if cfg.max_duration is not None:
@@ -104,6 +193,18 @@ def user_conf_text(cfg: RunConfig) -> str:
     if cfg.max_query_count is not None:
         lines.append(f"{m}.{s}.max_query_count = {int(cfg.max_query_count)}")
     return "\n".join(lines) + "\n"
+
+
+def read_user_conf(path: str | Path) -> dict[str, str]:
+    """key -> value of a user.conf (the last component of ``model.scenario.key``; comments skipped)."""
+    out: dict[str, str] = {}
+    for raw in Path(path).read_text(encoding="utf-8", errors="replace").splitlines():
+        line = raw.split("#", 1)[0].strip()
+        if "=" not in line:
+            continue
+        key, _, value = line.partition("=")
+        out[key.strip().rsplit(".", 1)[-1]] = value.strip()
+    return out
 
 
 def audit_config_text(audit_test: str) -> str:
@@ -170,7 +271,8 @@ def build_settings(cfg: RunConfig, run_dir: Path, lg: Any | None = None) -> Buil
     check_config(cfg)
     run_dir = Path(run_dir)
     user_conf = run_dir / "user.conf"
-    atomic_write_text(user_conf, user_conf_text(cfg))
+    latency = expected_latency(cfg, run_dir.parent) if cfg.scenario == "SingleStream" else None
+    atomic_write_text(user_conf, user_conf_text(cfg, latency.ms if latency else None))
     audit = run_dir / "audit.config"
     if cfg.audit_test is not None:
         atomic_write_text(audit, audit_config_text(cfg.audit_test))
@@ -197,6 +299,7 @@ def build_settings(cfg: RunConfig, run_dir: Path, lg: Any | None = None) -> Buil
         audit_config=audit,
         audit_test=cfg.audit_test,
         target_qps=target_qps(cfg) if cfg.scenario == "Offline" else None,
-        target_latency_ms=target_latency_ms(cfg) if cfg.scenario == "SingleStream" else None,
+        target_latency_ms=latency.ms if latency else None,
         fresh_process=fresh,
+        notes=(latency.note,) if latency and latency.note else (),
     )
