@@ -158,7 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="MLPerf Inference 3D-UNet (KiTS19): headless CLI.",
         parents=[common],
         epilog="Exit codes: 0 ok, 1 run INVALID or accuracy below target, 2 usage, 3 missing input, "
-        "4 bad input, 130 interrupted.",
+        "4 bad input, 75 workspace busy (retry later), 130 interrupted.",
     )
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
@@ -668,13 +668,13 @@ def cmd_run(args: argparse.Namespace, out: Output, report: StderrReporter, cance
     if action == "run_audit_harness" and not all(c.audit_test for c in configs):
         raise UsageError("--action=run_audit_harness needs --audit_test=TEST01|TEST04|TEST05")
 
-    if args.dry_run:
+    ws = _workspace(args)
+    if args.dry_run:  # with the workspace flags: the printed commands work pasted anywhere
         for cfg in configs:
-            _echo(cfg.cli_command())
-            out.write(f"{cfg.cli_command()}\n{cfg.make_command()}\n")
+            _echo(cfg.cli_command(ws))
+            out.write(f"{cfg.cli_command(ws)}\n{cfg.make_command(ws)}\n")
         return ExitCode.OK
 
-    ws = _workspace(args)
     if action == "calibrate":
         run_calibration = _import_job("core.calibration", "run_calibration", "calibration")
         _echo(f"{PROG} calibrate")
