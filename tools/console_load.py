@@ -29,6 +29,7 @@ async def main(seconds: float, rate: float) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         core_config.SEARCH_DIRS_OVERRIDE = [Path(tmp) / "no-config"]
         jobs = StreamingJobs(seconds=seconds, rate=rate)
+        (Path(tmp) / "ws").mkdir()  # an existing workspace: no "create it?" question first
         app = UnetConsole(Workspace.resolve(Path(tmp) / "ws", env={}), jobs=jobs, status_interval=0)
         async with app.run_test(size=SIZE) as pilot:
             out = await load_scenario(app, pilot, jobs)
