@@ -21,17 +21,19 @@ from textual.binding import Binding, BindingType
 from textual.clock import Clock
 from textual.reactive import reactive
 from textual.screen import Screen
+from textual.widgets import Input
 from textual.worker import Worker, WorkerState, get_current_worker
 
 from console import messages as m
 from console.commands import ConsoleCommands
 from console.heap import HeapFreezer, break_strip_cycles, lazy_strip_caches, unlink_lru_on_clear
 from console.state import JOB_TITLES, JobState
+from console.widgets.footer import ConsoleFooter
 from console.workers import Jobs, LiveFeed, RealJobs, core_reporter
 from core import config as core_config
 from core.benchmark import RunConfig
 from core.errors import Cancelled as CoreCancelled
-from core.errors import UnetError
+from core.errors import ExitCode, UnetError
 from core.history import RunRecord
 from core.jobs import CancelToken, Reporter
 from core.workspace import Workspace
@@ -45,6 +47,7 @@ from screens.monitor import MonitorScreen
 from screens.run_setup import RunSetupScreen
 
 DEMO_WORKSPACE = "unet3d-demo"  # the CLI's `unet3d demo` default, relative to the working directory
+SCREENS = Binding.Group("Screens", compact=True)
 MODE_KEYS = {"1": "dashboard", "2": "run", "3": "monitor", "4": "history", "5": "audit"}
 
 
@@ -63,27 +66,57 @@ class UnetConsole(App[None], inherit_bindings=False):
     COMMANDS = App.COMMANDS | {ConsoleCommands}
     BINDING_GROUP_TITLE = "Console"
     BINDINGS: ClassVar[list[BindingType]] = [
+        # one footer entry for the five screens ("12345 Screens"): the footer fits 80 columns
         Binding(
-            "1", "mode('dashboard')", "Dashboard", id="mode.dashboard", tooltip="Workspace status and actions"
+            "1",
+            "mode('dashboard')",
+            "Dashboard",
+            id="mode.dashboard",
+            tooltip="Dashboard: workspace status and actions",
+            group=SCREENS,
         ),
         Binding(
             "2",
             "mode('run')",
             "Run",
             id="mode.run",
-            tooltip="Set up a LoadGen run; shows the equivalent command",
+            tooltip="Run: set up a LoadGen run; shows the equivalent command",
+            group=SCREENS,
         ),
         Binding(
-            "3", "mode('monitor')", "Monitor", id="mode.monitor", tooltip="Live QPS, latency, DICE and log"
+            "3",
+            "mode('monitor')",
+            "Monitor",
+            id="mode.monitor",
+            tooltip="Monitor: live QPS, latency, DICE and log",
+            group=SCREENS,
         ),
-        Binding("4", "mode('history')", "History", id="mode.history", tooltip="Past runs under build/logs"),
-        Binding("5", "mode('audit')", "Audit", id="mode.audit", tooltip="NVIDIA's auditor checklist"),
+        Binding(
+            "4", "mode('history')", "History", id="mode.history", tooltip="History: past runs", group=SCREENS
+        ),
+        Binding(
+            "5",
+            "mode('audit')",
+            "Audit",
+            id="mode.audit",
+            tooltip="Audit: the auditor checklist",
+            group=SCREENS,
+        ),
+        # Esc in a text field only leaves the field (it used to cancel the run); shown only there
+        Binding(
+            "escape",
+            "leave_field",
+            "Leave field",
+            id="field.leave",
+            show=False,
+            tooltip="Leave the text field (Esc in a field never cancels a job)",
+        ),
         Binding(
             "escape",
             "cancel_job",
             "Cancel",
             id="job.cancel",
-            tooltip="Cancel the running job (stops LoadGen)",
+            tooltip="Cancel the running job, after a confirmation (stops LoadGen)",
         ),
         Binding("f1", "help('context')", "Help", id="help.context", tooltip="Help for the focused panel"),
         Binding(
@@ -161,6 +194,7 @@ class UnetConsole(App[None], inherit_bindings=False):
         self.demo_default = demo_default
         self._run_config: RunConfig = self._initial_config()
         self.last_config: RunConfig | None = None
+        self.run_form_error = ""  # the run form's current error ("" when it is valid)
         self.running_config: RunConfig | None = None
         self.live = LiveFeed()
         self.logs: collections.deque[tuple[int, str, str]] = collections.deque(maxlen=2000)
@@ -193,6 +227,8 @@ class UnetConsole(App[None], inherit_bindings=False):
     async def on_mount(self) -> None:
         self._show_config()
         self.refresh_status()
+        if not self.ws.root.is_dir() and not self.demo_default:
+            self.call_after_refresh(self.ask_to_create_workspace)
         # console.heap: fewer objects per rendered line, less cyclic garbage (same results)
         break_strip_cycles()
         lazy_strip_caches()
@@ -219,12 +255,36 @@ class UnetConsole(App[None], inherit_bindings=False):
     def on_unmount(self) -> None:
         self.heap.release()
 
+    def ask_to_create_workspace(self) -> None:
+        """A --workspace (or config) naming a folder that does not exist is more often a typo than a
+        new workspace: nothing is written there until the user says so (the auditor used to create
+        build/audit in it at start-up)."""
+        root = self.ws.root
+
+        def answer(yes: bool | None) -> None:
+            if not yes:
+                self.exit(message=f"{root} does not exist: nothing was created (check --workspace)")
+                return
+            try:
+                root.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                self.exit(return_code=int(ExitCode.BAD_INPUT), message=f"error: {root}: {exc.strerror}")
+                return
+            self.refresh_status()
+
+        self.push_screen(
+            ConfirmModal(f"The workspace {root} does not exist. Create it? (n quits: check --workspace)"),
+            answer,
+        )
+
     async def on_event(self, event: events.Event) -> None:
         if isinstance(event, (events.Key, events.Resize, events.MouseDown)):
             self.heap.input_seen()  # no full collection right after input (console.heap)
         if isinstance(event, events.Resize):
             self.drop_hidden_render_state()
             self.drop_stale_renders()
+            for footer in self.screen.query(ConsoleFooter):  # fitted before the layout, not after
+                footer.fit(event.size.width)
         await super().on_event(event)
 
     def drop_hidden_render_state(self) -> int:
@@ -253,6 +313,19 @@ class UnetConsole(App[None], inherit_bindings=False):
     @property
     def job_running(self) -> bool:
         return self.job is not None and self.job.running
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """Esc leaves a text field when one has the focus, else asks to cancel the running job; with
+        no job the Cancel key is not offered (nor shown in the footer)."""
+        if action == "leave_field":
+            return isinstance(self.focused, Input)
+        if action == "cancel_job":
+            return self.job_running
+        return True
+
+    def watch_job(self, old: JobState | None, new: JobState | None) -> None:
+        if (old is not None and old.running) != (new is not None and new.running):
+            self.refresh_bindings()  # the footer's Cancel key comes and goes with a job
 
     # -------------------------------------------------------------------------------- status
     def refresh_status(self) -> None:
@@ -385,11 +458,45 @@ class UnetConsole(App[None], inherit_bindings=False):
 
     @on(m.RunRequested)
     def _on_run_requested(self, msg: m.RunRequested) -> None:
-        self.start_run(msg.config)
+        self.request_run(msg.config, confirm=msg.confirm)
 
     @on(m.JobRequested)
     def _on_job_requested(self, msg: m.JobRequested) -> None:
-        self.start_job(msg.job, msg.config)
+        self.request_job(msg.job, msg.config)
+
+    # --- long or overwriting actions say what they do and how long, and wait for a yes ---
+    def request_run(self, cfg: RunConfig, *, confirm: bool = True) -> None:
+        """Start a run; asked from anywhere but the run form (which shows the estimate), first say
+        how long it will take (core.estimate) and wait for a yes."""
+        if not confirm or self.job_running:  # a running job: start_run says why it cannot start
+            self.start_run(cfg)
+            return
+        from core.estimate import run_estimate
+
+        est = run_estimate(self.ws, cfg, self.runs)
+        audit = f" {cfg.audit_test}" if cfg.audit_test else ""
+        what = f"{cfg.scenario} {cfg.config_ver} {cfg.test_mode}{audit}"
+        question = f"Start the run {what} on {cfg.backend}/{cfg.precision}? {est.text()}."
+        self.push_screen(ConfirmModal(question), lambda yes: self.start_run(cfg) if yes else None)
+
+    def request_job(self, name: str, cfg: RunConfig | None = None) -> None:
+        """Start a job; the demo first says what it will write and how long it takes."""
+        if name != "demo" or self.job_running:
+            self.start_job(name, cfg)
+            return
+        from core.estimate import demo_estimate
+
+        est = demo_estimate(self.ws, self.runs).text()
+        if self.section_ok("dataset") or (self.ws.data_dir / "inference_cases.json").is_file():
+            question = (
+                f"{self.ws.root} already holds the demo. Run it again? It reuses its cases and model and "
+                f"adds an AccuracyOnly run: {est}."
+            )
+        else:
+            question = (
+                f"Create the demo workspace in {self.ws.root} (synthetic cases, demo model, a run)? {est}."
+            )
+        self.push_screen(ConfirmModal(question), lambda yes: self.start_job("demo") if yes else None)
 
     # --- job messages -> state ---
     def _current(self, msg: m.JobMessage) -> JobState | None:
@@ -402,13 +509,19 @@ class UnetConsole(App[None], inherit_bindings=False):
 
     @on(m.PhaseChanged)
     def _on_phase(self, msg: m.PhaseChanged) -> None:
-        if (job := self._current(msg)) is not None:
+        if (job := self._current(msg)) is None:
+            return
+        if msg.name in ("cancelling", "cancelled"):  # the end of the stage it stops: its count stays
             self.job = job.with_(phase=msg.name, detail=msg.detail)
+        else:  # a count belongs to the phase it was made in
+            self.job = job.with_(
+                phase=msg.name, detail=msg.detail, done=0, total=0, unit="", item="", task=""
+            )
 
     @on(m.Progress)
     def _on_progress(self, msg: m.Progress) -> None:
         if (job := self._current(msg)) is not None:
-            self.job = job.with_(done=msg.done, total=msg.total, unit=msg.unit, item=msg.item)
+            self.job = job.with_(done=msg.done, total=msg.total, unit=msg.unit, item=msg.item, task=msg.task)
 
     @on(m.LogLine)
     def _on_log(self, msg: m.LogLine) -> None:
@@ -460,14 +573,33 @@ class UnetConsole(App[None], inherit_bindings=False):
     def action_mode(self, mode: str) -> None:
         self.switch_mode(mode)
 
+    def action_leave_field(self) -> None:
+        self.screen.set_focus(None)
+
     def action_cancel_job(self) -> None:
+        """Ask, then cancel: one stray Esc must not throw away a run (as quitting already asks)."""
+        if not self.job_running or self._job_worker is None:
+            return
+        assert self.job is not None
+        job, worker = self.job, self._job_worker
+        count = f", {job.done}/{job.total} {job.unit}s" if job.counting else ""
+        what = f"{job.description} ({job.stage}{count})"
+
+        def answer(yes: bool | None) -> None:
+            if yes and self._job_worker is worker:  # still the job the question was about
+                self.cancel_job_now()
+
+        self.push_screen(
+            ConfirmModal(f"Cancel {what}? Its results so far are not kept. Esc or n: keep it running."),
+            answer,
+        )
+
+    def cancel_job_now(self) -> None:
         if self.job_running and self._job_worker is not None:
             self._job_worker.cancel()
             assert self.job is not None
             self.job = self.job.with_(phase="cancelling")
             self.notify("Cancelling…")
-        elif isinstance(self.screen, (ErrorModal, ConfirmModal, HelpScreen)):
-            self.screen.dismiss(None)
 
     def action_help(self, which: str = "context") -> None:
         focused = self.focused
@@ -479,7 +611,7 @@ class UnetConsole(App[None], inherit_bindings=False):
         if cfg is None:
             self.notify("Nothing to re-run yet: start a run from the Run screen (2).")
             return
-        self.start_run(cfg)
+        self.request_run(cfg)
 
     def action_refresh_status(self) -> None:
         self.refresh_status()
@@ -540,6 +672,15 @@ class UnetConsole(App[None], inherit_bindings=False):
         self.copy_to_clipboard(text)
         self.notify(text, title="Copied to clipboard")
 
+    def copy_run_command(self, which: str) -> None:
+        """Copy the run form's command, with this workspace's flags; never a stale one: while the
+        form has an error (run_form_error, kept by the form) nothing is copied and the error is said."""
+        if self.run_form_error:
+            self.notify(f"Not copied: {self.run_form_error}", severity="error")
+            return
+        cfg = self.run_config
+        self.copy_command(cfg.cli_command(self.ws) if which == "cli" else cfg.make_command(self.ws))
+
     async def action_quit_console(self) -> None:
         if not self.job_running:
             self.exit()
@@ -575,6 +716,9 @@ def build_app(argv: list[str] | None = None) -> UnetConsole:
     ap.add_argument(
         "--fake", action="store_true", help="scripted jobs (no data needed): a tour of the console"
     )
+    from core import __version__
+
+    ap.add_argument("--version", action="version", version=f"unet3d-console {__version__}")
     args = ap.parse_args(argv)
     settings = core_config.load(args.config)
     explicit = args.workspace or settings.workspace.get("root")
@@ -614,7 +758,7 @@ def main(argv: list[str] | None = None) -> int:
         return int(exc.exit_code)
     prepare_multiprocessing()
     app.run()
-    return 0
+    return app.return_code or 0
 
 
 if __name__ == "__main__":

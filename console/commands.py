@@ -40,7 +40,7 @@ def console_commands(app: Any) -> list[Command]:
             (
                 "Create demo workspace",
                 "Synthetic KiTS19 cases + the demo model in this workspace",
-                partial(app.start_job, "demo"),
+                partial(app.request_job, "demo"),
             )
         )
         if data:
@@ -76,15 +76,15 @@ def console_commands(app: Any) -> list[Command]:
                         cmds.append(
                             (
                                 f"Run {sc} {cv} {tm}",
-                                cfg.cli_command(),
-                                partial(app.post_message, m.RunRequested(cfg)),
+                                cfg.cli_command(app.ws),
+                                partial(app.post_message, m.RunRequested(cfg, confirm=True)),
                             )
                         )
             if app.last_config is not None:
-                cmds.append(("Re-run last", app.last_config.cli_command(), app.action_rerun))
-    cfg = app.run_config
-    cmds.append(("Copy unet3d command", cfg.cli_command(), partial(app.copy_command, cfg.cli_command())))
-    cmds.append(("Copy make command", cfg.make_command(), partial(app.copy_command, cfg.make_command())))
+                cmds.append(("Re-run last", app.last_config.cli_command(app.ws), app.action_rerun))
+    cfg = app.run_config  # the run form's state; copying refuses while the form has an error
+    cmds.append(("Copy unet3d command", cfg.cli_command(app.ws), partial(app.copy_run_command, "cli")))
+    cmds.append(("Copy make command", cfg.make_command(app.ws), partial(app.copy_run_command, "make")))
     if app.last_result:
         cmds.append(
             ("Export run summary", "Write the last run's figures as JSON (ctrl+e)", app.action_export)

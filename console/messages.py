@@ -19,11 +19,13 @@ from core.benchmark import RunConfig
 
 
 class RunRequested(Message):
-    """Start a LoadGen run with ``config`` (from the setup form, the palette, the auditor, re-run)."""
+    """Start a LoadGen run with ``config`` (from the setup form, the palette, the auditor, re-run);
+    ``confirm``: first say how long it takes and wait for a yes (runs not started from the form)."""
 
-    def __init__(self, config: RunConfig) -> None:
+    def __init__(self, config: RunConfig, confirm: bool = False) -> None:
         super().__init__()
         self.config = config
+        self.confirm = confirm
 
 
 class JobRequested(Message):

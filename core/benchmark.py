@@ -8,6 +8,10 @@ from __future__ import annotations
 
 import shlex
 from dataclasses import asdict, dataclass, field, fields, replace
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from core.workspace import Workspace
 
 # --- preprocessing (reference global_vars.py) ---
 MEAN_VAL = 101.0
@@ -102,6 +106,18 @@ class RunConfig:
             raise UsageError(f"--gpu_batch_size={self.gpu_batch_size} must be at least 1")
         if self.gpus < 1:
             raise UsageError(f"--gpus={self.gpus} must be at least 1")
+        for name in ("min_duration", "max_duration", "min_query_count", "max_query_count"):
+            value = getattr(self, name)
+            if value is not None and value < 0:
+                raise UsageError(f"--{name}={value:g} must not be negative")
+        for name in ("offline_expected_qps", "single_stream_expected_latency_ms"):
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise UsageError(f"--{name}={value:g} must be more than 0")
+        for lo, hi in (("min_duration", "max_duration"), ("min_query_count", "max_query_count")):
+            a, b = getattr(self, lo), getattr(self, hi)
+            if a is not None and b and b < a:  # LoadGen reads 0 as "no maximum"
+                raise UsageError(f"--{hi}={b:g} is less than --{lo}={a:g}")
         self.inference_streams  # noqa: B018  (validates --gpu_inference_streams)
         return self
 
@@ -168,8 +184,35 @@ class RunConfig:
         parts += [f"--{k}={shlex.quote(v)}" for k, v in sorted(self.extra.items())]  # NVIDIA's other flags
         return " ".join(parts)
 
-    def cli_command(self) -> str:
-        return f"unet3d run {self.run_args()}"
+    def cli_command(self, ws: Workspace | None = None) -> str:
+        """``unet3d [--workspace=DIR ...] run RUN_ARGS``: with ``ws``, the global flags that point the
+        CLI at that workspace (workspace_args), so the command works pasted anywhere."""
+        flags = " ".join(shlex.quote(f) for f in workspace_args(ws)) if ws is not None else ""
+        return f"unet3d {flags + ' ' if flags else ''}run {self.run_args()}"
 
-    def make_command(self) -> str:
-        return f"make run RUN_ARGS={shlex.quote(self.run_args())}"
+    def make_command(self, ws: Workspace | None = None) -> str:
+        """``make run RUN_ARGS=... [UNET3D_ARGS=...]`` (the Makefile passes UNET3D_ARGS to ``unet3d``
+        before the subcommand)."""
+        cmd = f"make run RUN_ARGS={shlex.quote(self.run_args())}"
+        if ws is not None:
+            cmd += f" UNET3D_ARGS={shlex.quote(' '.join(shlex.quote(f) for f in workspace_args(ws)))}"
+        return cmd
+
+
+def workspace_args(ws: Workspace) -> list[str]:
+    """The `unet3d` global flags that select ``ws``: ``--workspace=ROOT``, plus each path that is not
+    the workspace's own default (one set by DATA_DIR & co. or the config file), which a pasted command
+    would otherwise not see."""
+    from core.workspace import Workspace
+
+    default = Workspace.resolve(ws.root, env={})
+    args = [f"--workspace={ws.root}"]
+    for flag, name in (
+        ("data_dir", "data_dir"),
+        ("preprocessed_data_dir", "preprocessed_dir"),
+        ("model_dir", "model_dir"),
+        ("log_dir", "log_dir"),
+    ):
+        if getattr(ws, name) != getattr(default, name):
+            args.append(f"--{flag}={getattr(ws, name)}")
+    return args

@@ -10,6 +10,7 @@ Every step is resumable: a second `unet3d demo` reuses what the first one wrote.
 from __future__ import annotations
 
 import json
+import shlex
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -181,5 +182,41 @@ def render_demo(result: DemoResult) -> str:
     lines.append(f"FP32 reference DICE of the demo model: {ref}")
     times = ", ".join(f"{k} {v:.0f}s" for k, v in result.seconds.items())
     lines.append(f"time: {times}")
-    lines.append("next: unet3d status --workspace=" + str(result.workspace))
+    ws = shlex.quote(f"--workspace={result.workspace}")
+    unet3d, console, activate = how_to_call()
+    lines.append(f"next: {unet3d} status {ws}")
+    lines.append(f"      {console} {ws}   (the console)")
+    if activate:
+        lines.append(f"      (or `{activate}` first, then `unet3d ...`)")
     return "\n".join(lines) + "\n"
+
+
+def how_to_call(cwd: Path | None = None) -> tuple[str, str, str]:
+    """(unet3d, unet3d-console, activate): how this installation's commands are typed from ``cwd``.
+
+    `make install` puts them in .venv/bin without activating it, so a bare `unet3d` is "command not
+    found" there: name the scripts beside this interpreter unless those are what PATH finds, and say
+    how to activate the environment. Without the scripts (an uninstalled checkout): `python -m core`."""
+    import os
+    import shutil
+    import sys
+
+    here = Path(sys.executable).parent
+    cwd = cwd or Path.cwd()
+
+    def shown(p: Path) -> str:
+        try:
+            return shlex.quote(os.path.relpath(p, cwd)) if p.is_relative_to(cwd) else shlex.quote(str(p))
+        except ValueError:
+            return shlex.quote(str(p))
+
+    script = here / "unet3d"
+    if not script.is_file():
+        py = shown(Path(sys.executable))
+        return f"{py} -m core", f"{py} -m console.app", ""
+    found = shutil.which("unet3d")
+    if found and Path(found).resolve() == script.resolve():
+        return "unet3d", "unet3d-console", ""
+    activate = here / "activate"
+    hint = f"source {shown(activate)}" if activate.is_file() else ""
+    return shown(script), shown(here / "unet3d-console"), hint

@@ -16,6 +16,7 @@ class ExitCode(IntEnum):
     USAGE = 2  # bad flags, bad config
     MISSING = 3  # missing dataset, model, engine, preprocessed data
     BAD_INPUT = 4  # input present but unusable (corrupt, wrong shape, NaN, wrong model)
+    BUSY = 75  # the workspace is in use by another job: try again when it ends (sysexits EX_TEMPFAIL)
     INTERRUPTED = 130
 
 

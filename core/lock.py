@@ -26,12 +26,15 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from core.errors import UsageError
+from core.errors import ExitCode, UnetError
 from core.workspace import Workspace
 
 
-class WorkspaceBusyError(UsageError):
-    """Another job holds the workspace lock (exit code 2: retry when it has finished)."""
+class WorkspaceBusyError(UnetError):
+    """Another job holds the workspace lock: nothing is wrong with the command, retry when that job
+    has finished (exit code 75, ExitCode.BUSY; it was 2, "usage", which sent users to their flags)."""
+
+    exit_code = ExitCode.BUSY
 
 
 # locks held by this process, by lock path: a job that calls another job (the demo: preprocess, then
@@ -65,10 +68,17 @@ def _describe(info: dict[str, Any] | None) -> str:
 
 
 def _command() -> str:
+    """The holder's command line as a person would type it: `python -m core` as unet3d, the console's
+    run child as unet3d-console, and a JSON argument (the child's --config) as {…}, not a JSON dump
+    inside the busy message."""
     argv = list(sys.argv) or [sys.executable]
-    if argv[0].endswith("__main__.py"):  # `python -m core ...`: show it as the tool
-        argv[0] = "unet3d" if Path(argv[0]).parent.name == "core" else Path(argv[0]).parent.name
-    return " ".join(argv)
+    prog = Path(argv[0])
+    if prog.name == "__main__.py":  # `python -m core ...`: show it as the tool
+        argv[0] = "unet3d" if prog.parent.name == "core" else prog.parent.name
+    elif prog.parent.name == "console" and prog.name == "runner.py":  # the console's run child
+        argv[0] = "unet3d-console"
+    args = ["{…}" if a.lstrip().startswith(("{", "[")) else a for a in argv[1:]]
+    return " ".join([argv[0], *args])
 
 
 @contextlib.contextmanager

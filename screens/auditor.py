@@ -14,8 +14,8 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import Button, DataTable, Header, Label, Markdown, Select, Static
 
 from console import messages as m
+from console.widgets.fit import Col, FitTable
 from console.widgets.footer import ConsoleFooter
-from console.widgets.live import LiveTable
 from core.audit import FAILED, ICONS, PASSED, Audit
 from core.benchmark import SCENARIOS
 from core.errors import UnetError
@@ -24,7 +24,7 @@ from screens.base import ConsoleScreen
 STATE_STYLE = {PASSED: "green", FAILED: "bold red"}
 
 
-class StepsTable(LiveTable):
+class StepsTable(FitTable):
     HELP = (
         "The auditor steps: setup, the four runs ({default, high_accuracy} x {PerformanceOnly, "
         "AccuracyOnly}), new weights (replace model, calibrate, run high_accuracy), a new dataset (place "
@@ -61,18 +61,20 @@ class AuditScreen(ConsoleScreen):
                 yield Static("", id="audit-evidence", markup=False)
                 yield Static("", id="audit-action", markup=False)
                 with Horizontal(id="audit-buttons"):
-                    yield Button("Do it (a)", variant="primary", id="audit-do")
-                    yield Button("Check (c)", id="audit-check")
-                    yield Button("Check all (C)", id="audit-check-all")
-                    yield Button("Export (e)", id="audit-export")
+                    yield Button("Do it (a)", variant="primary", id="audit-do", compact=True)
+                    yield Button("Check (c)", id="audit-check", compact=True)
+                    yield Button("Check all (C)", id="audit-check-all", compact=True)
+                    yield Button("Export (e)", id="audit-export", compact=True)
         yield ConsoleFooter()
 
     def on_mount(self) -> None:
         t = self.query_one(StepsTable)
-        t.add_column("", key="icon", width=2)
-        t.add_column("Step", key="title", width=38)
-        t.add_column("State", key="state", width=8)
-        t.add_column("Evidence", key="evidence")
+        t.set_columns(  # the evidence takes the width that is left (it was cut at ~15 characters)
+            Col("icon", "", 2),
+            Col("title", "Step", None, min_width=16, weight=2, fit_content=True),
+            Col("state", "State", 7),
+            Col("evidence", "Evidence", None, min_width=16, weight=3),
+        )
         self.load("Offline")
         t.focus()
         self._stale = True  # the saved state may be stale: look at the evidence when first shown
@@ -101,6 +103,7 @@ class AuditScreen(ConsoleScreen):
         t.clear()
         for s in self.audit.steps:
             t.add_row("", s.title, "", "", key=s.id)
+        t.fit()  # the step column follows its longest title
         self.show_results()
 
     def show_results(self) -> None:
@@ -120,8 +123,8 @@ class AuditScreen(ConsoleScreen):
             )
         c = self.audit.counts()
         self.query_one("#audit-counts", Static).update(
-            f"  {c[PASSED]} passed, {c[FAILED]} failed, {c['pending']} pending"
-            f"   state: {Audit.state_path(self.audit.ws)}"
+            f"  {c[PASSED]} passed, {c[FAILED]} failed, {c['pending']} pending   state: "
+            f"{Audit.state_path(self.audit.ws).relative_to(self.audit.ws.root)}"
         )
         self.show_detail()
 
@@ -147,9 +150,11 @@ class AuditScreen(ConsoleScreen):
         )
         self.query_one("#audit-evidence", Static).update(ev)
         act = step.action
-        text = f"Action: {act.label}\n$ {act.command()}" if act.command() else f"Action: {act.label}"
+        ws = self.app.ws  # type: ignore[attr-defined]
+        cmd = act.run.cli_command(ws) if act.run is not None else act.command()  # pasted, it works here
+        text = f"Action: {act.label}\n$ {cmd}" if cmd else f"Action: {act.label}"
         if act.run is not None:
-            text += f"\n$ {act.run.make_command()}"
+            text += f"\n$ {act.run.make_command(ws)}"
         self.query_one("#audit-action", Static).update(text)
         self.query_one("#audit-do", Button).disabled = act.kind in ("manual", "check")
 
@@ -176,8 +181,8 @@ class AuditScreen(ConsoleScreen):
         if self.audit is None or sid is None:
             return
         act = self.audit.step(sid).action
-        if act.kind == "run" and act.run is not None:
-            self.post_message(m.RunRequested(act.run))
+        if act.kind == "run" and act.run is not None:  # asks first, saying how long it takes
+            self.post_message(m.RunRequested(act.run, confirm=True))
         elif act.kind == "job":
             self.post_message(m.JobRequested(act.job))
         elif act.kind == "manual":
@@ -187,12 +192,17 @@ class AuditScreen(ConsoleScreen):
 
     def action_check_step(self) -> None:
         sid = self.selected()
-        if self.audit is not None and sid is not None:
+        if self.audit is not None and sid is not None and self._check_allowed():
             self._check([sid])
 
     def action_check_all(self, quiet: bool = False) -> None:
-        if self.audit is not None:
+        if self.audit is not None and self._check_allowed():
             self._check(None, quiet)
+
+    def _check_allowed(self) -> bool:
+        """Checking saves the audit's state into the workspace: not into a folder that does not exist
+        (a mistyped --workspace must not be created by looking at it)."""
+        return bool(self.app.ws.root.is_dir())  # type: ignore[attr-defined]
 
     @work(thread=True, exclusive=True, group="audit-check", exit_on_error=False, description="audit checks")
     def _check(self, ids: list[str] | None, quiet: bool = False) -> None:

@@ -13,9 +13,9 @@ from textual.containers import Horizontal, Vertical
 from textual.widgets import Button, DataTable, Header, Label, Static
 
 from console import messages as m
+from console.widgets.fit import Col, FitTable
 from console.widgets.footer import ConsoleFooter
 from console.widgets.job_panel import JobPanel
-from console.widgets.live import LiveTable
 from core.history import RunRecord
 from screens.base import ConsoleScreen
 
@@ -34,7 +34,7 @@ def section_rows(sec: Any, max_items: int = 8) -> list[tuple[str, str, str, str,
         return [(sec.name, i.name, i.state, i.detail, i.fix) for i in sec.items]
 
 
-class StatusTable(LiveTable):
+class StatusTable(FitTable):
     HELP = (
         "Everything `unet3d status` reports: the KiTS19 cases (raw and preprocessed, both sets), the model "
         "(path, checksum, opset, parameters), the calibration cache, engines, the backends this machine can "
@@ -72,7 +72,7 @@ class DashboardScreen(ConsoleScreen):
                 yield Static("", id="item-detail", markup=False)
             with Vertical(id="actions"):
                 yield Label("Actions", classes="section-title")
-                yield Button("Create demo workspace (d)", id="act-demo")
+                yield Button("Demo workspace (d)", id="act-demo")
                 yield Button("Preprocess (p)", id="act-preprocess")
                 yield Button("Calibrate (c)", id="act-calibrate")
                 yield Button("Build engine (b)", id="act-engine")
@@ -85,11 +85,13 @@ class DashboardScreen(ConsoleScreen):
 
     def on_mount(self) -> None:
         t = self.query_one(StatusTable)
-        t.add_column("Section", key="section", width=12)
-        t.add_column("Item", key="item", width=22)
-        t.add_column("State", key="state", width=9)
-        t.add_column("Detail", key="detail", width=40)
-        t.add_column("Fix", key="fix")
+        t.set_columns(  # item, detail and fix share the table's width (run ids and details whole)
+            Col("section", "Section", 12),
+            Col("item", "Item", None, min_width=20, weight=5, fit_content=True),
+            Col("state", "State", 9),
+            Col("detail", "Detail", None, min_width=16, weight=5),
+            Col("fix", "Fix", None, min_width=10, weight=2),
+        )
         self.query_one("#ws-line", Static).update(f"Workspace: {self.app.ws.root}")  # type: ignore[attr-defined]
         self.watch(self.app, "status_report", self.show_status, init=True)
         self.watch(self.app, "runs", self.show_runs, init=True)
@@ -120,6 +122,7 @@ class DashboardScreen(ConsoleScreen):
             if sec.state != "ok" and sec.name not in ("engines", "runs", "backends"):
                 fix = next((i.fix for i in sec.items if not i.ok and i.fix), "")
                 missing.append(f"{sec.name} ({fix})" if fix else sec.name)
+        t.fit()  # the item column follows its longest name (run ids)
         if missing:
             first = ", ".join(missing)
             hint = "Create demo workspace (d) builds a small synthetic one." if "dataset" in first else ""
@@ -171,7 +174,7 @@ class DashboardScreen(ConsoleScreen):
         data = app.section_ok("dataset")
         pre = app.section_ok("preprocessed")
         model = app.section_ok("model")
-        self.query_one("#act-demo", Button).disabled = busy
+        self.query_one("#act-demo", Button).disabled = busy  # `d` asks first (UnetConsole.request_job)
         self.query_one("#act-demo", Button).variant = "success" if not data else "default"
         self.query_one("#act-preprocess", Button).disabled = busy or not data
         self.query_one("#act-calibrate", Button).disabled = busy or not (pre and model)

@@ -24,7 +24,28 @@ def _keys_table(app: App[Any]) -> str:
         seen.add((ident, b.key))
         key = app.get_key_display(b)
         rows.append(f"| `{key}` | `{ident}` | {b.description or b.action} | {b.tooltip} |")
+    # the console's own keys that do not apply right now (Cancel without a job) are listed too
+    keymap = dict(getattr(getattr(app, "settings", None), "keymap", {}) or {})
+    for b in type(app).BINDINGS:
+        if isinstance(b, Binding) and b.id and b.tooltip and not any(ident == b.id for ident, _k in seen):
+            seen.add((b.id, b.key))
+            key = ", ".join(k.strip() for k in keymap.get(b.id, b.key).split(","))
+            rows.append(f"| `{key}` | `{b.id}` | {b.description} | {b.tooltip} (not now) |")
     return "\n".join(rows)
+
+
+def config_line(app: App[Any]) -> str:
+    """Which config file the console read (core.config), or where one would go."""
+    from core import config as core_config
+
+    settings = getattr(app, "settings", None)
+    source = getattr(settings, "source", None)
+    if source is not None:
+        return f"The config file: `{source}`."
+    return (
+        f"No config file is in use; create `{core_config.default_path()}` (or `./{core_config.FILE_NAME}`, "
+        f"or name one in `${core_config.ENV_CONFIG}`)."
+    )
 
 
 class HelpScreen(ModalScreen[None]):
@@ -53,7 +74,8 @@ class HelpScreen(ModalScreen[None]):
             parts += ["## This panel", str(ctx)]
         parts += [
             "## Keys",
-            'Rebind any key in the config file\'s `[keymap]` table: `"job.cancel" = "escape,ctrl+c"`.',
+            config_line(app),
+            'Rebind any key in its `[keymap]` table by binding id: `"job.cancel" = "escape,ctrl+c"`.',
             "",
             _keys_table(app),
             "",

@@ -1,11 +1,13 @@
-"""History: the result folders under build/logs (core.history.RunRecord, newest first), two runs side by
-side, and a run's LoadGen logs."""
+"""History: the result folders under build/logs (core.history.RunRecord, newest first), two runs
+compared (core.compare: each figure's difference and the settings that differed), and a run's LoadGen
+logs."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any, ClassVar
 
+from rich.table import Table
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
@@ -13,8 +15,8 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import DataTable, Header, Label, RichLog, Select, Static
 
+from console.widgets.fit import Col, FitTable
 from console.widgets.footer import ConsoleFooter
-from console.widgets.live import LiveTable
 from core.history import RunRecord
 from screens.base import ConsoleScreen
 
@@ -22,11 +24,11 @@ RESULT_STYLE = {"VALID": "green", "INVALID": "bold red", "complete": "green", "r
 LOG_FILES = ("mlperf_log_summary.txt", "mlperf_log_detail.txt", "accuracy.txt", "run.json", "user.conf")
 
 
-class RunsTable(LiveTable):
+class RunsTable(FitTable):
     HELP = (
         "Every result folder under build/logs, newest first. Incomplete, cancelled or failed runs are shown "
-        "as such, without figures. Space marks a run for comparison (two at most); Enter opens its logs; "
-        "r re-runs its exact configuration."
+        "as such, without figures. Space marks a run for comparison (two at most: the figures' differences "
+        "and the settings that differed are shown); Enter opens its logs; r re-runs its exact configuration."
     )
 
 
@@ -50,6 +52,39 @@ def describe(r: RunRecord) -> str:
     return "\n".join(lines)
 
 
+def compare_table(a: RunRecord, b: RunRecord) -> Table:
+    """Each figure of A and B with B - A and the change in % (core.compare)."""
+    from core.compare import compare_figures, fmt_delta, fmt_value
+
+    t = Table(box=None, padding=(0, 1), show_edge=False, header_style="bold")
+    for name, justify in (("", "left"), ("A", "right"), ("B", "right"), ("B - A", "right"), ("%", "right")):
+        t.add_column(name, justify=justify, no_wrap=True)  # type: ignore[arg-type]
+    for d in compare_figures(a, b):
+        delta, pct = fmt_delta(d)
+        unit = f" {d.unit}" if d.unit else ""
+        t.add_row(f"{d.name}{unit}", fmt_value(d.a), fmt_value(d.b), delta, pct)
+    if not t.row_count:
+        t.add_row("no figures in either run", "", "", "", "")
+    return t
+
+
+def settings_text(a: RunRecord, b: RunRecord) -> Text:
+    """Which run is A and B, and the settings that differed between them."""
+    from core.compare import differing_settings
+
+    out = Text()
+    out.append("A ", style="bold").append(f"{a.run_id}  {a.outcome}\n")
+    out.append("B ", style="bold").append(f"{b.run_id}  {b.outcome}\n")
+    diffs = differing_settings(a, b)
+    if not diffs:
+        out.append("Same settings.", style="green")
+        return out
+    out.append("Settings that differ:\n", style="bold")
+    for name, va, vb in diffs:
+        out.append(f"  {name}: {'-' if va is None else va} -> {'-' if vb is None else vb}\n")
+    return out
+
+
 class LogViewer(ModalScreen[None]):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape,q", "dismiss", "Close", id="logs.close", tooltip="Close the log viewer")
@@ -69,13 +104,12 @@ class LogViewer(ModalScreen[None]):
         files.sort(key=lambda n: (LOG_FILES.index(n) if n in LOG_FILES else 99, n))
         with Vertical():
             yield Label(f"Logs of {self.folder}")
-            yield Select(
-                [(f, f) for f in files],
-                prompt="no files",
-                id="log-file",
-                value=files[0] if files else Select.NULL,
-            )
-            yield RichLog(id="log-view", max_lines=3000, markup=False, wrap=False)
+            if files:  # the files only: no blank "no files" entry among them
+                yield Select([(f, f) for f in files], allow_blank=False, id="log-file", value=files[0])
+            else:
+                yield Select([], prompt="no log files", id="log-file", disabled=True)
+            # opened at the top of a file (a summary is read from its first line)
+            yield RichLog(id="log-view", max_lines=3000, markup=False, wrap=False, auto_scroll=False)
 
     def on_mount(self) -> None:
         self.show(self.query_one("#log-file", Select).value)
@@ -99,6 +133,7 @@ class LogViewer(ModalScreen[None]):
             log.write(f"... {len(lines) - 3000} earlier lines not shown ...")
         for line in lines[-3000:]:
             log.write(line)
+        log.scroll_home(animate=False)
 
 
 class HistoryScreen(ConsoleScreen):
@@ -124,20 +159,19 @@ class HistoryScreen(ConsoleScreen):
 
     def on_mount(self) -> None:
         t = self.query_one(RunsTable)
-        for key, label in (
-            ("mark", " "),
-            ("date", "Date"),
-            ("scenario", "Scenario"),
-            ("mode", "Mode"),
-            ("config", "Config"),
-            ("backend", "Backend"),
-            ("precision", "Prec."),
-            ("result", "Result"),
-            ("qps", "samples/s"),
-            ("dice", "DICE"),
-            ("folder", "Folder"),
-        ):
-            t.add_column(label, key=key)
+        t.set_columns(  # the folder (run id) takes the width left; whole where it fits
+            Col("mark", " ", 1),
+            Col("date", "Date", 19),
+            Col("scenario", "Scenario", None, min_width=7, weight=0, fit_content=True),
+            Col("mode", "Mode", None, min_width=12, weight=0, fit_content=True),
+            Col("config", "Config", None, min_width=7, weight=0, fit_content=True),
+            Col("backend", "Backend", None, min_width=3, weight=0, fit_content=True),
+            Col("precision", "Prec.", 5),
+            Col("result", "Result", None, min_width=5, weight=0, fit_content=True),
+            Col("qps", "samples/s", 9),
+            Col("dice", "DICE", 7),
+            Col("folder", "Folder", None, min_width=12, fit_content=True),
+        )
         self.watch(self.app, "runs", self.show_runs, init=True)
 
     def show_runs(self, runs: list[RunRecord]) -> None:
@@ -163,6 +197,7 @@ class HistoryScreen(ConsoleScreen):
                 key=key,
             )
         self.marked = [k for k in self.marked if k in self._runs]
+        t.fit()
         self.show_compare()
 
     def _selected(self) -> str | None:
@@ -188,8 +223,12 @@ class HistoryScreen(ConsoleScreen):
         left = self.query_one("#cmp-left", Static)
         right = self.query_one("#cmp-right", Static)
         runs = [self._runs[k] for k in self.marked]
-        left.update(describe(runs[0]) if runs else "Mark two runs with Space to compare them.")
-        right.update(describe(runs[1]) if len(runs) > 1 else "")
+        if len(runs) < 2:
+            left.update(describe(runs[0]) if runs else "Mark two runs with Space to compare them.")
+            right.update("Mark a second run with Space to compare." if runs else "")
+            return
+        left.update(compare_table(runs[0], runs[1]))
+        right.update(settings_text(runs[0], runs[1]))
 
     def action_open(self) -> None:
         key = self._selected()
@@ -210,4 +249,4 @@ class HistoryScreen(ConsoleScreen):
                 "This run's configuration is not known (a folder made by another tool).", severity="warning"
             )
             return
-        self.post_message(RunRequested(cfg))
+        self.post_message(RunRequested(cfg, confirm=True))

@@ -205,11 +205,43 @@ def test_dry_run_prints_the_cli_and_make_commands(tmp_path: Path) -> None:
         min_duration=60.0,
         min_query_count=1,
     )
-    assert lines[6] == cfg.cli_command()
-    assert lines[7] == cfg.make_command()
+    from core.workspace import Workspace
+
+    ws = Workspace.resolve(tmp_path, env={})
+    assert lines[6] == cfg.cli_command(ws)
+    assert lines[7] == cfg.make_command(ws)
+    assert lines[6].startswith(f"unet3d --workspace={tmp_path} run --benchmarks=3d-unet ")
     assert lines[7].startswith("make run RUN_ARGS='--benchmarks=3d-unet --scenarios=SingleStream ")
+    assert lines[7].endswith(f" UNET3D_ARGS=--workspace={tmp_path}")
     # each effective command is echoed on stderr too
-    assert r.stderr.count("+ unet3d run ") == 4
+    assert r.stderr.count(f"+ unet3d --workspace={tmp_path} run ") == 4
+
+
+def test_dry_run_commands_work_pasted_in_another_folder(tmp_path: Path) -> None:
+    """The printed commands carry the workspace and its non-default paths (issue #12 item 6): run from
+    elsewhere, `unet3d ...` and `make run ... UNET3D_ARGS=...` print the same commands again."""
+    ws_dir, data, elsewhere = tmp_path / "my ws", tmp_path / "kits", tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    first = unet3d("--workspace", str(ws_dir), "run", "--dry-run", "--gpu_batch_size=2", cwd=tmp_path,
+                   env={"DATA_DIR": str(data)})  # fmt: skip
+    assert first.returncode == 0, first.stderr
+    cli_line, make_line = first.stdout.splitlines()
+    assert f"'--workspace={ws_dir}' --data_dir={data} run " in cli_line
+    assert "UNET3D_ARGS=" in make_line and "--data_dir=" in make_line
+    argv = shlex.split(cli_line)
+    assert argv[0] == "unet3d"
+    again = unet3d(*argv[1:], "--dry-run", cwd=elsewhere)  # no DATA_DIR here: the flags carry it
+    assert again.returncode == 0, again.stderr
+    assert again.stdout == first.stdout
+    if shutil.which("make") is None:
+        pytest.skip("make is not installed")
+    env = {k: v for k, v in os.environ.items() if k not in _PATH_VARS} | {"PYTHONPATH": str(REPO)}
+    made = subprocess.run(
+        ["bash", "-c", f"{make_line} DRY_RUN=1 PYTHON={shlex.quote(sys.executable)} --no-print-directory -s"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    assert made.stdout == first.stdout
 
 
 def test_python_m_core_and_console_script_agree(tmp_path: Path) -> None:
@@ -403,4 +435,7 @@ def test_make_run_passes_run_args_to_the_cli(tmp_path: Path) -> None:
     )
     assert r.returncode == 0, r.stderr
     cfg = RunConfig(config_ver="high_accuracy", test_mode="AccuracyOnly")
-    assert r.stdout.splitlines() == [cfg.cli_command(), cfg.make_command()]
+    from core.workspace import Workspace
+
+    ws = Workspace.resolve(os.environ.get("UNET3D_WORKSPACE") or REPO)  # make -C: the repo is "."
+    assert r.stdout.splitlines() == [cfg.cli_command(ws), cfg.make_command(ws)]

@@ -22,7 +22,7 @@ from core import config as core_config
 from core.benchmark import RunConfig
 from core.history import Accuracy, Metrics, RunRecord
 from core.workspace import Workspace
-from screens.modals import ErrorModal
+from screens.modals import ConfirmModal, ErrorModal
 
 JOB_MESSAGES = (m.JobStarted, m.PhaseChanged, m.Progress, m.LogLine, m.RunFinished, m.Cancelled, m.Failed)
 SIZE = (120, 40)
@@ -34,6 +34,7 @@ def no_user_config(monkeypatch, tmp_path):
 
 
 def make_app(tmp_path: Path, jobs: FakeJobs, **kw: Any) -> UnetConsole:
+    (tmp_path / "ws").mkdir(exist_ok=True)  # an existing workspace: no "create it?" question first
     ws = Workspace.resolve(tmp_path / "ws", env={})
     return UnetConsole(ws, jobs=jobs, status_interval=0, **kw)
 
@@ -90,6 +91,13 @@ async def test_dashboard_names_missing_items_and_demo_fixes_them(tmp_path):
         assert app.screen.query_one("#act-preprocess", Button).disabled
         assert not app.screen.query_one("#act-demo", Button).disabled
         await pilot.press("d")
+        await pilot.pause()
+        assert isinstance(app.screen, ConfirmModal)  # it writes a workspace and takes a minute: ask
+        assert app.screen.question == (
+            f"Create the demo workspace in {app.ws.root} (synthetic cases, demo model, a run)? about 65 s "
+            "(4 synthetic cases built and run on ort/fp32; 2-core machine)."
+        )
+        await pilot.press("y")
         await settle(app, pilot)
         assert flow(msgs, "demo") == ["JobStarted", "PhaseChanged:demo", "Progress", "RunFinished"]
         assert jobs.calls == ["demo"]
@@ -123,9 +131,10 @@ async def test_accuracy_run_streams_then_official_summary_replaces_live(tmp_path
         dice = scr.query_one("#dice", DataTable)
         assert dice.row_count == len(CASES) + 1  # rows made up front; never added or removed
         assert cell(dice, "case_00012", "tumor") == "0.5120"
-        assert cell(dice, "case_00012", "99") == "✘ fail"
-        assert cell(dice, "case_00041", "99.9") == "✔ pass"
+        assert cell(dice, "case_00012", "99") == ""  # no per-case verdict: the target is the mean's
+        assert cell(dice, "case_00041", "99.9") == ""
         assert cell(dice, "mean", "composite") == "0.88214"
+        assert cell(dice, "mean", "99") == "✔ pass" and cell(dice, "mean", "99.9") == "✔ pass"
         lat = scr.query_one("#latency", DataTable)
         assert cell(lat, "p90", "ms") == "702.9"
         assert cell(lat, "p90", "source") == "LoadGen summary"
@@ -148,6 +157,9 @@ async def test_esc_cancels_a_running_benchmark(tmp_path):
         await pilot.pause(0.6)
         assert str(app.screen.query_one("#job-hint").render()) == "Esc to cancel"
         await pilot.press("escape")
+        await pilot.pause()
+        assert isinstance(app.screen, ConfirmModal) and app.job.running
+        await pilot.press("y")
         await settle(app, pilot)
         await until(pilot, lambda: app.job is not None and not app.job.running)
         assert flow(msgs, "benchmark")[-1] == "Cancelled"
@@ -244,6 +256,8 @@ async def test_keymap_from_config_rebinds_cancel(tmp_path):
         app.start_job("calibrate")
         await until(pilot, lambda: app.job is not None and app.job.done == 1)
         await pilot.press("x")
+        await pilot.pause()
+        await pilot.press("y")  # the confirmation
         await settle(app, pilot)
         await until(pilot, lambda: app.job is not None and not app.job.running)
         assert flow(msgs, "calibrate")[-1] == "Cancelled"
@@ -307,13 +321,16 @@ async def test_history_table_compare_and_logs(tmp_path):
         assert [cell(t, k, "result") for k in keys] == ["cancelled", "complete", "VALID"]
         assert [cell(t, k, "qps") for k in keys] == ["-", "-", "1.7342"]  # none for the cancelled run
         assert cell(t, keys[1], "dice") == "0.86231"
-        await pilot.press("down", "space", "down", "space")
+        await pilot.press("down", "down", "space")  # run-a, the oldest
         await pilot.pause()
         left = str(app.screen.query_one("#cmp-left", Static).render())
+        assert "run-a" in left and "samples/s 1.7342" in left  # one run: its figures
+        await pilot.press("up", "space")  # run-b
+        await pilot.pause()
         right = str(app.screen.query_one("#cmp-right", Static).render())
-        assert "run-b" in left and "DICE     0.86231" in left
-        assert "run-a" in right and "samples/s 1.7342" in right
-        await pilot.press("enter")
+        assert "A run-a  VALID" in right and "B run-b  complete" in right  # two: their differences
+        assert "test_mode: PerformanceOnly -> AccuracyOnly" in right
+        await pilot.press("down", "enter")  # run-a's logs
         await pilot.pause()
         assert app.screen.__class__.__name__ == "LogViewer"
         shown = "\n".join(str(x.text) for x in app.screen.query_one("#log-view").lines)
@@ -351,6 +368,9 @@ async def test_rerun_from_history_reproduces_the_exact_config(tmp_path):
         await pilot.pause()
         assert app.screen.query_one("#runs", DataTable).row_count == 1
         await pilot.press("r")
+        await pilot.pause()
+        assert isinstance(app.screen, ConfirmModal)  # a re-run asks first, with its estimate
+        await pilot.press("y")
         await settle(app, pilot)
         reqs = {id(x): x.config for x in msgs if isinstance(x, m.RunRequested)}  # seen as it bubbles
         assert list(reqs.values()) == [exact]
@@ -360,6 +380,9 @@ async def test_rerun_from_history_reproduces_the_exact_config(tmp_path):
         await pilot.press("1")
         await pilot.pause()
         app.action_rerun()
+        await pilot.pause()
+        if isinstance(app.screen, ConfirmModal):
+            await pilot.press("y")
         await settle(app, pilot)
         assert app.last_config == exact and jobs.calls == ["benchmark", "benchmark"]
 
@@ -370,7 +393,8 @@ async def test_auditor_screen_checks_acts_and_exports(tmp_path, monkeypatch):
     from console.fake import fake_status
 
     monkeypatch.setattr("core.status.collect_status", lambda ws: fake_status(ws))
-    app = make_app(tmp_path, FakeJobs(runs=runs))
+    jobs = FakeJobs(runs=runs)
+    app = make_app(tmp_path, jobs)
     msgs: list[Any] = []
     async with app.run_test(size=SIZE, message_hook=msgs.append) as pilot:
         await settle(app, pilot)
@@ -393,7 +417,12 @@ async def test_auditor_screen_checks_acts_and_exports(tmp_path, monkeypatch):
             req
             and req[-1].config.config_ver == "high_accuracy"
             and req[-1].config.test_mode == "AccuracyOnly"
+            and req[-1].confirm
         )
+        assert isinstance(app.screen, ConfirmModal) and "AccuracyOnly" in app.screen.question
+        await pilot.press("n")
+        await pilot.pause()
+        assert jobs.calls == []  # not started
         await asyncio.sleep(0)
         await pilot.press("5", "e")
         await pilot.pause()
@@ -522,6 +551,8 @@ async def test_esc_stops_a_real_child_process_group(tmp_path):
         pid = run.proc.pid
         assert any(text == f"pid {pid}" for _n, _level, text in app.logs)  # the child's own output
         await pilot.press("escape")
+        await pilot.pause()
+        await pilot.press("y")
         await until(pilot, lambda: app.job is not None and not app.job.running, timeout=10)
         assert flow(msgs, "benchmark")[-1] == "Cancelled"
         assert run.signals_sent == ["cancel", "SIGTERM"]
@@ -782,13 +813,14 @@ async def test_qps_plot_renders_once_per_change():
     app = Tiny()
     async with app.run_test(size=(60, 15)) as pilot:
         plot = app.query_one(QpsPlot)
-        plot.show((1.0, 2.0, 3.0))
+        points = ((0.0, 1.0), (0.5, 2.0), (1.0, 3.0))
+        plot.show(points)
         await pilot.pause()
         first = plot.render()
         assert plot.render() is first  # same data, size and theme: plotext is not asked again
-        plot.show((1.0, 2.0, 3.0))
+        plot.show(points)
         assert plot.render() is first
-        plot.show((1.0, 2.0, 3.0, 2.5))
+        plot.show((*points, (1.5, 2.5)))
         assert plot.render() is not first
 
 
@@ -844,13 +876,13 @@ async def test_screens_are_built_once_and_restyled_after_a_theme_change(tmp_path
         assert restyles == [True]
         await pilot.press("1")
         await pilot.pause()
-        before = monitor.query_one("#run-title").styles.background
+        before = monitor.query_one("#title-row").styles.background
         app.theme = "textual-light"  # while the monitor is hidden
         await pilot.pause()
         await pilot.press("3")
         await pilot.pause()
         await pilot.pause()
-        assert monitor.query_one("#run-title").styles.background != before
+        assert monitor.query_one("#title-row").styles.background != before
 
 
 def test_strip_no_longer_caches_itself():

@@ -44,6 +44,7 @@ def deterministic(monkeypatch, tmp_path):
 
 
 def snapshot_app(jobs: FakeJobs) -> UnetConsole:
+    WS_ROOT.mkdir(parents=True, exist_ok=True)  # an existing workspace: no "create it?" question
     app = UnetConsole(
         Workspace.resolve(WS_ROOT, env={}),
         settings=core_config.Settings(console={"theme": "textual-dark"}),

@@ -122,3 +122,29 @@ def test_demo_end_to_end_reproduces_the_shipped_dice(ws: Workspace, capsys: pyte
     runs = json.loads(capsys.readouterr().out)["runs"]
     assert sorted(r["test_mode"] for r in runs) == ["AccuracyOnly", "PerformanceOnly"]
     shutil.rmtree(ws.root)
+
+
+def test_demo_says_how_to_call_the_installed_commands(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """`make install` leaves .venv/bin off PATH: the demo's last lines name .venv/bin/unet3d and how to
+    activate, not a bare `unet3d` that the shell cannot find (issue #12 item 15)."""
+    import sys
+
+    bin_dir = tmp_path / ".venv" / "bin"
+    bin_dir.mkdir(parents=True)
+    for name in ("python", "unet3d", "unet3d-console", "activate"):
+        (bin_dir / name).write_text("")
+        (bin_dir / name).chmod(0o755)
+    monkeypatch.setattr(sys, "executable", str(bin_dir / "python"))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PATH", "/nonexistent")
+    result = demo.DemoResult(tmp_path / "unet3d-demo", ["case_00000"], 0.45423, seconds={"total": 1.0})
+    tail = demo.render_demo(result).splitlines()[-3:]
+    assert tail == [
+        f"next: .venv/bin/unet3d status --workspace={tmp_path / 'unet3d-demo'}",
+        f"      .venv/bin/unet3d-console --workspace={tmp_path / 'unet3d-demo'}   (the console)",
+        "      (or `source .venv/bin/activate` first, then `unet3d ...`)",
+    ]
+    monkeypatch.setenv("PATH", str(bin_dir))  # activated: the plain names work
+    assert demo.how_to_call() == ("unet3d", "unet3d-console", "")
+    (bin_dir / "unet3d").unlink()  # a checkout without the console scripts
+    assert demo.how_to_call() == (".venv/bin/python -m core", ".venv/bin/python -m console.app", "")

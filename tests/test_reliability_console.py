@@ -217,6 +217,7 @@ async def test_console_stays_responsive_and_bounded_under_a_streaming_run(tmp_pa
     seconds = float(os.environ.get("UNET3D_LOAD_SECONDS", "12"))
     rate = float(os.environ.get("UNET3D_LOAD_RATE", "200"))
     jobs = StreamingJobs(seconds=seconds, rate=rate)
+    (tmp_path / "ws").mkdir()  # an existing workspace: no "create it?" question first
     app = UnetConsole(Workspace.resolve(tmp_path / "ws", env={}), jobs=jobs, status_interval=0)
     async with app.run_test(size=SIZE) as pilot:
         out = await load_scenario(app, pilot, jobs)

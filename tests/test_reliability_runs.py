@@ -96,9 +96,34 @@ def test_lock_refuses_a_second_holder_and_reenters_in_the_same_thread(tmp_path: 
         t.join()
         assert holder(ws.lock_path)["job"] == "run"
     assert len(got) == 1 and isinstance(got[0], WorkspaceBusyError)
-    assert got[0].exit_code == ExitCode.USAGE and "in use by pid" in str(got[0])
+    assert got[0].exit_code == ExitCode.BUSY and "in use by pid" in str(got[0])
     with workspace_lock(ws, "calibrate"):  # released
         pass
+
+
+def test_busy_message_names_the_console_run_without_its_json(tmp_path: Path, monkeypatch) -> None:
+    """The console's run child holds the lock with its RunConfig as a JSON argument; a refused job's
+    one line names it as unet3d-console with {…}, not a JSON dump (issue #12 item 15), and exits 75."""
+    ws = Workspace.resolve(tmp_path, env={})
+    config = '{"scenario": "Offline", "config_ver": "default", "test_mode": "PerformanceOnly"}'
+    monkeypatch.setattr("sys.argv", ["/x/console/runner.py", "--workspace", str(ws.root), "--config", config])
+    got: list[BaseException] = []
+    with workspace_lock(ws, "run"):
+
+        def other() -> None:
+            try:
+                with workspace_lock(ws, "preprocess"):
+                    pass
+            except BaseException as exc:
+                got.append(exc)
+
+        t = threading.Thread(target=other)
+        t.start()
+        t.join()
+    (err,) = got
+    assert isinstance(err, WorkspaceBusyError) and err.exit_code == ExitCode.BUSY == 75
+    assert f"command: unet3d-console --workspace {ws.root} --config {{…}}; wait for" in str(err)
+    assert '"scenario"' not in str(err) and "\n" not in str(err)
 
 
 # --------------------------------------------------------------------------- two runs at once
@@ -111,7 +136,7 @@ def test_second_run_and_preprocess_are_refused_while_a_run_holds_the_workspace(w
         _wait_for(lambda: _lock_held_by(ws, first.pid), proc=first)
         for args in (QUICK, ("preprocess", "--jobs", "1")):
             r = unet3d(*args, ws=ws.root)
-            assert r.returncode == ExitCode.USAGE, r.stderr
+            assert r.returncode == ExitCode.BUSY, r.stderr
             assert "Traceback" not in r.stderr
             err = _errors(r.stderr)
             assert len(err) == 1 and "workspace is busy" in err[0] and f"pid {first.pid}" in err[0], err
@@ -311,7 +336,7 @@ def test_download_and_demo_setup_are_refused_while_another_job_holds_the_workspa
         before = sorted(p.relative_to(ws.root) for p in ws.root.rglob("*"))
         proc = unet3d(*command, ws=ws.root, timeout=120)
         after = sorted(p.relative_to(ws.root) for p in ws.root.rglob("*"))
-    assert proc.returncode == ExitCode.USAGE, proc.stderr
+    assert proc.returncode == ExitCode.BUSY, proc.stderr
     assert "in use by pid" in proc.stderr and "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines()[-1].startswith("error: ")
     assert after == before and not ws.model_path.exists()

@@ -211,13 +211,13 @@ def cmd_run(args: argparse.Namespace, out: Output, report: StderrReporter, cance
     if action == "run_audit_harness" and not all(c.audit_test for c in configs):
         raise UsageError("--action=run_audit_harness needs --audit_test=TEST01|TEST04|TEST05")
 
-    if args.dry_run:
+    ws = workspace_of(args)
+    if args.dry_run:  # with the workspace flags: the printed commands work pasted anywhere
         for cfg in configs:
-            echo(cfg.cli_command())
-            out.write(f"{cfg.cli_command()}\n{cfg.make_command()}\n")
+            echo(cfg.cli_command(ws))
+            out.write(f"{cfg.cli_command(ws)}\n{cfg.make_command(ws)}\n")
         return ExitCode.OK
 
-    ws = workspace_of(args)
     if action == "calibrate":
         from core.calibration import run_calibration
 

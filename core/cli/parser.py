@@ -139,7 +139,7 @@ def build_parser(commands: Iterable[Subcommand]) -> argparse.ArgumentParser:
         description="MLPerf Inference 3D-UNet (KiTS19): headless CLI.",
         parents=[common],
         epilog="Exit codes: 0 ok, 1 run INVALID or accuracy below target, 2 usage, 3 missing input, "
-        "4 bad input, 130 interrupted.",
+        "4 bad input, 75 workspace busy (retry later), 130 interrupted.",
     )
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
