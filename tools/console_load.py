@@ -21,6 +21,7 @@ sys.path.insert(0, str(ROOT))
 
 
 async def main(seconds: float, rate: float) -> None:
+    from console import textual_compat
     from console.app import UnetConsole
     from core import config as core_config
     from core.workspace import Workspace
@@ -38,6 +39,7 @@ async def main(seconds: float, rate: float) -> None:
             )
         print(report(out, jobs.sent, seconds))
         print(f"buffers within their bounds: {bounded}")
+        print(textual_compat.state().summary())  # the figures depend on whether the patches applied
         heap = app.heap
         print(f"console.heap: {heap.freezes} freezes, {heap.full_collections} full collections")
         for kind in ("freeze", "full"):
