@@ -25,8 +25,9 @@ from textual.widgets import Input
 from textual.worker import Worker, WorkerState, get_current_worker
 
 from console import messages as m
+from console import textual_compat
 from console.commands import ConsoleCommands
-from console.heap import HeapFreezer, break_strip_cycles, lazy_strip_caches, unlink_lru_on_clear
+from console.heap import HeapFreezer
 from console.state import JOB_TITLES, JobState
 from console.widgets.footer import ConsoleFooter
 from console.workers import Jobs, LiveFeed, RealJobs, core_reporter
@@ -229,10 +230,12 @@ class UnetConsole(App[None], inherit_bindings=False):
         self.refresh_status()
         if not self.ws.root.is_dir() and not self.demo_default:
             self.call_after_refresh(self.ask_to_create_workspace)
-        # console.heap: fewer objects per rendered line, less cyclic garbage (same results)
-        break_strip_cycles()
-        lazy_strip_caches()
-        unlink_lru_on_clear()
+        # console.heap: fewer objects per rendered line, less cyclic garbage (same results); only on
+        # the Textual they were written for, else said here and in Help
+        compat = textual_compat.apply()
+        if not compat.ok:
+            self.add_log("warning", compat.summary())
+            self.notify(compat.summary(), title="Textual", severity="warning", timeout=20)
         if self.prebuild:
             await self.build_screens()
         self.heap.start()  # console.heap: frozen long-lived heap, full collections when quiet
@@ -292,7 +295,7 @@ class UnetConsole(App[None], inherit_bindings=False):
         are rendered afresh when shown; until then every full collection would walk them (console.heap:
         ~70 % of the screens' render state after a resize)."""
         n = 0
-        for mode, stack in self._screen_stacks.items():
+        for mode, stack in textual_compat.screen_stacks(self).items():
             if mode != self.current_mode:
                 n += sum(s.drop_render_state() for s in stack if isinstance(s, ConsoleScreen))
         return n

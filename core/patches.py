@@ -63,7 +63,8 @@ def _patches64() -> np.ndarray:
 def preconditioned_patches(dtype: np.dtype | type = np.float32) -> np.ndarray:
     """(27, 128, 128, 128) patches G / N, index = ``patch_id`` (computed in float64, then cast).
 
-    NVIDIA stores float16; the float32 default keeps the fp32 path close to the reference."""
+    NVIDIA stores float16. The device paths weigh with them (float32 at fp32, float16 below); the fp32
+    reference path does not: it weighs as the reference does (core.sliding_window.segment)."""
     return _patches64().astype(dtype)
 
 

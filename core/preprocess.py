@@ -15,7 +15,10 @@ Layout under ``ws.preprocessed_dir`` (NVIDIA-like, NumPy files of shape (1, D, H
   ``{set}/meta/<case>.json`` (shapes, affines, zoom, the raw inputs' size/mtime, sha256 of every file;
   written last, so a case is complete exactly when its meta exists and verifies),
   ``{set}/preprocessed_files.json`` (``file_list`` in case-list order = QSL order, per-case
-  ``image_shape``), and ``etc/gaussian_patches.npy`` (27 x 128^3 float16 from ``core.patches``).
+  ``image_shape``). No Gaussian patches: the fp32 path weighs its windows as the reference does and the
+  device paths compute NVIDIA's patches in memory (core.sliding_window). An
+  ``etc/gaussian_patches.npy`` (float16, written by older versions or by NVIDIA's preprocessing) is
+  left alone and never read.
 Every file is written to a temp name in the same folder, fsynced and renamed into place.
 """
 
@@ -290,7 +293,6 @@ class PreprocessResult:
     processed: list[str] = field(default_factory=list)  # "set/case"
     skipped: list[str] = field(default_factory=list)
     image_shapes: dict[str, list[int]] = field(default_factory=dict)  # "set/case" -> (1,D,H,W)
-    patches_written: bool = False
     seconds: float = 0.0
 
     def summary(self) -> str:
@@ -314,24 +316,6 @@ def _clean_temps(set_dir: Path) -> None:
         if d.is_dir():
             for p in d.glob(".*.tmp"):
                 p.unlink(missing_ok=True)
-
-
-def _write_patches(ws: Workspace) -> bool:
-    """etc/gaussian_patches.npy (27x128^3 float16), unless present and verified."""
-    from core.patches import preconditioned_patches
-
-    path = ws.gaussian_patches_path
-    rec_path = path.with_suffix(".json")
-    try:
-        rec = json.loads(rec_path.read_text())
-        if path.is_file() and sha256_file(path) == rec.get("sha256"):
-            return False
-    except (OSError, ValueError, AttributeError):
-        pass
-    patches = preconditioned_patches(np.float16)
-    sha, nbytes = save_npy_atomic(path, patches)
-    _write_json(rec_path, {"sha256": sha, "bytes": nbytes, "shape": list(patches.shape), "dtype": "float16"})
-    return True
 
 
 def run_preprocess(
@@ -413,9 +397,6 @@ def _run_preprocess(
     for s in sets:
         names = lists.for_set(s)
         _write_json(_set_dir(ws, s) / INDEX, _index_doc(s, names, {c: metas[(s, c)] for c in names}))
-    if "inference" in sets:
-        report(Phase("preprocessing", "gaussian patches"))
-        result.patches_written = _write_patches(ws)
     result.seconds = round(time.monotonic() - t0, 2)
     return result
 
@@ -597,32 +578,6 @@ def load_label(ws: Workspace, set_name: str, case: str, verify: bool = True) -> 
     return _load(ws, set_name, case, "labels", verify)
 
 
-def load_patches(ws: Workspace) -> np.ndarray:
-    """etc/gaussian_patches.npy (27 x 128^3), checked against the sha256 recorded beside it: a damaged
-    file would otherwise weigh every window wrongly without any error."""
-    path = ws.gaussian_patches_path
-    rec_path = path.with_suffix(".json")
-    if not path.is_file():
-        raise MissingInputError(f"Gaussian patches not found (run `{FIX}`)", path)
-    try:
-        rec = json.loads(rec_path.read_text())
-        want = rec["sha256"]
-    except (OSError, ValueError, KeyError, TypeError):
-        raise BadInputError(f"no readable checksum record {rec_path.name}; run `{FIX}`", path) from None
-    data = path.read_bytes()
-    if sha256_bytes(data) != want:
-        raise BadInputError(f"sha256 mismatch: file corrupted or changed; run `{FIX}`", path)
-    try:
-        arr = np.load(io.BytesIO(data), allow_pickle=False)
-    except Exception as err:
-        raise BadInputError(
-            f"not a valid .npy file ({type(err).__name__}: {err}); run `{FIX}`", path
-        ) from err
-    if arr.ndim != 4 or arr.shape[1:] != tuple(ROI_SHAPE):
-        raise BadInputError(f"expected shape (27, 128, 128, 128), got {arr.shape}", path)
-    return arr
-
-
 def load_meta(ws: Workspace, set_name: str, case: str) -> dict[str, Any]:
     path = _set_dir(ws, set_name) / "meta" / f"{case}.json"
     meta = _read_meta(path)
@@ -635,7 +590,7 @@ def load_meta(ws: Workspace, set_name: str, case: str) -> dict[str, Any]:
 
 
 def preprocessed_status(ws: Workspace) -> list[ItemStatus]:
-    """Per-case state of both preprocessed sets plus their indexes and the Gaussian patches.
+    """Per-case state of both preprocessed sets plus their indexes.
 
     Fast checks only (meta present, files present with the recorded sizes, raw inputs unchanged);
     the sha256 of every file is checked when a run loads it.
@@ -660,31 +615,7 @@ def preprocessed_status(ws: Workspace) -> list[ItemStatus]:
                     items.append(ItemStatus(INDEX, "ok", f"{len(listed)} cases", "", s))
             except UnetError as err:
                 items.append(ItemStatus(INDEX, "broken", str(err), FIX, s))
-    patches = ws.gaussian_patches_path
-    try:
-        recorded = json.loads(patches.with_suffix(".json").read_text()).get("bytes")
-    except (OSError, ValueError, AttributeError):
-        recorded = None
-    if not patches.is_file():
-        items.append(ItemStatus(patches.name, "missing", "27 Gaussian patches not written", FIX, "etc"))
-    elif patches.stat().st_size != recorded:
-        items.append(ItemStatus(patches.name, "broken", "size differs from its record", FIX, "etc"))
-    elif patches.stat().st_mtime_ns > patches.with_suffix(".json").stat().st_mtime_ns and sha256_file(
-        patches
-    ) != _patches_sha(patches):  # changed after its record was written: check the checksum
-        items.append(
-            ItemStatus(patches.name, "broken", "fails its sha256 check (corrupted or changed)", FIX, "etc")
-        )
-    else:
-        items.append(ItemStatus(patches.name, "ok", "27x128x128x128 float16", "", "etc"))
     return items
-
-
-def _patches_sha(path: Path) -> str | None:
-    try:
-        return json.loads(path.with_suffix(".json").read_text()).get("sha256")
-    except (OSError, ValueError, AttributeError):
-        return None
 
 
 def _case_item(ws: Workspace, set_dir: Path, set_name: str, case: str) -> ItemStatus:

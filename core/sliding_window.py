@@ -4,14 +4,19 @@ Grid (REF ``base_SUT.infer_single_query``): 128^3 windows at stride 64 on every 
 0, 64, ..., len - 128, nested loops with axis 0 outermost. Every dimension of a preprocessed volume is
 a multiple of 64 and at least 128, so the windows tile the volume exactly and no padding happens here.
 
-Stitching uses NVIDIA's 27 preconditioned patches (``core.patches``): acc += logits * patch[patch_id],
-then argmax over the 3 classes. This equals the reference's ``argmax(result / norm_map)`` (the patch
-already holds G / N). Ties go to the lowest class, as NumPy's argmax (the reference's rule).
-
-Two paths with the same grid and tie rule:
-- ``segment``: NumPy, drives any :class:`core.backends.base.Engine` through ``engine.infer``;
-- ``segment_torch``: torch tensors on any device (used by the GPU backends), with hooks where a fused
-  kernel can replace the weight-and-accumulate step (``accumulate_fn``) or the argmax (``argmax_fn``).
+Two paths with the same grid and tie rule (ties go to the lowest class, NumPy's argmax, the reference's
+rule), and two ways of weighing the windows:
+- ``segment``: NumPy, drives any :class:`core.backends.base.Engine` through ``engine.infer`` (the ort
+  backend: the fp32 reference path). It weighs windows with the reference's own arithmetic, float32
+  like REF's ONNX Runtime SUT: result += logits * G and norm_map += G per window in grid order, then
+  result / norm_map and argmax. Same operations in the same order: for the same logits, the
+  reference's labels voxel for voxel (tests/reference_sliding_window.py is the transcription).
+- ``segment_torch``: torch tensors on any device (used by the GPU backends), weighing with NVIDIA's
+  27 preconditioned patches (``core.patches``): acc += logits * patch[patch_id], which folds the
+  division into the weights (no norm map, no division on the device). Mathematically equal, but the
+  float32 rounding differs, so a voxel whose two best classes tie to ~1e-7 can flip (1 voxel of 15.7 M
+  in tests/test_sliding_window.py; float16 patches flip about 1 in 10^5). Hooks let a fused kernel
+  replace the weight-and-accumulate step (``accumulate_fn``) or the argmax (``argmax_fn``).
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ import numpy as np
 from core.benchmark import NUM_CLASSES, ROI, STRIDE
 from core.errors import BadInputError
 from core.jobs import NEVER, CancelToken
-from core.patches import patch_id, preconditioned_patches
+from core.patches import gaussian_map, patch_id, preconditioned_patches
 
 if TYPE_CHECKING:  # torch is optional (the "gpu" extra); imported lazily in segment_torch
     import torch
@@ -79,6 +84,13 @@ def batches(grid: Sequence[Window], batch_size: int) -> Iterator[Sequence[Window
 
 
 @functools.lru_cache(maxsize=1)
+def _gaussian32() -> np.ndarray:
+    g = gaussian_map(np.float32)  # REF prepare_arrays casts the kernel to the image dtype
+    g.flags.writeable = False
+    return g
+
+
+@functools.lru_cache(maxsize=1)
 def _default_patches() -> np.ndarray:
     p = preconditioned_patches(np.float32)
     p.flags.writeable = False
@@ -115,13 +127,23 @@ def segment(
     """(1, D, H, W) preprocessed volume -> (D, H, W) uint8 labels, through ``engine.infer``.
 
     Windows go to the engine in grid order, ``batch_size`` (default ``engine.batch_size``) at a time,
-    in the volume's dtype (float32, or int8 for an engine with an int8 linear input). Accumulation is
-    float32 whatever the patches' dtype (NVIDIA stores them as float16)."""
+    in the volume's dtype (float32, or int8 for an engine with an int8 linear input). Weighing is the
+    reference's (G and a norm map, float32); ``patches`` switches to NVIDIA's preconditioned patches,
+    the device paths' arithmetic (to compare one against it), accumulated in float32. An fp32 engine
+    refuses patches of a lower precision: they would skew the reference path without an error."""
     dims = _volume_shape(volume)
     batch_size = int(batch_size or engine.batch_size)
+    norm: np.ndarray | None = None
+    gauss = _gaussian32()
     if patches is None:
-        patches = _default_patches()
-    _check_patches(patches)
+        norm = np.zeros(dims, dtype=np.float32)
+    else:
+        _check_patches(patches)
+        if getattr(engine, "precision", None) == "fp32" and patches.dtype != np.float32:
+            raise BadInputError(
+                f"{patches.dtype} Gaussian patches for the fp32 engine {getattr(engine, 'name', '?')}: "
+                "the fp32 path weighs its windows in float32, as the reference"
+            )
     grid = window_grid(dims)
     acc = np.zeros((NUM_CLASSES, *dims), dtype=np.float32)
     tmp = np.empty((NUM_CLASSES, ROI, ROI, ROI), dtype=np.float32)
@@ -136,13 +158,19 @@ def segment(
                 f"{len(batch)} windows, expected ({len(batch)}, {NUM_CLASSES}, {ROI}, {ROI}, {ROI})"
             )
         for w, lg in zip(batch, logits, strict=True):
-            np.multiply(lg, patches[w.patch_id], out=tmp)
+            # REF: result[window] += logits * G; norm_map[window] += G (one float32 op each, in order)
+            np.multiply(lg, gauss if patches is None else patches[w.patch_id], out=tmp)
             view = acc[(slice(None), *w.slices)]
             np.add(view, tmp, out=view)
+            if norm is not None:
+                nview = norm[w.slices]
+                np.add(nview, gauss, out=nview)
         done += len(batch)
         if on_batch is not None:
             on_batch(done, len(grid))
     cancel.check()
+    if norm is not None:  # REF: result /= norm_map (the 3 channels of its norm_map hold equal values)
+        np.divide(acc, norm, out=acc)
     return argmax_lowest(acc)
 
 

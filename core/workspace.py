@@ -63,10 +63,6 @@ class Workspace:
         return self.model_dir / MODEL_FILENAME
 
     @property
-    def gaussian_patches_path(self) -> Path:
-        return self.preprocessed_dir / "etc" / "gaussian_patches.npy"
-
-    @property
     def calibration_cache_path(self) -> Path:
         return self.calibration_dir / "calibration_cache.json"
 

@@ -17,6 +17,9 @@ to a screen after a resize (``App.switch_mode`` lays the screen out first). That
 2-15 ms of UI-thread CPU per resize or switch (the run form: 7-15 ms, its reflow alone); when the
 screen's compositor already holds a layout at the event's size we skip it (``_on_resize``). Changes
 made since are still laid out by the screen's next update (Textual's own layout requests).
+
+All three rely on Textual's private handlers and attributes: console.textual_compat gates them on the
+Textual version they were read from (on another one the screen behaves as Textual's own).
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ from typing import Any
 
 from textual import events
 from textual.screen import Screen
+
+from console import textual_compat
 
 
 class ConsoleScreen(Screen[None]):
@@ -36,14 +41,16 @@ class ConsoleScreen(Screen[None]):
 
     def _on_screen_resume(self, event: events.ScreenResume) -> None:
         # runs before Screen._on_screen_resume (Textual calls the handlers of every class in the MRO)
+        if not textual_compat.supported():
+            return
         state = self._app_style_state()
         if event.refresh_styles and state == self._styled_for:
             event.refresh_styles = False
         self._styled_for = state
 
-    def _on_resize(self, event: events.Resize) -> None:
+    async def _on_resize(self, event: events.Resize) -> None:
         # runs before Screen._on_resize; prevent_default() stops the dispatch there (Textual 8.2.8)
-        if event.size == self._compositor.size and not self._breakpoints():
+        if event.size == textual_compat.compositor_size(self) and not self._breakpoints():
             event.stop()
             event.prevent_default()
 
@@ -66,16 +73,8 @@ class ConsoleScreen(Screen[None]):
 
         n = 0
         for widget in self.walk_children(Widget, with_self=True):
-            set_dirty = getattr(widget, "_set_dirty", None)  # Textual 8.2.8's; harmless if gone
-            if set_dirty is None:
+            if not textual_compat.forget_render_state(widget):
                 return n
-            set_dirty()  # clears the styles cache (its lines) and marks the whole widget for render
-            if widget._dirty_regions:
-                cache = widget._render_cache
-                widget._render_cache = type(cache)(cache.size, [])  # re-rendered: it is dirty
-            box_models = getattr(widget, "_box_model_cache", None)
-            if box_models is not None:
-                box_models.clear()  # keyed by the container's size
             drop = getattr(widget, "drop_stale_renders", None)  # LiveTable, LogTail
             if drop is not None:
                 drop()

@@ -12,6 +12,8 @@ from textual.screen import ModalScreen
 from textual.widget import Widget
 from textual.widgets import Markdown
 
+from console import textual_compat
+
 
 def _keys_table(app: App[Any]) -> str:
     rows = ["| Key | Binding id | Action | What it does |", "|---|---|---|---|"]
@@ -80,6 +82,8 @@ class HelpScreen(ModalScreen[None]):
             _keys_table(app),
             "",
             "The command palette (`ctrl+p`) lists every action that makes sense right now.",
+            "## Textual",
+            textual_compat.state().summary(),
         ]
         self.text = "\n\n".join(parts)
 

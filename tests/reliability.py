@@ -22,7 +22,7 @@ import numpy as np
 from core.workspace import Workspace
 
 REPO = Path(__file__).resolve().parents[1]
-CACHE = REPO / "build" / "test-cache" / "reliability-v1"
+CACHE = REPO / "build" / "test-cache" / "reliability-v2"  # v2: no etc/gaussian_patches.npy
 RAW = CACHE / "raw"
 PRE = CACHE / "preprocessed"
 N_INFERENCE, N_CALIBRATION = 2, 1
@@ -105,19 +105,8 @@ def copy_raw(dst: Path) -> Path:
 
 
 def copy_preprocessed(dst: Path) -> Path:
-    """A private copy of the preprocessed data; the 113 MB Gaussian patches are hard-linked (read only)."""
-    src = preprocessed_dataset()
-
-    def link_or_copy(s: str, d: str) -> object:
-        if s.endswith("gaussian_patches.npy"):
-            try:
-                os.link(s, d)
-                return d
-            except OSError:
-                pass
-        return shutil.copy2(s, d)
-
-    shutil.copytree(src, dst, copy_function=link_or_copy)
+    """A private copy of the preprocessed data."""
+    shutil.copytree(preprocessed_dataset(), dst)
     return dst
 
 

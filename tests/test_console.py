@@ -886,7 +886,7 @@ async def test_screens_are_built_once_and_restyled_after_a_theme_change(tmp_path
 
 
 def test_strip_no_longer_caches_itself():
-    """console.heap.break_strip_cycles: same results as Textual's Strip, but a Strip is never in its
+    """console.textual_compat.break_strip_cycles: same results as Textual's Strip, but a Strip is never in its
     own caches (that reference cycle made every discarded line wait for a full collection)."""
     import gc
     import types
@@ -894,9 +894,9 @@ def test_strip_no_longer_caches_itself():
     from rich.segment import Segment
     from textual.strip import Strip
 
-    from console.heap import break_strip_cycles
+    from console import textual_compat
 
-    assert break_strip_cycles()
+    assert textual_compat.apply().ok
     s = Strip([Segment("hello "), Segment("world")])
     n = s.cell_length
     assert s.divide([n]) == [s] and s.crop_extend(0, n, None) is s
@@ -953,7 +953,7 @@ def test_full_collections_wait_for_a_quiet_moment(monkeypatch):
 
 
 def test_strip_caches_are_made_on_first_store():
-    """console.heap.lazy_strip_caches: a new Strip holds none of its seven FIFOCaches (7 of the ~9
+    """console.textual_compat.lazy_strip_caches: a new Strip holds none of its seven FIFOCaches (7 of the ~9
     objects a rendered line cost each full collection); crops, divisions and styles give the same
     results as the segments say and are cached in the Strip's own cache once stored."""
     import gc
@@ -963,10 +963,10 @@ def test_strip_caches_are_made_on_first_store():
     from textual.cache import FIFOCache
     from textual.strip import Strip
 
-    from console.heap import STRIP_CACHES, break_strip_cycles, lazy_strip_caches
+    from console import textual_compat
+    from console.textual_compat import STRIP_CACHES
 
-    assert lazy_strip_caches() and lazy_strip_caches()  # idempotent
-    assert break_strip_cycles()
+    assert textual_compat.apply().ok and textual_compat.apply().ok  # idempotent
     bold = Style(bold=True)
     s = Strip([Segment("hello "), Segment("world", bold)])
     assert not any(isinstance(r, FIFOCache) for r in gc.get_referents(s))
@@ -989,19 +989,19 @@ def test_strip_caches_are_made_on_first_store():
 
 
 def test_lru_cache_clear_leaves_no_garbage_cycle():
-    """console.heap.unlink_lru_on_clear: LRUCache.clear used to leave its ring of entries (and every
+    """console.textual_compat.unlink_lru_on_clear: LRUCache.clear used to leave its ring of entries (and every
     value) as cyclic garbage; now reference counting frees them at once. Eviction is unchanged."""
     import gc
     import weakref
 
     from textual.cache import LRUCache
 
-    from console.heap import unlink_lru_on_clear
+    from console import textual_compat
 
     class Value:
         pass
 
-    assert unlink_lru_on_clear() and unlink_lru_on_clear()
+    assert textual_compat.apply().ok and textual_compat.unlink_lru_on_clear() == ""  # idempotent
     for size in (1, 3):
         cache: LRUCache[int, Value] = LRUCache(size)
         values = [Value() for _ in range(size + 1)]
@@ -1149,7 +1149,7 @@ async def test_live_tables_drop_the_old_size_renders_before_the_resize_not_after
 
 
 def test_geometry_caches_are_emptied_before_a_full_collection(monkeypatch):
-    """console.heap.clear_geometry_caches: Textual's memoised Region operations are emptied (their
+    """console.textual_compat.clear_geometry_caches: Textual's memoised Region operations are emptied (their
     tuples of Regions were walked by every full collection) and still give the same answers."""
     import gc
 

@@ -121,6 +121,25 @@ def test_demo_end_to_end_reproduces_the_shipped_dice(ws: Workspace, capsys: pyte
     assert cli.main(["--workspace", str(ws.root), "history", "--json"]) == 0
     runs = json.loads(capsys.readouterr().out)["runs"]
     assert sorted(r["test_mode"] for r in runs) == ["AccuracyOnly", "PerformanceOnly"]
+
+    # the fp32 ort run's labels are the MLCommons reference sliding window's, voxel for voxel (the
+    # transcription gets the same ONNX Runtime logits: one window per call, as the demo's run)
+    import numpy as np
+
+    from core import preprocess
+    from core.backends.ort import OrtBackend
+    from tests import reference_sliding_window as ref_sw
+
+    index = preprocess.load_index(ws, "inference")
+    cases = index["file_list"]
+    got = ref_sw.predictions(Path(acc["log_dir"]), cases, {c: tuple(index["image_shape"][c]) for c in cases})
+    do_infer = ref_sw.do_infer_of(OrtBackend().load(ws.model_path, batch_size=1))
+
+    def reference(case: str) -> np.ndarray:
+        return ref_sw.infer_single_query(preprocess.load_image(ws, "inference", case), do_infer)[0, 0]
+
+    differing = {c: int((got[c] != reference(c)).sum()) for c in cases}
+    assert differing == dict.fromkeys(cases, 0)
     shutil.rmtree(ws.root)
 
 

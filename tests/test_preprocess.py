@@ -224,16 +224,6 @@ def test_int8_rounds_half_to_even():
 # ---------------------------------------------------------------- the job
 
 
-@pytest.fixture
-def stub_patches(monkeypatch):
-    """A tiny stand-in for the 113 MB patches file (tested once, for real, in test_job_end_to_end)."""
-    import core.patches
-
-    monkeypatch.setattr(
-        core.patches, "preconditioned_patches", lambda dtype=np.float32: np.ones((27, 2, 2, 2), dtype)
-    )
-
-
 @pytest.fixture(scope="module")
 def demo_data(tmp_path_factory) -> Path:
     """Three tiny KiTS19-layout cases (fast to preprocess) with their own case lists."""
@@ -279,7 +269,7 @@ def test_job_end_to_end_and_resume(demo_data, tmp_path):
     events = []
     res = pre.run_preprocess(ws, jobs=1, report=events.append)
     assert sorted(res.processed) == ["calibration/case_00002", "inference/case_00000", "inference/case_00001"]
-    assert res.skipped == [] and res.patches_written
+    assert res.skipped == []
     progress = [e for e in events if isinstance(e, Progress)]
     assert [e.done for e in progress] == [1, 2, 3] and progress[-1].total == 3
     out = ws.preprocessed_dir
@@ -289,8 +279,6 @@ def test_job_end_to_end_and_resume(demo_data, tmp_path):
         "calibration/labels/case_00002.npy",
         "calibration/meta/case_00002.json",
         "calibration/preprocessed_files.json",
-        "etc/gaussian_patches.json",
-        "etc/gaussian_patches.npy",
         *[f"inference/{k}/case_0000{i}.{e}" for k, e in [("fp32", "npy"), ("int8", "npy")] for i in (0, 1)],
         *[
             f"inference/{k}/case_0000{i}.{e}"
@@ -315,22 +303,18 @@ def test_job_end_to_end_and_resume(demo_data, tmp_path):
     assert index["file_list"] == ["case_00000", "case_00001"]
     assert index["image_shape"]["case_00001"] == list(img.shape)
     assert index["cases"]["case_00001"]["reshaped_affine"] == meta["reshaped_affine"]
-    from core.patches import preconditioned_patches
-
-    np.testing.assert_array_equal(np.load(ws.gaussian_patches_path), preconditioned_patches(np.float16))
-    assert ws.gaussian_patches_path.stat().st_size == 113_246_336  # 27x128^3 fp16 + npy header
     assert {i.state for i in pre.preprocessed_status(ws)} == {"ok"}
 
     # second run: nothing redone, nothing rewritten except the two small index files
     before = _mtimes(out)
     again = pre.run_preprocess(ws, jobs=1)
-    assert again.processed == [] and len(again.skipped) == 3 and not again.patches_written
+    assert again.processed == [] and len(again.skipped) == 3
     after = _mtimes(out)
     changed = {k for k in before if before[k] != after[k]}
     assert changed <= {"inference/preprocessed_files.json", "calibration/preprocessed_files.json"}
 
 
-def test_corruption_detected_and_redone(demo_data, tmp_path, stub_patches):
+def test_corruption_detected_and_redone(demo_data, tmp_path):
     ws = _ws(demo_data, tmp_path)
     pre.run_preprocess(ws, sets=("inference",), jobs=1)
     f = ws.preprocessed_dir / "inference" / "fp32" / "case_00000.npy"
@@ -353,7 +337,7 @@ def test_corruption_detected_and_redone(demo_data, tmp_path, stub_patches):
         )
 
 
-def test_changed_raw_input_is_redone(demo_data, tmp_path, stub_patches):
+def test_changed_raw_input_is_redone(demo_data, tmp_path):
     data = tmp_path / "data"
     shutil.copytree(demo_data, data)
     ws = _ws(data, tmp_path)
@@ -366,7 +350,7 @@ def test_changed_raw_input_is_redone(demo_data, tmp_path, stub_patches):
     assert pre.run_preprocess(ws, sets=("calibration",), jobs=1).processed == ["calibration/case_00002"]
 
 
-def test_cancel_between_cases_then_resume(demo_data, tmp_path, stub_patches):
+def test_cancel_between_cases_then_resume(demo_data, tmp_path):
     ws = _ws(demo_data, tmp_path)
     token = CancelToken()
 
@@ -383,7 +367,7 @@ def test_cancel_between_cases_then_resume(demo_data, tmp_path, stub_patches):
     assert len(res.skipped) == 1 and len(res.processed) == 2
 
 
-def test_process_pool_gives_identical_files(demo_data, tmp_path, stub_patches):
+def test_process_pool_gives_identical_files(demo_data, tmp_path):
     one = _ws(demo_data, tmp_path / "a")
     two = _ws(demo_data, tmp_path / "b")
     pre.run_preprocess(one, jobs=1)
@@ -394,7 +378,7 @@ def test_process_pool_gives_identical_files(demo_data, tmp_path, stub_patches):
     assert not list(two.preprocessed_dir.rglob("*.tmp"))
 
 
-def test_cancel_stops_pool(demo_data, tmp_path, stub_patches):
+def test_cancel_stops_pool(demo_data, tmp_path):
     ws = _ws(demo_data, tmp_path)
     token = CancelToken()
     token.cancel()
@@ -410,11 +394,11 @@ def test_missing_raw_cases_and_status(tmp_path):
     ):
         pre.run_preprocess(ws, jobs=1)
     items = pre.preprocessed_status(ws)
-    assert len(items) == 63 + 2 + 1 and {i.state for i in items} == {"missing"}
+    assert len(items) == 63 + 2 and {i.state for i in items} == {"missing"}  # cases + 2 indexes
     assert all(i.fix == "unet3d preprocess" for i in items)
 
 
-def test_loader_errors(demo_data, tmp_path, stub_patches):
+def test_loader_errors(demo_data, tmp_path):
     ws = _ws(demo_data, tmp_path)
     with pytest.raises(MissingInputError, match="preprocessed inference set not found"):
         pre.load_index(ws, "inference")
@@ -432,7 +416,7 @@ def test_loader_errors(demo_data, tmp_path, stub_patches):
         pre.load_index(ws, "calibration")
 
 
-def test_case_00400_is_made_and_preprocessed_like_case_00185(demo_data, tmp_path, stub_patches):
+def test_case_00400_is_made_and_preprocessed_like_case_00185(demo_data, tmp_path):
     data = tmp_path / "data"
     shutil.copytree(demo_data / "case_00001", data / "case_00185")
     (data / "inference_cases.json").write_text('["case_00185", "case_00400"]')
@@ -445,7 +429,7 @@ def test_case_00400_is_made_and_preprocessed_like_case_00185(demo_data, tmp_path
     assert pre.load_index(ws, "inference")["file_list"] == ["case_00185", "case_00400"]
 
 
-def test_bad_case_in_pool_names_the_file(demo_data, tmp_path, stub_patches):
+def test_bad_case_in_pool_names_the_file(demo_data, tmp_path):
     data = tmp_path / "data"
     shutil.copytree(demo_data, data)
     (data / "case_00001" / "imaging.nii.gz").write_bytes(b"not a nifti")

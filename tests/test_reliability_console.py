@@ -260,8 +260,11 @@ def report(out: dict[str, Any], sent: int, seconds: float) -> str:
 
 def heap_and_rss(app: UnetConsole, out: dict[str, Any]) -> str:
     """console.heap's collections and the RSS over time: the long run's figures (tools/console_load.py)."""
+    from console import textual_compat
+
     heap = app.heap
-    lines = [f"console.heap: {heap.freezes} freezes, {heap.full_collections} full collections"]
+    lines = [textual_compat.state().summary()]  # the figures depend on whether the patches applied
+    lines.append(f"console.heap: {heap.freezes} freezes, {heap.full_collections} full collections")
     for kind in ("freeze", "full"):
         took = [d * 1e3 for _t, k, d, _n in heap.log if k == kind]
         if took:

@@ -43,7 +43,7 @@ def _meta_docs(pre: Path) -> dict[str, dict]:
 
 
 def _assert_same_as_uninterrupted(pre: Path) -> None:
-    """Byte-identical data, indexes and patches; identical meta except its timing field."""
+    """Byte-identical data and indexes; identical meta except its timing field."""
     ref = preprocessed_dataset()
     assert tree_digest(pre, skip=("/meta/",)) == tree_digest(ref, skip=("/meta/",))
     assert _meta_docs(pre) == _meta_docs(ref)
@@ -213,23 +213,6 @@ def test_damaged_preprocessed_file_is_named_by_status_and_refused_by_the_run(
     r = unet3d("preprocess", "--jobs", "1", "--json", ws=ws.root)
     assert r.returncode == 0 and json.loads(r.stdout)["processed"] == ["inference/case_00001"], r.stderr
     _assert_same_as_uninterrupted(ws.preprocessed_dir)
-
-
-def test_damaged_gaussian_patches_are_refused_by_the_run(tmp_path: Path) -> None:
-    ws = workspace(tmp_path / "ws")
-    tiny_model(ws.model_path, "ok")
-    patches = ws.gaussian_patches_path
-    data = bytearray(patches.read_bytes())  # the test copy is a hard link: replace, never write through
-    data[len(data) // 2] ^= 0x01
-    patches.unlink()
-    patches.write_bytes(bytes(data))
-    st = unet3d("status", ws=ws.root)
-    assert any("gaussian_patches.npy" in line and "broken" in line for line in st.stdout.splitlines()), (
-        st.stdout
-    )
-    r = unet3d("run", "--test_mode=PerformanceOnly", "--min_duration=0", "--min_query_count=2", ws=ws.root)
-    assert r.returncode == 4 and "Traceback" not in r.stderr
-    assert f"error: {patches}: sha256 mismatch" in r.stderr
 
 
 def test_library_loader_verifies_the_checksum(tmp_path: Path) -> None:

@@ -7,7 +7,8 @@ Worse, each FooterKey ``data_bind``s ``Footer.compact``, which stores ``(key, se
 watcher list; Textual prunes that list only when ``compact`` changes (never here), so every removed
 FooterKey stayed alive with its styles and caches: ~1 MB per pair of screen switches, ~0.8 MB per
 palette open (Textual issue #6666, open in 8.2.8). This subclass skips the rebuild when the shown
-bindings are unchanged and drops the watcher entries of removed keys when it does rebuild.
+bindings are unchanged and drops the watcher entries of removed keys when it does rebuild. Both read
+Textual's private state, through console.textual_compat: on another Textual this is Textual's Footer.
 """
 
 from __future__ import annotations
@@ -16,16 +17,16 @@ from typing import Any
 
 from textual.widgets import Footer
 
-_WATCHERS = "__watchers"  # Textual's attribute name for watchers other nodes put on this one
+from console import textual_compat
 
 
 def prune_watchers(obj: Any) -> int:
     """Drop watcher entries on ``obj`` whose watching node has left the DOM (Textual #6666).
     Returns how many were dropped."""
-    watchers: dict[str, list[tuple[Any, Any]]] = getattr(obj, _WATCHERS, {})
+    watchers = textual_compat.watchers(obj)
     dropped = 0
     for name, entries in watchers.items():
-        keep = [(node, cb) for node, cb in entries if not (node._closing or node._closed)]
+        keep = [(node, cb) for node, cb in entries if not textual_compat.is_closing(node)]
         keep = [(node, cb) for node, cb in keep if node is obj or node.is_attached]
         dropped += len(entries) - len(keep)
         watchers[name][:] = keep
@@ -98,10 +99,14 @@ class ConsoleFooter(Footer):
             for (_node, b, enabled, tooltip) in self.screen.active_bindings.values()
             if b.show or b.action == "command_palette"
         )
-        return (self._bindings_ready, self.compact, self.show_command_palette, rows)
+        ready = textual_compat.footer_bindings_ready(self)
+        return (ready, self.compact, self.show_command_palette, rows)
 
     async def recompose(self) -> None:
-        if not self.is_attached or self._pruning:
+        if not textual_compat.supported():  # Textual's own Footer (private state read below)
+            await super().recompose()
+            return
+        if not self.is_attached or textual_compat.is_pruning(self):
             return
         shown = self._signature()
         if shown == self._shown and self.children:

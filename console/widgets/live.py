@@ -20,6 +20,8 @@ from typing import Any
 from textual.widgets import DataTable, RichLog
 from textual.widgets.data_table import CellDoesNotExist, ColumnKey, RowKey
 
+from console import textual_compat
+
 LOG_LINE_CACHE = 128  # rendered lines kept by a LogTail: a few screens' worth
 # LiveTable's render caches (Textual: 1,000 rows / 10,000 cells / 1,000 lines): two frames of a
 # full-height table (~50 rows); entries made stale by a focus, hover or size change (new keys) go
@@ -40,10 +42,7 @@ class LiveTable(DataTable[Any]):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        for name, size in TABLE_CACHES.items():
-            cache = getattr(self, name, None)  # Textual 8.2.8's names; harmless if they go away
-            if cache is not None and hasattr(cache, "maxsize"):
-                cache.maxsize = size
+        textual_compat.bound_caches(self, TABLE_CACHES)
 
     def set_cells(self, row: str, values: dict[str, Any]) -> int:
         """Update ``row``'s cells from ``{column key: value}``; returns how many changed."""
@@ -62,9 +61,7 @@ class LiveTable(DataTable[Any]):
         return changed
 
     def drop_stale_renders(self) -> None:
-        clear = getattr(self, "_clear_caches", None)  # Textual 8.2.8; harmless if it goes away
-        if clear is not None:
-            clear()
+        textual_compat.clear_table_caches(self)
 
 
 class LogTail(RichLog):
@@ -72,11 +69,7 @@ class LogTail(RichLog):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        cache = getattr(self, "_line_cache", None)
-        if cache is not None and hasattr(cache, "maxsize"):
-            cache.maxsize = LOG_LINE_CACHE
+        textual_compat.bound_caches(self, {"_line_cache": LOG_LINE_CACHE})
 
     def drop_stale_renders(self) -> None:
-        cache = getattr(self, "_line_cache", None)
-        if cache is not None:
-            cache.clear()
+        textual_compat.clear_line_cache(self)

@@ -335,11 +335,6 @@ def _run_benchmark(
         )
         if isinstance(data, PreprocessedData):
             data.dtype = _input_dtype(engine)
-        patches = None
-        if not isinstance(engine, VolumeEngine) and ws.gaussian_patches_path.is_file():
-            from core.preprocess import load_patches
-
-            patches = load_patches(ws)  # checksum-verified: damaged weights must not skew every window
         built = build_settings(cfg, run_dir, lg)
         record.update(fresh_process=built.fresh_process)
         for note in built.notes:  # where a setting the user did not give came from
@@ -360,7 +355,6 @@ def _run_benchmark(
             qsl,
             engines,
             batch_size=cfg.gpu_batch_size if own_engine else getattr(engine, "batch_size", None),
-            patches=patches,
             events=events,
             cancel=cancel,
             report=report,

@@ -135,7 +135,6 @@ class KitsSUT:
         engine: Any,
         *,
         batch_size: int | None = None,
-        patches: np.ndarray | None = None,
         events: RunEvents | None = None,
         cancel: CancelToken = NEVER,
         report: Reporter = null_reporter,
@@ -163,7 +162,6 @@ class KitsSUT:
         self.engine = engines[0]
         self.engine_name = str(getattr(self.engine, "name", type(self.engine).__name__))
         self.batch_size = int(batch_size or getattr(self.engine, "batch_size", 1) or 1)
-        self.patches = patches
         self.events = events
         self.cancel = cancel
         self.report = report
@@ -316,9 +314,8 @@ class KitsSUT:
             return engine.segment(volume)
         from core import sliding_window
 
-        return sliding_window.segment(
-            volume, _FiniteEngine(engine), self.batch_size, self.patches, cancel=self.cancel
-        )
+        # a window engine (ort, the fp32 reference path): the reference's own weighing, float32
+        return sliding_window.segment(volume, _FiniteEngine(engine), self.batch_size, cancel=self.cancel)
 
     def _one(self, worker: _Worker, qid: int, idx: int, issued: float, answered: list[bool]) -> None:
         """``issued``: when LoadGen issued the query (Offline: all samples at once), as LoadGen
