@@ -355,7 +355,12 @@ def conv_igemm_kernel(
         if UPCAST:  # the interpreter's bf16 dot is wrong; fp32 products of bf16 values are exact
             a = a.to(tl.float32)
             b = b.to(tl.float32)
-        acc = tl.dot(a, b, acc, input_precision="ieee") if IEEE else tl.dot(a, b, acc)
+        if IEEE:
+            acc = tl.dot(a, b, acc, input_precision="ieee")
+        elif INT8:
+            acc = tl.dot(a, b, acc, out_dtype=tl.int32)
+        else:
+            acc = tl.dot(a, b, acc)
     cs = tl.load(colscale_ptr + rn)
     acc = acc.to(tl.float32) * cs[None, :]
     if HAS_BIAS:
@@ -458,7 +463,12 @@ def conv_wpack_kernel(
         if UPCAST:
             a = a.to(tl.float32)
             b = b.to(tl.float32)
-        acc = tl.dot(a, b, acc, input_precision="ieee") if IEEE else tl.dot(a, b, acc)
+        if IEEE:
+            acc = tl.dot(a, b, acc, input_precision="ieee")
+        elif INT8:
+            acc = tl.dot(a, b, acc, out_dtype=tl.int32)
+        else:
+            acc = tl.dot(a, b, acc)
     acc = acc.to(tl.float32) * tl.load(colscale_ptr + rn)[None, :]
     if STATS:
         cmean = tl.sum(acc, axis=0) / BM  # per column (BM voxels each), then over the P groups
