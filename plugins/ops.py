@@ -372,7 +372,10 @@ def halo_choice(key: str) -> int:
     env = os.environ.get(ENV_GLUON, "")
     if env in ("0", "1"):
         return 64 if env == "1" else 0
-    hit = tuned_tile(halo_key(key))
+    want = _any_batch(key)
+    hit = TUNED.get(halo_key(key)) or next(
+        (v for k, v in sorted(TUNED.items()) if k.startswith("halo|") and _any_batch(k[5:]) == want), None
+    )
     return int(hit[0]) if hit else 0
 
 
