@@ -18,6 +18,7 @@ import shlex
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -257,3 +258,82 @@ def synthetic_amax(model: onnx.ModelProto, device: object = "cpu", windows: int 
     amax = col.amax("minmax")
     amax[net.input_name] = INT8_INPUT_AMAX_DEFAULT
     return amax
+
+
+# --- the torch backend's engines, for the benches --------------------------------------------------
+
+
+def torch_backend_api() -> dict[str, Any]:
+    """make_engine / TorchEngine / convert / load_onnx / Kernels / gemm_inputs of the torch backend,
+    wherever the backend keeps them (found from the registered backend object's module and its package,
+    so the benches follow a reorganisation of the backend)."""
+    import importlib
+    import pkgutil
+
+    from core.backends import get_backend
+
+    mod = sys.modules[type(get_backend("torch")).__module__]
+    names = ("make_engine", "TorchEngine", "convert", "load_onnx", "Kernels", "gemm_inputs")
+    found = {n: getattr(mod, n) for n in names if hasattr(mod, n)}
+    pkg_name = mod.__name__ if hasattr(mod, "__path__") else mod.__name__.rpartition(".")[0]
+    pkg = importlib.import_module(pkg_name)
+    for info in pkgutil.walk_packages(getattr(pkg, "__path__", []), pkg_name + "."):
+        if len(found) == len(names):
+            break
+        try:
+            sub = importlib.import_module(info.name)
+        except Exception:  # another backend's module whose library is missing here
+            continue
+        found.update({n: getattr(sub, n) for n in names if n not in found and hasattr(sub, n)})
+    missing = [n for n in names if n not in found]
+    if missing:
+        raise ImportError(f"torch backend: {', '.join(missing)} not found under {pkg_name}")
+    return found
+
+
+def fused_torch_engine(
+    api: dict[str, Any],
+    model: onnx.ModelProto,
+    precision: str,
+    batch: int,
+    device: Any,
+    amax: dict[str, float],
+) -> tuple[Any, str, str]:
+    """(engine, path, note): the torch backend's engine around the fused executor (plugins.unet) for an
+    original-form model, with CUDA graphs on CUDA. Through ``make_engine(executor="fused")`` where the
+    backend takes the precision; otherwise (int8 until the backend routes it) the same TorchEngine built
+    here as the backend's fused branch builds it, with the calibration ranges turned into int8 scales."""
+    from plugins.unet import INT8_INPUT_AMAX, FusedUNet3D, act_scales_from_amax
+
+    try:
+        eng = api["make_engine"](
+            model, precision=precision, batch_size=batch, device=device, amax=amax, executor="fused"
+        )
+        return eng, "make_engine(executor=fused) -> TorchEngine (CUDA graph replay)", ""
+    except Exception as exc:  # the backend refuses this precision for the fused executor
+        note = f"make_engine({precision}, executor=fused) refused: {type(exc).__name__}: {exc}"
+    m = api["load_onnx"](model)
+    idx = {i: amax[t] for i, t in enumerate(api["gemm_inputs"](m)) if t in amax}
+    input_amax = float(amax.get("input", INT8_INPUT_AMAX))
+    f = FusedUNet3D.from_onnx(
+        m, precision=precision, device=device, act_scales=act_scales_from_amax(idx, precision),
+        input_amax=input_amax,
+    )  # fmt: skip
+    eng = api["TorchEngine"](
+        api["convert"](m), precision=precision, batch_size=batch, device=device, kernels=api["Kernels"](True),
+        cuda_graphs=True, input_amax=input_amax, fn=f,
+    )  # fmt: skip
+    return (
+        eng,
+        "TorchEngine(fn=FusedUNet3D) built as the backend's fused branch would (CUDA graph replay)",
+        note,
+    )
+
+
+def recapture_engine(api: dict[str, Any], eng: Any) -> Any:
+    """A second TorchEngine around the same window function, captured again (on CUDA): kernel choices
+    made at call time (plugins.ops' UNET3D_GLUON_CONV) are then what the environment says now."""
+    return api["TorchEngine"](
+        eng.net, precision=eng.precision, batch_size=eng.batch_size, device=eng.device,
+        kernels=api["Kernels"](True), cuda_graphs=True, input_amax=eng.input_amax, fn=eng._fn,
+    )  # fmt: skip
