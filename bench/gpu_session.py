@@ -48,6 +48,8 @@ sys.path.insert(0, str(ROOT))
 CAPS = {"gluon": 45.0, "layers": 70.0, "net": 1e9}  # seconds per section at most
 MIN_START = {"gluon": 20.0, "layers": 20.0, "net": 40.0}  # do not start a section with less than this left
 RESERVE = 4.0  # seconds kept for the final table
+DEV = "cuda"  # the tests run the children's code on "cpu" under Triton's interpreter, at tiny sizes
+CHECK_SHAPE = (2, 32, 32, 128)  # (N, D, H, W) of the correctness data: 1024 Gluon tiles, several per CTA
 
 
 # --- child side -------------------------------------------------------------------------------------
@@ -109,8 +111,11 @@ def _env(c: Child) -> None:
     import torch
     import triton
 
-    p = torch.cuda.get_device_properties(0)
-    c.res["env"] = dict(device=p.name, sms=p.multi_processor_count, torch=torch.__version__, triton=triton.__version__,
+    name, sms = "cpu", 0
+    if torch.cuda.is_available():
+        p = torch.cuda.get_device_properties(0)
+        name, sms = p.name, p.multi_processor_count
+    c.res["env"] = dict(device=name, sms=sms, torch=torch.__version__, triton=triton.__version__,
                         cuda=torch.version.cuda, date=time.strftime("%Y-%m-%d %H:%M:%S %Z"))  # fmt: skip
     c.log(f"env: {c.res['env']}")
 
@@ -134,8 +139,8 @@ def child_gluon(c: Child) -> None:
         def case(q: str = q, cin: int = cin) -> None:
             torch.manual_seed(11)
             s = 0.05
-            x = torch.randn(2, 32, 32, 128, cin, device="cuda")  # 1024 tiles: several per CTA
-            w = torch.randn(32, cin, 3, 3, 3, device="cuda") / (27 * cin) ** 0.5
+            x = torch.randn(*CHECK_SHAPE, cin, device=DEV)
+            w = torch.randn(32, cin, 3, 3, 3, device=DEV) / (27 * cin) ** 0.5
             xq = _quant(x, q, s)
             p = ops.pack_conv3(w, ops.PRECISIONS[q], s)
             want, wpart = ops.conv3d_cl(xq, p, 1, stats=True, cfg=[128, 32, 32, 4, 3])  # plain Triton kernel
@@ -145,7 +150,7 @@ def child_gluon(c: Child) -> None:
             torch.cuda.synchronize()
             first_s = time.time() - t
             assert gpart is not None
-            g, b = torch.rand(32, device="cuda") + 0.5, torch.randn(32, device="cuda")
+            g, b = torch.rand(32, device=DEV) + 0.5, torch.randn(32, device=DEV)
             (a1, b1), (a2, b2) = ops.in_affine(wpart, g, b), ops.in_affine(gpart, g, b)
             again, _ = ops.conv3d_halo_cl(xq, p, stats=True)
             nan_free = not bool(torch.isnan(got).any()) and not bool(torch.isnan(gpart.mean).any())
@@ -181,21 +186,22 @@ def child_layers(c: Child) -> None:
     def int8_checks() -> None:
         torch.manual_seed(12)
         s = 4.0 / 127
-        x = torch.randn(2, 64, 32, 32, 32, device="cuda")
-        w = torch.randn(32, 64, 3, 3, 3, device="cuda") / (27 * 64) ** 0.5
+        n, d, h, w_ = CHECK_SHAPE
+        x = torch.randn(n, 64, d, h, w_, device=DEV)
+        w = torch.randn(32, 64, 3, 3, 3, device=DEV) / (27 * 64) ** 0.5
         got = ops.conv3x3x3(x, w, 1, "int8", s)
         want = ref.conv3x3x3_int8_sim(x, w, 1, s)
         exact = bool(torch.equal(got.float(), want.half().float()))
-        x2 = torch.randn(2, 32, 32, 128, 32, device="cuda")
-        w2 = torch.randn(32, 32, 3, 3, 3, device="cuda") / (27 * 32) ** 0.5
+        x2 = torch.randn(*CHECK_SHAPE, 32, device=DEV)
+        w2 = torch.randn(32, 32, 3, 3, 3, device=DEV) / (27 * 32) ** 0.5
         p = ops.pack_conv3(w2, ops.INT8, s)
         xq = ref.quantize_int8(x2, s)
         plain, _ = ops.conv3d_cl(xq, p, 1, stats=True, out_dtype=torch.float32, cfg=[128, 32, 32, 4, 3])
         packed, _ = ops.conv3d_cl(
             xq, p, 1, stats=True, out_dtype=torch.float32, cfg=[128, 64, 128, 4, 4, 0, 2]
         )
-        y = torch.randn(2, 16, 16, 16, 32, device="cuda") * 40
-        q = ops.in_apply(y, torch.ones(2, 32, device="cuda"), torch.zeros(2, 32, device="cuda"), relu=False,
+        y = torch.randn(2, 16, 16, 16, 32, device=DEV) * 40
+        q = ops.in_apply(y, torch.ones(2, 32, device=DEV), torch.zeros(2, 32, device=DEV), relu=False,
                          out_dtype=ops.INT8)  # fmt: skip
         apply_exact = bool(torch.equal(q, ref.quantize_int8(y, 1.0)))
         c.row(case="triton int8", conv_vs_sim_bit_exact=exact, conv_rel=_rel(got, want),
@@ -217,8 +223,8 @@ def _time_layer(c: Child, name: str, r: int, cin: int, cout: int, n: int = 8) ->
 
     flop = 2.0 * n * r**3 * cin * cout * 27
     torch.manual_seed(13)
-    w = torch.randn(cout, cin, 3, 3, 3, device="cuda") / (27 * cin) ** 0.5
-    x = torch.randn(n, r, r, r, cin, device="cuda", dtype=torch.float16)
+    w = torch.randn(cout, cin, 3, 3, 3, device=DEV) / (27 * cin) ** 0.5
+    x = torch.randn(n, r, r, r, cin, device=DEV, dtype=torch.float16)
     for q in ("fp8", "int8"):
         xq = _quant(x, q, 0.05)
         p = ops.pack_conv3(w, ops.PRECISIONS[q], 0.05)
@@ -241,7 +247,7 @@ def child_net(c: Child) -> None:
     from plugins.unet import INT8_INPUT_AMAX
 
     _env(c)
-    dev = torch.device("cuda", 0)
+    dev = torch.device(DEV, 0) if DEV == "cuda" else torch.device(DEV)
     model = make_unet3d_onnx(FULL_WIDTHS, seed=0)
     g = torch.Generator(device="cpu").manual_seed(0)
     xw = torch.randn((8, 1, 128, 128, 128), generator=g).clamp_(-2.2, 2.64)
@@ -330,8 +336,8 @@ def child_precompile(c: Child, precision: str) -> None:
 
     os.environ["UNET3D_GLUON_CONV"] = "0"
     t = time.time()
-    f = FusedUNet3D.from_onnx(make_unet3d_onnx(FULL_WIDTHS, seed=0), precision=precision, device="cuda")
-    x = torch.randint(-127, 128, (1, 1, 128, 128, 128), dtype=torch.int8, device="cuda")
+    f = FusedUNet3D.from_onnx(make_unet3d_onnx(FULL_WIDTHS, seed=0), precision=precision, device=DEV)
+    x = torch.randint(-127, 128, (1, 1, 128, 128, 128), dtype=torch.int8, device=DEV)
     f(x)
     torch.cuda.synchronize()
     c.row(precompiled=precision, s=time.time() - t)

@@ -81,3 +81,34 @@ def test_engine_helpers_build_the_backends_fused_engines_on_cpu(tmp_path: Path) 
         assert "refused" in notei and pathi.startswith("TorchEngine(fn=FusedUNet3D)")
     again = recapture_engine(api, ei)
     assert again is not ei and again._fn is ei._fn and again.batch_size == 2
+
+
+@pytest.mark.slow
+def test_children_run_their_code_on_cpu_at_tiny_sizes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The gluon and layers sections' own code, on CPU under Triton's interpreter at tiny sizes: every
+    Triton check runs and passes (int8 bit for bit), the Gluon calls fail cleanly (no CUDA) and are
+    noted, nothing raises out of a section."""
+    import os
+
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    from plugins import ops
+
+    if not ops.interpreter_usable():
+        pytest.skip("triton was imported before TRITON_INTERPRET=1 was set (run this file on its own)")
+    monkeypatch.setattr(gs, "DEV", "cpu")
+    monkeypatch.setattr(gs, "CHECK_SHAPE", (1, 2, 2, 64))
+    monkeypatch.setattr(gs, "THIN", (("tiny 32->32", 8, 32, 32),))
+    monkeypatch.setattr(gs, "_bench_ms", lambda fn, rep_ms=0: (fn(), 1.0)[1])
+    c = gs.Child("gluon", time.time() + 600, tmp_path, True)
+    gs.child_gluon(c)
+    assert not c.res["gluon_ok"] and len(c.res["notes"]) == 4  # each Gluon case noted, none raised
+    assert all("CUDA" in n for n in c.res["notes"])  # ... at the Gluon launch, after the Triton reference
+    c = gs.Child("layers", time.time() + 600, tmp_path, False)
+    gs.child_layers(c)
+    rows = c.res["rows"]
+    assert rows[0]["case"] == "triton int8" and rows[0]["ok"], rows[0]
+    assert [r["kernel"] for r in rows[1:]] == ["triton fp8", "triton int8"]
+    assert json.loads((tmp_path / "layers.json").read_text())["rows"] == rows
+    assert os.environ[ops.ENV_GLUON] == "0"
