@@ -466,7 +466,11 @@ def parent(budget: float, out: Path, sections: list[str], precompile: bool) -> i
                 proc.wait()
                 note = "stopped (its kernels compiled so far stay in the cache)"
             logf.close()
-            results[sec] = {"notes": [note]}
+            try:
+                child = json.loads((out / f"{sec}.json").read_text())
+            except (OSError, ValueError):
+                child = {}
+            results[sec] = {"rows": child.get("rows", []), "notes": [*child.get("notes", []), note]}
             print(f"[parent] {sec}: {note}", flush=True)
         pre.clear()
 

@@ -134,3 +134,50 @@ def test_int8_conv_on_gpu_is_the_simulation(monkeypatch: pytest.MonkeyPatch) -> 
         monkeypatch.setenv(ops.ENV_GLUON, env)
         got = ops.conv3x3x3(ops.from_cl(x), w, 1, "int8", s)
         assert torch.equal(got.float(), want.half().float()), env
+
+
+def test_the_kernels_tiling_arithmetic_is_the_convolution() -> None:
+    """A plain-torch transcription of the kernel's data flow, with its own index helpers: tiles
+    decoded as _tile_origin does, three slabs per tile (TMA boxes [1, 4, 4, TW, C] at w0 - 1 + kw, zero
+    outside the volume), each line's [TW, C] block times the weights of every (kd, kh) that _valid
+    admits, accumulated into row _row, stored at the rows the epilogue writes, partials per tile. It
+    must be the convolution and the Triton kernel's statistics: an indexing slip in the design fails
+    here, on CPU, before any GPU time is spent."""
+    torch.manual_seed(2)
+    n, d, h, w, cin, cout, tw = 2, 4, 4, 128, 32, 16, 64
+    x = torch.randint(-20, 21, (n, d, h, w, cin)).float()
+    wt = torch.randint(-5, 6, (cout, cin, 3, 3, 3)).float()
+    w_tap = gc.tap_major(wt.permute(0, 2, 3, 4, 1).reshape(cout, 27 * cin), cout, cin)
+    xp = torch.nn.functional.pad(x, (0, 0, 1, 1, 1, 1, 1, 1))  # zero fill = TMA's out-of-bounds fill
+    out = torch.full((n, d, h, w, cout), float("nan"))
+    per_sample = (d // gc.TD) * (h // gc.TH) * (w // tw)
+    pmean = torch.empty(n * per_sample, cout)
+    for tile in range(n * per_sample):
+        s, r = divmod(tile, per_sample)  # _tile_origin
+        w0 = (r % (w // tw)) * tw
+        h0 = ((r // (w // tw)) % (h // gc.TH)) * gc.TH
+        d0 = (r // ((w // tw) * (h // gc.TH))) * gc.TD
+        acc = torch.zeros(gc.TD * gc.TH, tw, cout)
+        for kw in range(3):
+            # box at (d0 - 1, h0 - 1, w0 - 1 + kw); +1 for the padding of xp
+            slab = xp[s, d0 : d0 + gc.TD + 2, h0 : h0 + gc.TH + 2, w0 + kw : w0 + kw + tw]
+            lines = slab.reshape(gc.LINES, tw, cin)
+            for line in range(gc.LINES):
+                for kd in range(3):
+                    for kh in range(3):
+                        if gc._valid(line, kd, kh):
+                            tap = kd * 9 + kh * 3 + kw
+                            acc[gc._row(line, kd, kh)] += (
+                                lines[line] @ w_tap[tap * cout : (tap + 1) * cout].t()
+                            )
+        for j in range(
+            4
+        ):  # the epilogue's four stores: (d0, h0), (d0, h0 + 1), (d0 + 1, h0), (d0 + 1, h0 + 1)
+            out[s, d0 + j // 2, h0 + j % 2, w0 : w0 + tw] = acc[j]
+        pmean[tile] = acc.reshape(-1, cout).mean(0)
+    want = torch.nn.functional.conv3d(x.permute(0, 4, 1, 2, 3), wt, padding=1).permute(0, 2, 3, 4, 1)
+    assert torch.equal(out, want)
+    # partial row = tile id: every row belongs to its sample and covers 4 * TW voxels
+    means = pmean.reshape(n, per_sample, cout).mean(1)
+    assert torch.allclose(means, want.reshape(n, -1, cout).mean(1), rtol=1e-5, atol=1e-4)
+    assert 3 * sum(gc._n_mma(line) for line in range(gc.LINES)) == 27 * gc.TD * gc.TH  # per slab
