@@ -29,7 +29,7 @@ def test_parent_keeps_its_budget_when_sections_hang_or_fail(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setattr(gs, "_cmd", lambda sec, deadline, out, ok: [sys.executable, "-c", FAKE[sec], str(out)]
-                        + (["--gluon-ok"] if ok else []))  # fmt: skip
+                        + (["--gluon-ok"] if ok[0] else []))  # fmt: skip
     monkeypatch.setattr(gs, "CAPS", {"gluon": 3.0, "layers": 10.0, "net": 1e9})
     monkeypatch.setattr(gs, "MIN_START", {"gluon": 1.0, "layers": 1.0, "net": 1.0})
     monkeypatch.setattr(gs, "RESERVE", 1.0)
