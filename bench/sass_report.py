@@ -56,8 +56,8 @@ def gluon_kernels() -> list[tuple[str, Any]]:
     from plugins import gluon_conv as gc
 
     out = []
-    for cin, cout in ((32, 32), (64, 32)):
-        for int8 in (True, False):
+    for cin, cout in ((32, 32), (64, 32), (32, 16)):
+        for int8 in (True, False) if cout == 32 else (True,):
             cfg = gc.HaloConfig(cin, cout, int8)
             out.append(
                 (

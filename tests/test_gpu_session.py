@@ -103,7 +103,7 @@ def test_children_run_their_code_on_cpu_at_tiny_sizes(
     monkeypatch.setattr(gs, "_bench_ms", lambda fn, rep_ms=0: (fn(), 1.0)[1])
     c = gs.Child("gluon", time.time() + 600, tmp_path, True)
     gs.child_gluon(c)
-    assert not c.res["gluon_ok"] and len(c.res["notes"]) == 4  # each Gluon case noted, none raised
+    assert not c.res["gluon_ok"] and len(c.res["notes"]) == 5  # each Gluon case noted, none raised
     assert all("CUDA" in n for n in c.res["notes"])  # ... at the Gluon launch, after the Triton reference
     c = gs.Child("layers", time.time() + 600, tmp_path, False)
     gs.child_layers(c)
