@@ -7,6 +7,11 @@ per-kernel time breakdown. Prints tables; ``--out DIR`` also writes results.json
 
     python bench/bench_kernels.py --out /tmp/bench [--tune] [--budget-s 400] [--sections net,layers,misc]
     python bench/bench_kernels.py --out /tmp/bench --sections net,tune,net2 --precisions fp8 --net-modes apply
+
+Network figures (net, net2, window) come from the product's path: the torch backend's TorchEngine around
+the fused executor (``make_engine(executor="fused")``), timed as ``engine.run`` (its CUDA graph replay);
+each line names the path. Precisions fp16, bf16, fp8, int8 (int8: TorchEngine built the same way while
+the backend's fused branch refuses it).
 """
 
 from __future__ import annotations
@@ -118,6 +123,8 @@ def section_layers(
             dt = ops.PRECISIONS[prec]
             p = ops.pack_conv3(w, dt, 0.05) if L["ks"] == 3 else ops.pack_conv1(w2, b2, dt, 0.05)
             xin = x16 if L["pro"] else (x16.to(ops.FP8) if prec == "fp8" else x16)
+            if prec == "int8" and not L["pro"]:
+                xin = ref.quantize_int8(x16, 0.05)
             pro = (a, b) if L["pro"] else None
             if L["ks"] == 3:
 
@@ -181,7 +188,8 @@ def _apply_case(lay: dict[str, Any], n: int, prec: str) -> tuple[Any, str]:
     s, cin, cout, st = lay["s"], lay["cin"], lay["cout"], lay["stride"]
     so = (s // st) ** 3
     dt = ops.PRECISIONS[prec]
-    x = torch.randn(n, s, s, s, cin, device="cuda", dtype=torch.float16).to(dt)
+    x = torch.randn(n, s, s, s, cin, device="cuda", dtype=torch.float16)
+    x = ref.quantize_int8(x, 0.05) if dt == ops.INT8 else x.to(dt)
     if lay["ks"] == 3:
         w = torch.randn(cout, cin, 3, 3, 3, device="cuda") / (27 * cin) ** 0.5
         p = ops.pack_conv3(w, dt, 0.05)
@@ -429,91 +437,121 @@ def section_misc(n: int) -> None:
     RESULTS["misc"] = res
 
 
+def _net_setup(n: int) -> tuple[Any, dict[str, float], Any]:
+    """(full-width random model, calibration ranges, n random int8 windows)."""
+    from bench.common import synthetic_amax
+    from core.backends.torch.fused import INT8_INPUT_AMAX
+    from core.model import FULL_WIDTHS, build_random_model
+
+    model = build_random_model(FULL_WIDTHS, seed=0)
+    amax = synthetic_amax(model, "cuda:0", windows=1)
+    g = torch.Generator(device="cpu").manual_seed(0)
+    xw = torch.randn((n, 1, 128, 128, 128), generator=g).clamp_(-2.2, 2.64)
+    x = torch.clamp(torch.round(xw / INT8_INPUT_AMAX * 127), -128, 127).to(torch.int8).cuda()
+    return model, amax, x
+
+
 def section_net(n: int, precisions: list[str], tag: str, modes: tuple[str, ...] = ("fused", "apply")) -> None:
-    from core.backends.torch.fused import FusedUNet3D, GraphedModel
+    """The whole fused network (full width, random weights, batch n) timed through the torch backend's
+    own engine: ``engine.run(windows)`` of the TorchEngine that ``make_engine(executor="fused")`` returns,
+    i.e. the replay of the CUDA graph it
+    captured, input copy included; every line says which path it took. Logits of 2 windows against the
+    fp32 converted graph (cuDNN)."""
+    from bench.common import fused_torch_engine, recapture_engine
 
-    log(f"== whole fused network, full width, random weights, batch {n}, CUDA graph ({tag})")
-    torch.manual_seed(0)
-    m = ref.UNet3D().cuda().eval()
-    x = torch.randint(-127, 128, (n, 1, 128, 128, 128), dtype=torch.int8, device="cuda")
-    with torch.no_grad():
-        want = m(x[:2].float() * (2.63979 / 127))
+    log(f"== whole fused network, full width, random weights, batch {n}, TorchEngine CUDA graph ({tag})")
+    from core.backends.torch.engine import make_engine
+
+    model, amax, x = _net_setup(n)
+    ref_eng = make_engine(model, precision="fp32", batch_size=2, device="cuda:0", executor="graph",
+                                 cuda_graphs=False, use_plugins=False)  # fmt: skip
+    want = ref_eng.run(x[:2]).float().clone()
+    ref_eng.close()
     out = RESULTS.setdefault("net", {})
-    for prec, mode in [(p, md) for p in precisions for md in modes]:
-        f = FusedUNet3D.from_reference(m, precision=prec, device="cuda", prologue=mode)
-        if prec == "fp8":
-            f.calibrate([x[:2]])
-        got = f(x[:2])
-        err = float((got.double() - want.double()).norm() / want.double().norm())
-        agree = float((got.argmax(1) == want.argmax(1)).float().mean())
-        t_eager = bench(lambda f=f: f(x), rep=200)
-        g = GraphedModel(f, n, dtype=torch.int8)
-        t_graph = bench(lambda g=g: g(x), rep=300)
-        prec_tag = f"{prec}/{mode}"
-        out[f"{tag}_{prec_tag}"] = dict(eager_ms=t_eager, graph_ms=t_graph, per_window_ms=t_graph / n, rel_err=err,
-                                    argmax_agree=agree)  # fmt: skip
-        log(
-            f"{prec_tag}: eager {t_eager:.2f} ms, graph {t_graph:.2f} ms per batch -> {t_graph / n:.3f} ms/window "
-            f"({954.6 / (t_graph / n):.0f} TFLOP/s eff.); vs fp32 torch: rel err {err:.2e}, argmax agree {agree:.5f}; "
-            f"est. {1000 / (t_graph / n * 64.2):.2f} samples/s at 64.2 windows/sample (net only)"
-        )
-        if mode == "apply":  # the same without the shared skip buffers (one apply pass more per level)
-            f2 = FusedUNet3D.from_reference(
-                m, precision=prec, device="cuda", prologue=mode, share_skips=False
+    for prec in precisions:
+        eng, path = fused_torch_engine(model, prec, n, "cuda:0", amax)
+        f = eng._fn
+        for mode in modes:
+            if mode != f.prologue:  # the backend builds the default (apply); the other mode recaptured
+                f.prologue = mode
+                f.pack()
+                eng = recapture_engine(eng)
+            got = eng.run(x[:2]).float()
+            err = float((got.double() - want.double()).norm() / want.double().norm())
+            agree = float((got.argmax(1) == want.argmax(1)).float().mean())
+            t_eager = bench(lambda f=f: f(x), rep=200)
+            t_graph = bench(lambda eng=eng: eng.run(x), rep=300)
+            prec_tag = f"{prec}/{mode}"
+            out[f"{tag}_{prec_tag}"] = dict(eager_ms=t_eager, graph_ms=t_graph, per_window_ms=t_graph / n, rel_err=err,
+                                            argmax_agree=agree, path=path)  # fmt: skip
+            log(
+                f"{prec_tag}: eager {t_eager:.2f} ms, engine {t_graph:.2f} ms per batch -> {t_graph / n:.3f} ms/window "
+                f"({954.6 / (t_graph / n):.0f} TFLOP/s eff.); vs fp32: rel err {err:.2e}, argmax agree {agree:.5f}; "
+                f"est. {1000 / (t_graph / n * 64.2):.2f} samples/s at 64.2 windows/sample (net only) [{path}]"
             )
-            f2.act_scales = {i: v for i, v in f.act_scales.items()}
-            f2.pack()
-            g2 = GraphedModel(f2, n, dtype=torch.int8)
-            t2 = bench(lambda g2=g2: g2(x), rep=300)
-            out[f"{tag}_{prec_tag}_unshared_graph_ms"] = t2
-            log(f"  without shared skip buffers: graph {t2:.2f} ms per batch -> {t2 / n:.3f} ms/window")
-            del g2, f2
-        # per-kernel breakdown (eager, GPU time by kernel name)
-        from torch.profiler import ProfilerActivity, profile
+            if mode == "apply":  # the same without the shared skip buffers (one apply pass more per level)
+                f.share_skips = False
+                f.pack()
+                e2 = recapture_engine(eng)
+                t2 = bench(lambda e2=e2: e2.run(x), rep=300)
+                out[f"{tag}_{prec_tag}_unshared_graph_ms"] = t2
+                log(
+                    f"  without shared skip buffers: {t2:.2f} ms per batch -> {t2 / n:.3f} ms/window [{path}, recaptured]"
+                )
+                e2.close()
+                f.share_skips = True
+                f.pack()
+            # per-kernel breakdown (eager, GPU time by kernel name)
+            from torch.profiler import ProfilerActivity, profile
 
-        with profile(activities=[ProfilerActivity.CUDA]) as prof:
-            f(x)
-            torch.cuda.synchronize()
-        agg: dict[str, float] = defaultdict(float)
-        for e in prof.key_averages():
-            if e.device_type.name == "CUDA" or getattr(e, "self_device_time_total", 0) > 0:
-                agg[e.key] += getattr(e, "self_device_time_total", 0.0) / 1000.0
-        total = sum(agg.values()) or 1.0
-        top = sorted(agg.items(), key=lambda kv: -kv[1])[:10]
-        out[f"{tag}_{prec_tag}_breakdown_ms"] = dict(top)
-        log(
-            "  breakdown (ms per batch): "
-            + "; ".join(f"{k[:40]} {v:.2f} ({100 * v / total:.0f}%)" for k, v in top)
-        )
-        del g, f
+            with profile(activities=[ProfilerActivity.CUDA]) as prof:
+                f(x)
+                torch.cuda.synchronize()
+            agg: dict[str, float] = defaultdict(float)
+            for e in prof.key_averages():
+                if e.device_type.name == "CUDA" or getattr(e, "self_device_time_total", 0) > 0:
+                    agg[e.key] += getattr(e, "self_device_time_total", 0.0) / 1000.0
+            total = sum(agg.values()) or 1.0
+            top = sorted(agg.items(), key=lambda kv: -kv[1])[:10]
+            out[f"{tag}_{prec_tag}_breakdown_ms"] = dict(top)
+            log(
+                "  breakdown (ms per batch, eager): "
+                + "; ".join(f"{k[:40]} {v:.2f} ({100 * v / total:.0f}%)" for k, v in top)
+            )
+        eng.close()
+        del eng, f
         torch.cuda.empty_cache()
 
 
-def section_window(n: int, prec: str, mode: str = "fused") -> None:
-    """Sliding window on one typical volume (256x320x320 = 48 windows) with the fused net."""
-    from core.backends.torch.fused import FusedUNet3D, GraphedModel
-    from core.sliding_window import default_patches_tensor, segment_torch
+def section_window(n: int, prec: str, mode: str = "apply") -> None:
+    """Sliding window on one typical volume (256x320x320 = 48 windows) through the engine's own
+    ``segment_device`` (upload, windows, CUDA graph, stitching, argmax: what ``unet3d run`` does per
+    sample, minus the host copies)."""
+    import numpy as np
 
-    torch.manual_seed(0)
-    m = ref.UNet3D().cuda().eval()
-    f = FusedUNet3D.from_reference(m, precision=prec, device="cuda", prologue=mode)
-    vol = torch.randint(-127, 128, (1, 256, 320, 320), dtype=torch.int8, device="cuda")
-    if prec == "fp8":
-        f.calibrate([vol[None, :, :128, :128, :128]])
-    g = GraphedModel(f, n, dtype=torch.int8)
-    patches = default_patches_tensor("cuda", torch.float16)
+    from bench.common import fused_torch_engine, recapture_engine
+
+    model, amax, _ = _net_setup(1)
+    eng, path = fused_torch_engine(model, prec, n, "cuda:0", amax)
+    if mode != eng._fn.prologue:
+        eng._fn.prologue = mode
+        eng._fn.pack()
+        eng = recapture_engine(eng)
+    rng = np.random.default_rng(0)
+    vol = eng.upload(rng.standard_normal((1, 256, 320, 320), dtype=np.float32).clip(-2.2, 2.64))
 
     def run() -> Any:
-        return segment_torch(vol, g, n, patches, accumulate_fn=ops.accumulate_fn, argmax_fn=ops.argmax_fn)
+        return eng.segment_device(vol)
 
     run()
     torch.cuda.synchronize()
     t = bench(run, rep=2000, warmup=1)
     RESULTS.setdefault("window", {})[f"{prec}/{mode}"] = dict(
-        ms_per_volume=t, windows=48, ms_per_window=t / 48
+        ms_per_volume=t, windows=48, ms_per_window=t / 48, path=f"{path}; segment_device"
     )
     log(f"sliding window {prec}/{mode}, 256x320x320 (48 windows): {t:.1f} ms -> {t / 48:.3f} ms/window, "
-        f"{1000 / (t / 48 * 64.2):.2f} samples/s at the inference set's 64.2 windows/sample")  # fmt: skip
+        f"{1000 / (t / 48 * 64.2):.2f} samples/s at the inference set's 64.2 windows/sample [{path}; segment_device]")  # fmt: skip
+    eng.close()
 
 
 def main() -> int:
@@ -570,7 +608,7 @@ def main() -> int:
                 section_misc(args.batch)
             elif sec == "layers":
                 names = args.layers.split(",") if args.layers else None
-                lp = tuple(p for p in precs if p in ("fp16", "fp8"))
+                lp = tuple(p for p in precs if p in ("fp16", "fp8", "int8"))
                 section_layers(args.batch, args.tune, args.budget_s, names, lp, args.layer_mode)
             elif sec == "net2":
                 section_net(

@@ -93,3 +93,35 @@ def synthetic_amax(model: Any, device: object = "cpu", windows: int = 1, seed: i
     amax = col.amax("minmax")
     amax[net.input_name] = INT8_INPUT_AMAX_DEFAULT
     return amax
+
+
+# --- the torch backend's engines, for the benches --------------------------------------------------
+
+
+def fused_torch_engine(
+    model: Any,
+    precision: str,
+    batch: int,
+    device: Any,
+    amax: dict[str, float],
+) -> tuple[Any, str]:
+    """(engine, path): the torch backend's own engine around the fused executor for an original-form
+    model (``make_engine(executor="fused")``: what ``unet3d run`` loads), with its CUDA graphs."""
+    from core.backends.torch.engine import make_engine
+
+    eng = make_engine(
+        model, precision=precision, batch_size=batch, device=device, amax=amax, executor="fused"
+    )
+    return eng, "make_engine(executor=fused) -> TorchEngine (CUDA graph replay)"
+
+
+def recapture_engine(eng: Any) -> Any:
+    """A second TorchEngine around the same window function, captured again (on CUDA): kernel choices
+    made at call time (plugins.ops' UNET3D_GLUON_CONV) are then what the environment says now."""
+    from core.backends.torch.engine import TorchEngine
+    from core.backends.torch.nodes import Kernels
+
+    return TorchEngine(
+        eng.net, precision=eng.precision, batch_size=eng.batch_size, device=eng.device,
+        kernels=Kernels(True), cuda_graphs=True, input_amax=eng.input_amax, fn=eng._fn,
+    )  # fmt: skip

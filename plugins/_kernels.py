@@ -24,6 +24,7 @@ import triton.language as tl
 # Whether these kernels were decorated in interpreter mode (plugins.ops reloads the module on a change).
 INTERPRET = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 FP8_MAX: tl.constexpr = tl.constexpr(448.0)  # float8 e4m3fn
+INT8_MAX: tl.constexpr = tl.constexpr(127.0)  # symmetric int8
 
 
 @triton.jit
@@ -39,6 +40,16 @@ def to_fp8(v, EMU: tl.constexpr):
         q = (av / step + 12582912.0) - 12582912.0  # RNE for 0 <= x < 2^22
         v = tl.where(v < 0, -q, q) * step
     return v.to(tl.float8e4nv)
+
+
+@triton.jit
+def to_int8(v):
+    """Saturating fp32 -> int8 with round-to-nearest-even, symmetric (-127..127, as NVIDIA's INT8 and
+    the calibration cache's amax / 127 scales): clamp first, then RNE by the 1.5 * 2^23 trick (exact
+    for |v| < 2^22; the same on the GPU and in the interpreter, with no libdevice call)."""
+    v = tl.minimum(tl.maximum(v, -INT8_MAX), INT8_MAX)
+    v = (v + 12582912.0) - 12582912.0
+    return v.to(tl.int8)
 
 
 @triton.jit
@@ -162,9 +173,11 @@ def in_apply_kernel(
     EMU: tl.constexpr,
     BV: tl.constexpr,
     BC: tl.constexpr,
+    INT8_OUT: tl.constexpr = False,
 ):
     """out[n, v, OFF + c] = relu(x[n, v, c]*a[n, c] + b[n, c]) (out has OC channels per voxel, so this also
-    writes a channel slice of a concat buffer). Grid (N*TV, cdiv(C, BC)), TV = cdiv(S, BV)."""
+    writes a channel slice of a concat buffer), quantized to e4m3 (FP8_OUT) or int8 (INT8_OUT) when the
+    output is; the quantization scale is folded into (a, b). Grid (N*TV, cdiv(C, BC)), TV = cdiv(S, BV)."""
     pid = tl.program_id(0)
     n = pid // TV
     v = (pid - n * TV) * BV + tl.arange(0, BV)
@@ -178,7 +191,12 @@ def in_apply_kernel(
     y = x * a[None, :] + b[None, :]
     if RELU:
         y = tl.maximum(y, 0.0)
-    yq = to_fp8(y, EMU) if FP8_OUT else y.to(out_ptr.dtype.element_ty)
+    if FP8_OUT:
+        yq = to_fp8(y, EMU)
+    elif INT8_OUT:
+        yq = to_int8(y)
+    else:
+        yq = y.to(out_ptr.dtype.element_ty)
     tl.store(out_ptr + vox[:, None] * OC + OFF + c[None, :], yq, mask=m)
 
 
@@ -262,6 +280,8 @@ def conv_igemm_kernel(
     CACHE_A: tl.constexpr = False,
     EPK: tl.constexpr = 1,
     CACHE_B: tl.constexpr = False,
+    INT8: tl.constexpr = False,
+    INT8_OUT: tl.constexpr = False,
 ):
     """Implicit-GEMM convolution, kernel KS^3 (3: pad 1; 1: pad 0), channels-last.
 
@@ -276,7 +296,10 @@ def conv_igemm_kernel(
     Every M tile lies inside one sample (S_out % BM == 0), so per-sample vectors are one row.
     CACHE_A: gather A through L1 (cp.async.ca): the 27 taps of a tile re-read each input row up to
     27 times, and the default (.cg, L2 only) leaves the thin 128^3 layers bound by L2 bandwidth.
-    CACHE_B: the same for the weights, which every M tile re-reads whole."""
+    CACHE_B: the same for the weights, which every M tile re-reads whole.
+    INT8: int8 operands (the prologue quantizes to int8), exact int32 accumulation, converted to fp32
+    before the column scale. INT8_OUT: the output is int8 (e.g. the ConvTranspose into an int8 concat
+    buffer), saturated and rounded to nearest even like FP8_OUT's e4m3."""
     pid_m = tl.program_id(0)
     pid_n = tl.program_id(1)
     S_out = Do * Ho * Wo
@@ -291,7 +314,7 @@ def conv_igemm_kernel(
     KT: tl.constexpr = KS * KS * KS
     KTOT = KT * Cin
     nD = n * D
-    acc = tl.zeros([BM, BN], dtype=tl.float32)
+    acc = tl.zeros([BM, BN], dtype=tl.int32 if INT8 else tl.float32)
     for kk in range(0, KTOT, BK):
         tap = kk // Cin
         c0 = kk - tap * Cin
@@ -321,15 +344,25 @@ def conv_igemm_kernel(
             if PRO_RELU:
                 af = tl.maximum(af, 0.0)
             af = tl.where(valid[:, None], af, 0.0)
-            a = to_fp8(af, EMU) if FP8_A else af.to(w_ptr.dtype.element_ty)
+            if FP8_A:
+                a = to_fp8(af, EMU)
+            elif INT8:
+                a = to_int8(af)
+            else:
+                a = af.to(w_ptr.dtype.element_ty)
         b_ptrs = w_ptr + rn[None, :].to(tl.int64) * KTOT + (kk + rk)[:, None]
         b = tl.load(b_ptrs, cache_modifier=".ca") if CACHE_B else tl.load(b_ptrs)
         if UPCAST:  # the interpreter's bf16 dot is wrong; fp32 products of bf16 values are exact
             a = a.to(tl.float32)
             b = b.to(tl.float32)
-        acc = tl.dot(a, b, acc, input_precision="ieee") if IEEE else tl.dot(a, b, acc)
+        if IEEE:
+            acc = tl.dot(a, b, acc, input_precision="ieee")
+        elif INT8:
+            acc = tl.dot(a, b, acc, out_dtype=tl.int32)
+        else:
+            acc = tl.dot(a, b, acc)
     cs = tl.load(colscale_ptr + rn)
-    acc = acc * cs[None, :]
+    acc = acc.to(tl.float32) * cs[None, :]
     if HAS_BIAS:
         acc = acc + tl.load(bias_ptr + rn)[None, :]
     if STATS:
@@ -337,7 +370,12 @@ def conv_igemm_kernel(
         dv = acc - tmean[None, :]
         tl.store(pmean_ptr + pid_m * Cout + rn, tmean)
         tl.store(pm2_ptr + pid_m * Cout + rn, tl.sum(dv * dv, axis=0))
-    y = to_fp8(acc, EMU) if FP8_OUT else acc.to(out_ptr.dtype.element_ty)
+    if FP8_OUT:
+        y = to_fp8(acc, EMU)
+    elif INT8_OUT:
+        y = to_int8(acc)
+    else:
+        y = acc.to(out_ptr.dtype.element_ty)
     if EPI == 0:
         orow = (m0 + tl.arange(0, BM)).to(tl.int64) * OC + OFF
         tl.store(out_ptr + orow[:, None] + rn[None, :], y)
@@ -379,6 +417,7 @@ def conv_wpack_kernel(
     BM: tl.constexpr,
     BK: tl.constexpr,
     CACHE_B: tl.constexpr = False,
+    INT8: tl.constexpr = False,
 ):
     """3^3 conv, stride 1, pad 1, channels-last, with P adjacent output voxels along W in one GEMM row
     (the thin full-resolution layers): row m = (n, d, h, w0 = P*g); for each (kd, kh) its A row is the
@@ -388,6 +427,7 @@ def conv_wpack_kernel(
     the cost of (P+2)/3 more MMA work, which these layers have to spare (they are load-bound).
     Columns q*COUT + co are output voxel w0+q, channel co: each row stores P*COUT contiguous values.
     STATS: per-tile (mean, M2) over BM*P voxels (Chan's formula over the P column groups).
+    INT8: int8 operands, exact int32 accumulation (then fp32 times the column scale).
     Grid (N*D*H*W / (P*BM),); BN = P*COUT, every M tile inside one sample."""
     pid_m = tl.program_id(0)
     BN: tl.constexpr = P * COUT
@@ -403,7 +443,7 @@ def conv_wpack_kernel(
     rk = tl.arange(0, BK)
     rn = tl.arange(0, BN)
     KTOT = 9 * SPAN
-    acc = tl.zeros([BM, BN], dtype=tl.float32)
+    acc = tl.zeros([BM, BN], dtype=tl.int32 if INT8 else tl.float32)
     for kk in range(0, KTOT, BK):
         kdh = kk // SPAN
         j0 = kk - kdh * SPAN
@@ -423,8 +463,13 @@ def conv_wpack_kernel(
         if UPCAST:
             a = a.to(tl.float32)
             b = b.to(tl.float32)
-        acc = tl.dot(a, b, acc, input_precision="ieee") if IEEE else tl.dot(a, b, acc)
-    acc = acc * tl.load(colscale_ptr + rn)[None, :]
+        if IEEE:
+            acc = tl.dot(a, b, acc, input_precision="ieee")
+        elif INT8:
+            acc = tl.dot(a, b, acc, out_dtype=tl.int32)
+        else:
+            acc = tl.dot(a, b, acc)
+    acc = acc.to(tl.float32) * tl.load(colscale_ptr + rn)[None, :]
     if STATS:
         cmean = tl.sum(acc, axis=0) / BM  # per column (BM voxels each), then over the P groups
         dv = acc - cmean[None, :]

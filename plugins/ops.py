@@ -5,7 +5,7 @@ Public ops (each with a fake impl, so torch.compile and CUDA graphs can trace th
   pixel_shuffle3d_concat(x8k, skip)                          PIXELSHUFFLE3D fused with the decoder Concat
   conv1x1x1_bias(x, w (K, C), b (K))                         CONV3D1X1X1K4: fp32 logits, NCDHW
   conv3x3x3_c1(x (N,1,D,H,W), w (32,1,3,3,3), in_scale)      CONV3D3X3X3C1K32: first conv, int8 in
-  conv3x3x3(x, w, stride=1, precision="fp16", act_scale=1)   implicit-GEMM conv, fp8 e4m3 / fp16 / bf16
+  conv3x3x3(x, w, stride=1, precision="fp16", act_scale=1)   implicit-GEMM conv, int8 / fp8 e4m3 / fp16 / bf16
   weight_accumulate(acc, logits, patches, patch_ids, origins) sliding-window weight-and-accumulate
   argmax3(acc)                                                labels, ties -> lowest class
 
@@ -39,7 +39,17 @@ HAVE_TRITON = importlib.util.find_spec("triton") is not None
 
 FP8 = torch.float8_e4m3fn
 FP8_MAX = 448.0
-PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16, "fp8": FP8}
+INT8 = torch.int8
+INT8_MAX = 127.0
+PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16, "fp8": FP8, "int8": INT8}
+QUANT_MAX = {FP8: FP8_MAX, INT8: INT8_MAX}  # amax -> scale = amax / QUANT_MAX[dtype]
+ENV_GLUON = "UNET3D_GLUON_CONV"  # "1": the Gluon halo kernel wherever it fits; "0": never; else tuned
+
+
+def is_8bit(dtype: torch.dtype) -> bool:
+    """The GEMM dtypes with per-output-channel weight scales and a per-tensor activation scale."""
+    return dtype in QUANT_MAX
+
 
 _KMOD: ModuleType | None = None
 
@@ -151,7 +161,8 @@ def in_apply(
     xcl: Tensor, a: Tensor, b: Tensor, relu: bool = True, out: Tensor | None = None, off: int = 0,
     out_dtype: torch.dtype | None = None,
 ) -> Tensor:  # fmt: skip
-    """out[..., off:off+C] = relu(x*a + b); ``out`` may be a wider (concat) buffer. fp8 outputs saturate."""
+    """out[..., off:off+C] = relu(x*a + b); ``out`` may be a wider (concat) buffer. fp8 / int8 outputs
+    saturate (int8: round to nearest even, -127..127)."""
     n, c = xcl.shape[0], xcl.shape[-1]
     s = xcl.numel() // (n * c)
     if out is None:
@@ -164,6 +175,7 @@ def in_apply(
     kernels().in_apply_kernel[(n * tv, _cdiv(c, bc))](
         xcl, out, a, b, s, c, tv, oc, off,
         RELU=relu, FP8_OUT=out.dtype == FP8, EMU=interpreting(), BV=bv, BC=bc, num_warps=warps,
+        INT8_OUT=out.dtype == INT8,
     )  # fmt: skip
     return out
 
@@ -186,9 +198,10 @@ class PackedConv:
     ks: int
     cin: int
     cout: int
-    act_scale: float  # fp8: the input is quantized as x / act_scale
+    act_scale: float  # fp8 / int8: the input is quantized as x / act_scale
     dtype: torch.dtype
     derived: dict[int, PackedConv] = field(default_factory=dict)  # W-packed forms, by P (wpack_weights)
+    halo_w: Tensor | None = None  # (27*Cout, Cin) tap-major, for the Gluon halo kernel (made on first use)
 
 
 def _quant_weights(w2: Tensor, dtype: torch.dtype, act_scale: float) -> tuple[Tensor, Tensor]:
@@ -196,14 +209,17 @@ def _quant_weights(w2: Tensor, dtype: torch.dtype, act_scale: float) -> tuple[Te
         ws = ref.weight_scales_fp8(w2)
         wq = (w2.float() / ws[:, None]).clamp(-FP8_MAX, FP8_MAX).to(FP8)
         return wq.contiguous(), (ws * act_scale).float().contiguous()
+    if dtype == INT8:  # the same rule as ref.conv3x3x3_int8_sim (which the tests compare against)
+        ws = ref.weight_scales_int8(w2)
+        return ref.quantize_int8(w2, ws[:, None]).contiguous(), (ws * act_scale).float().contiguous()
     return w2.to(dtype).contiguous(), torch.full((w2.shape[0],), float(act_scale), device=w2.device)
 
 
 def pack_conv3(w: Tensor, dtype: torch.dtype, act_scale: float = 1.0) -> PackedConv:
-    """(Cout, Cin, 3, 3, 3) weights -> PackedConv in ``dtype`` (fp8: per-output-channel scales)."""
+    """(Cout, Cin, 3, 3, 3) weights -> PackedConv in ``dtype`` (fp8 / int8: per-output-channel scales)."""
     cout, cin = w.shape[:2]
     w2 = w.detach().permute(0, 2, 3, 4, 1).reshape(cout, 27 * cin)
-    act_scale = act_scale if dtype == FP8 else 1.0
+    act_scale = act_scale if is_8bit(dtype) else 1.0
     wq, cs = _quant_weights(w2, dtype, act_scale)
     return PackedConv(wq, cs, None, 3, cin, cout, act_scale, dtype)
 
@@ -218,7 +234,7 @@ def tmajor_rows(w2: Tensor, b2: Tensor | None) -> tuple[Tensor, Tensor | None]:
 
 def pack_conv1(w2: Tensor, bias: Tensor | None, dtype: torch.dtype, act_scale: float = 1.0) -> PackedConv:
     """(Cout, Cin) 1x1x1 weights (e.g. a ConvTranspose turned into 8K outputs) -> PackedConv."""
-    act_scale = act_scale if dtype == FP8 else 1.0
+    act_scale = act_scale if is_8bit(dtype) else 1.0
     wq, cs = _quant_weights(w2.detach(), dtype, act_scale)
     b = None if bias is None else bias.detach().float().contiguous()
     return PackedConv(wq, cs, b, 1, w2.shape[1], w2.shape[0], act_scale, dtype)
@@ -226,7 +242,7 @@ def pack_conv1(w2: Tensor, bias: Tensor | None, dtype: torch.dtype, act_scale: f
 
 def wpack_weights(p: PackedConv, pk: int) -> PackedConv:
     """The banded (P*Cout, 9*(P+2)*Cin) weights of conv_wpack_kernel from a 3^3 PackedConv (already
-    quantized: fp8 -> fp32 -> fp8 is exact), built once per P and kept on ``p``. Row q*Cout + co,
+    quantized: fp8 / int8 -> fp32 -> back is exact), built once per P and kept on ``p``. Row q*Cout + co,
     column kdh*(P+2)*Cin + v*Cin + c holds w[co, c, kd, kh, kw = v - q] (zero where v - q is not a tap)."""
     if pk not in p.derived:
         cout, cin = p.cout, p.cin
@@ -274,7 +290,7 @@ def _conv_wpack(
         CIN=p.cin, COUT=p.cout, P=pk, STATS=stats,
         IEEE=p.dtype == torch.float32 or (p.dtype == torch.bfloat16 and interpreting()),
         UPCAST=p.dtype == torch.bfloat16 and interpreting(), CACHE_A=bool(ca & 1), CACHE_B=bool(ca & 2),
-        BM=bm, BK=bk, num_warps=warps, num_stages=stages,
+        BM=bm, BK=bk, num_warps=warps, num_stages=stages, INT8=p.dtype == INT8,
     )  # fmt: skip
     return out, part
 
@@ -299,11 +315,15 @@ def _any_batch(key: str) -> str:
 
 
 def tuned_tile(key: str) -> list[int] | None:
-    """The tuned tile for ``key``, else one tuned for the same layer at another batch size."""
+    """The tuned tile for ``key``, else one tuned for the same layer at another batch size; an int8
+    layer without its own entry takes its fp8 twin's (same operand bytes, same MMA shape)."""
     if key in TUNED:
         return TUNED[key]
     want = _any_batch(key)
-    return next((v for k, v in sorted(TUNED.items()) if _any_batch(k) == want), None)
+    hit = next((v for k, v in sorted(TUNED.items()) if _any_batch(k) == want), None)
+    if hit is None and "|int8|" in key:
+        return tuned_tile(key.replace("|int8|", "|float8_e4m3fn|"))
+    return hit
 
 
 def conv_key(m: int, s_out: int, p: PackedConv, stride: int, pro: bool, epi: int) -> str:
@@ -312,7 +332,7 @@ def conv_key(m: int, s_out: int, p: PackedConv, stride: int, pro: bool, epi: int
 
 def conv_candidates(s_out: int, p: PackedConv) -> list[list[int]]:
     """Valid (BM, BN, BK, warps, stages) tiles: every M tile inside one sample, no N/K tails."""
-    kmin = 32 if p.dtype == FP8 else 16
+    kmin = 32 if is_8bit(p.dtype) else 16
     bms = [b for b in (64, 128, 256, 512) if s_out % b == 0] or [s_out]
     bns = [b for b in (32, 64, 128, 256) if p.cout % b == 0 and b <= max(32, p.cout)]
     bks = [b for b in (32, 64, 128) if p.cin % b == 0 and b >= kmin] or [p.cin]
@@ -336,9 +356,74 @@ def conv_default_cfg(s_out: int, p: PackedConv) -> list[int]:
     # few, large programs
     bm = min(4096 if interpreting() else 128, s_out & -s_out)
     bn = 128 if p.cout % 128 == 0 else (64 if p.cout % 64 == 0 else (32 if p.cout % 32 == 0 else p.cout))
-    kmin = 32 if p.dtype == FP8 else 16
+    kmin = 32 if is_8bit(p.dtype) else 16
     bk = next((b for b in (64, 32, 16) if p.cin % b == 0 and b >= kmin), p.cin)
     return [bm, bn, bk, 8 if bm * bn >= 128 * 128 else 4, 3]
+
+
+def halo_key(key: str) -> str:
+    """Tuned-config key that selects the Gluon halo kernel for a conv layer: value [TW]."""
+    return "halo|" + key
+
+
+def halo_choice(key: str) -> int:
+    """Tile width of the Gluon halo kernel for this layer, 0 for the Triton kernels. Env UNET3D_GLUON_CONV:
+    "1" takes it for every layer it fits (tile width 64), "0" never; otherwise a tuned entry decides."""
+    env = os.environ.get(ENV_GLUON, "")
+    if env in ("0", "1"):
+        return 64 if env == "1" else 0
+    want = _any_batch(key)
+    hit = TUNED.get(halo_key(key)) or next(
+        (v for k, v in sorted(TUNED.items()) if k.startswith("halo|") and _any_batch(k[5:]) == want), None
+    )
+    return int(hit[0]) if hit else 0
+
+
+def halo_ok(
+    x: Tensor, p: PackedConv, stride: int, pro: Any, pixel_shuffle: bool, off: int, xc: int,
+    out: Tensor | None, out_dtype: torch.dtype,
+) -> bool:  # fmt: skip
+    """Whether the Gluon halo kernel can run this call: compiled CUDA, an 8-bit 3^3 stride-1 conv of a
+    contiguous input, no prologue, a plain fp16 output, and shapes it tiles (plugins.gluon_conv.fits)."""
+    if not (x.is_cuda and not interpreting() and is_8bit(p.dtype) and x.dtype == p.dtype):
+        return False
+    if p.ks != 3 or stride != 1 or pro is not None or pixel_shuffle or off or xc != p.cin:
+        return False
+    if out_dtype != torch.float16:
+        return False
+    if out is not None and (out.dtype != torch.float16 or tuple(out.shape) != (*x.shape[:4], p.cout)):
+        return False
+    if importlib.util.find_spec("triton.experimental.gluon") is None:
+        return False
+    from plugins import gluon_conv
+
+    return gluon_conv.fits(tuple(x.shape[:4]), p.cin, p.cout)
+
+
+def conv3d_halo_cl(
+    x: Tensor, p: PackedConv, stats: bool = True, tw: int = 64, out: Tensor | None = None
+) -> tuple[Tensor, Partials | None]:
+    """The Gluon halo kernel (plugins.gluon_conv) on an (N, D, H, W, Cin) int8 / e4m3 CUDA buffer: fp16
+    output and partials of 2*2*tw voxels per tile, the numbers conv3d_cl's Triton kernels give (the
+    caller checks :func:`halo_ok`; conv3d_cl selects it per layer by a tuned entry or UNET3D_GLUON_CONV)."""
+    from plugins import gluon_conv
+
+    n, d, h, w, _ = x.shape
+    if p.halo_w is None:
+        p.halo_w = gluon_conv.tap_major(p.w, p.cout, p.cin)
+    if out is None:
+        out = torch.empty((n, d, h, w, p.cout), device=x.device, dtype=torch.float16)
+    s_out = d * h * w
+    chunk = gluon_conv.TD * gluon_conv.TH * tw
+    part = None
+    if stats:
+        pm = torch.empty((n * s_out // chunk, p.cout), device=x.device, dtype=torch.float32)
+        part = Partials(pm, torch.empty_like(pm), n, s_out // chunk, s_out, chunk)
+    cfg = gluon_conv.HaloConfig(p.cin, p.cout, p.dtype == INT8, tw)
+    gluon_conv.conv3_halo(
+        x.contiguous(), p.halo_w, p.colscale, out, part.mean if part else None, part.m2 if part else None, cfg
+    )
+    return out, part
 
 
 def conv3d_cl(
@@ -360,7 +445,8 @@ def conv3d_cl(
     InstanceNorm partials. ``pixel_shuffle`` (1x1x1 only): write depth-to-space into ``out``, an
     (N, 2D, 2H, 2W, OC) buffer, at channel ``off`` (the fused ConvTranspose + Concat); the weight rows
     are in NVIDIA's order k*8 + t, or t*K + k with ``tmajor`` (coalesced stores: use it when packing
-    your own weights, see :func:`tmajor_rows`)."""
+    your own weights, see :func:`tmajor_rows`). Without ``cfg``, an 8-bit stride-1 3^3 layer runs the
+    Gluon halo kernel where :func:`halo_choice` selects it (a ``halo|`` tuned entry or the env switch)."""
     n, d, h, w, cin = x.shape
     if cin != p.cin:
         raise ValueError(f"conv3d_cl: input has {cin} channels, weights expect {p.cin}")
@@ -381,6 +467,9 @@ def conv3d_cl(
             and (out is None or out.shape[-1] == p.cout) and wpack_fits((do, ho, wo), p, t)
         )  # fmt: skip
 
+    tw = halo_choice(key) if cfg is None else 0
+    if tw and halo_ok(x, p, stride, pro, pixel_shuffle, off, xc, out, out_dtype):
+        return conv3d_halo_cl(x, p, stats, tw, out)
     if cfg is not None:
         tile = list(cfg)
         if len(tile) > 6 and tile[6] > 1 and not wpack_ok(tile):
@@ -419,6 +508,7 @@ def conv3d_cl(
         d, h, w, do, ho, wo, p.cin, p.cout, oc, off, xc,
         KS=p.ks, STRIDE=stride, PRO=pro is not None, PRO_RELU=pro_relu, HAS_BIAS=p.bias is not None,
         STATS=stats, EPI=epi, FP8_A=p.dtype == FP8, FP8_OUT=out.dtype == FP8,
+        INT8=p.dtype == INT8, INT8_OUT=out.dtype == INT8,
         IEEE=p.dtype == torch.float32 or (p.dtype == torch.bfloat16 and interpreting()),
         UPCAST=p.dtype == torch.bfloat16 and interpreting(), EMU=interpreting(),
         BM=bm, BN=bn, BK=bk, CACHE_A=bool(ca & 1), CACHE_B=bool(ca & 2), EPK=p.cout // 8 if epi == 2 else 1,
@@ -590,11 +680,11 @@ def _(x: Tensor, w: Tensor, in_scale: float | None = None) -> Tensor:
 def conv3x3x3(
     x: Tensor, w: Tensor, stride: int = 1, precision: str = "fp16", act_scale: float = 1.0
 ) -> Tensor:
-    """3^3 conv, pad 1, no bias, channels-last in/out, implicit GEMM in ``precision`` (fp8: e4m3 with
-    per-output-channel weight scales and the per-tensor activation scale act_scale); out fp16
-    (bf16 for bf16, fp32 for fp32)."""
+    """3^3 conv, pad 1, no bias, channels-last in/out, implicit GEMM in ``precision`` (fp8: e4m3, int8:
+    symmetric int8 with int32 accumulation; both with per-output-channel weight scales and the
+    per-tensor activation scale act_scale); out fp16 (bf16 for bf16, fp32 for fp32)."""
     out_dtype = {"bf16": torch.bfloat16, "fp32": torch.float32}.get(precision, torch.float16)
-    kmin = 32 if precision == "fp8" else 16
+    kmin = 32 if precision in ("fp8", "int8") else 16
     if not use_triton(x) or w.shape[1] % kmin or w.shape[0] % 16:  # the kernel's shapes; else torch
         if precision == "fp8":  # e4m3 operands, exact products, fp32 sums (cuDNN; CUDA-graph safe)
             ws = ref.weight_scales_fp8(w)
@@ -602,12 +692,19 @@ def conv3x3x3(
             xq = ref.quantize_fp8(x, act_scale).float()
             y = tnf.conv3d(xq, wq, stride=stride, padding=1).float()
             y = y * (ws * act_scale).reshape(1, -1, 1, 1, 1)
+        elif precision == "int8":
+            y = ref.conv3x3x3_int8_sim(x, w, stride, act_scale)
         else:
             y = ref.conv3x3x3(x.to(PRECISIONS[precision]), w.to(PRECISIONS[precision]), stride)
         return y.to(out_dtype).contiguous(memory_format=torch.channels_last_3d)
     p = pack_conv3(w, PRECISIONS[precision], act_scale)
     xcl = to_cl(x)
-    xcl = ref.quantize_fp8(xcl, act_scale) if precision == "fp8" else xcl.to(PRECISIONS[precision])
+    if precision == "fp8":
+        xcl = ref.quantize_fp8(xcl, act_scale)
+    elif precision == "int8":
+        xcl = ref.quantize_int8(xcl, act_scale)
+    else:
+        xcl = xcl.to(PRECISIONS[precision])
     out, _ = conv3d_cl(xcl, p, stride, out_dtype=out_dtype)
     return from_cl(out)
 

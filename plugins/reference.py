@@ -3,7 +3,8 @@
 Conventions: tensors are logical NCDHW; the kernels keep activations channels-last in memory, the
 references accept any layout. Quantization is simulated here exactly as the kernels do it: float8 e4m3
 values q = sat(x / scale) with per-tensor activation scales and per-output-channel weight scales
-(amax / 448), accumulation in fp32.
+(amax / 448), accumulation in fp32; int8 values q = sat127(rne(x / scale)) with scales amax / 127 (the
+calibration cache's convention), exact integer accumulation, times the two scales in fp32.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from torch.nn import functional as tnf
 
 FP8_MAX = 448.0
 FP8 = torch.float8_e4m3fn
+INT8_MAX = 127.0
 
 
 def instance_norm_relu(
@@ -81,6 +83,28 @@ def conv3x3x3_fp8_sim(x: Tensor, w: Tensor, stride: int, act_scale: float) -> Te
     wq = quantize_fp8(w, ws.reshape(-1, 1, 1, 1, 1)).double() * ws.double().reshape(-1, 1, 1, 1, 1)
     xq = quantize_fp8(x, act_scale).double() * act_scale
     return tnf.conv3d(xq, wq, stride=stride, padding=1).float()
+
+
+def quantize_int8(x: Tensor, scale: float | Tensor) -> Tensor:
+    """Symmetric int8 of x/scale: round half to even, saturate at +-127 (never -128)."""
+    return torch.round(x.float() / scale).clamp(-INT8_MAX, INT8_MAX).to(torch.int8)
+
+
+def weight_scales_int8(w: Tensor) -> Tensor:
+    """Per-output-channel scale amax/127 (a zero channel gets scale 1)."""
+    amax = w.float().reshape(w.shape[0], -1).abs().amax(dim=1)
+    return torch.where(amax > 0, amax / INT8_MAX, torch.ones_like(amax))
+
+
+def conv3x3x3_int8_sim(x: Tensor, w: Tensor, stride: int, act_scale: float) -> Tensor:
+    """What the int8 kernels compute: int8(x/act_scale) (*) int8(w/w_scale[co]) summed exactly (fp64 holds
+    every int32 sum), converted to fp32 and times the fp32 column scale w_scale[co]*act_scale: the same
+    operations as the kernels' epilogue, so equal to them bit for bit before the output cast."""
+    ws = weight_scales_int8(w)
+    wq = quantize_int8(w, ws.reshape(-1, 1, 1, 1, 1)).double()
+    xq = quantize_int8(x, act_scale).double()
+    acc = tnf.conv3d(xq, wq, stride=stride, padding=1)
+    return acc.float() * (ws * act_scale).float().reshape(1, -1, 1, 1, 1)
 
 
 def deconv_to_conv1x1(w: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:

@@ -406,3 +406,136 @@ def test_skip_sharing_map_and_scales() -> None:
     assert half.share == {3: 3, 5: 2, 7: 1, 9: 0}
     assert FusedUNet3D.from_reference(m, precision="fp8", device="cpu", prologue="fused").share == {}
     assert FusedUNet3D.from_reference(m, precision="fp16", device="cpu", share_skips=False).share == {}
+
+
+# --- real int8 (int8 operands, exact int32 accumulation) ------------------------------------------
+
+
+def test_int8_quantization_rule() -> None:
+    """The reference rule the kernels follow: x/scale rounded half to even, saturated at +-127 (never
+    -128); per-output-channel weight scales amax/127."""
+    x = torch.tensor([0.5, 1.5, 2.5, -0.5, -1.5, 126.6, 300.0, -300.0, -127.5])
+    assert ref.quantize_int8(x, 1.0).tolist() == [0, 2, 2, 0, -2, 127, 127, -127, -127]
+    w = torch.tensor([[1.0, -2.54], [0.0, 0.0]])
+    assert torch.allclose(ref.weight_scales_int8(w), torch.tensor([2.54 / 127, 1.0]))
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_conv3x3x3_int8_is_the_simulation_bit_for_bit(stride: int) -> None:
+    """The int8 kernel accumulates int8 products exactly in int32 and rescales in fp32 as
+    ref.conv3x3x3_int8_sim does: equal to it bit for bit (fp32 output), and a few percent from fp32."""
+    torch.manual_seed(3)
+    x = torch.randn(2, 64, 4, 4, 8).contiguous(memory_format=CL)
+    w = torch.randn(32, 64, 3, 3, 3) * 0.05
+    s = 4.0 / 127
+    p = ops.pack_conv3(w, ops.INT8, s)
+    assert p.w.dtype == torch.int8 and int(p.w.abs().max()) == 127
+    xq = ref.quantize_int8(ops.to_cl(x), s)
+    got, _ = ops.conv3d_cl(xq, p, stride, out_dtype=torch.float32, cfg=[16, 32, 64, 4, 3])
+    want = ref.conv3x3x3_int8_sim(x, w, stride, s)
+    assert torch.equal(ops.from_cl(got), want)
+    # the custom op (fp16 out) is the same numbers rounded once
+    y = ops.conv3x3x3(x, w, stride, "int8", s)
+    assert y.dtype == torch.float16 and torch.equal(y.float(), want.half().float())
+    assert rel(want, ref.conv3x3x3(x, w, stride)) < 0.03
+
+
+@pytest.mark.parametrize(("pk", "tile"), [(2, [16, 0, 64, 4, 3, 0, 2]), (4, [8, 0, 64, 4, 3, 1, 4])])
+def test_wpack_int8_equals_plain_int8_and_stats(pk: int, tile: list[int]) -> None:
+    """The W-packed kernel with int8 operands gives the plain kernel's numbers exactly (both sums are
+    exact integers), statistics included; edges and two samples as the fp tests."""
+    torch.manual_seed(4)
+    x = torch.randn(2, 4, 4, 8, 32)
+    w = torch.randn(32, 32, 3, 3, 3) * 0.05
+    s = 3.0 / 127
+    p = ops.pack_conv3(w, ops.INT8, s)
+    xq = ref.quantize_int8(x, s)
+    want, wpart = ops.conv3d_cl(xq, p, 1, stats=True, out_dtype=torch.float32, cfg=[32, 32, 32, 4, 3])
+    got, gpart = ops.conv3d_cl(xq, p, 1, stats=True, out_dtype=torch.float32, cfg=tile)
+    assert pk in p.derived and p.derived[pk].w.dtype == torch.int8
+    assert torch.equal(got, want)
+    assert torch.equal(ops.from_cl(want), ref.conv3x3x3_int8_sim(ops.from_cl(x), w, 1, s))
+    a1, b1 = ops.in_affine(wpart, torch.ones(32), torch.zeros(32))
+    a2, b2 = ops.in_affine(gpart, torch.ones(32), torch.zeros(32))
+    assert rel(a2, a1) < 1e-5 and rel(b2, b1) < 1e-5
+
+
+def test_in_apply_int8_rounds_half_to_even_and_saturates() -> None:
+    x = torch.tensor([0.5, 1.5, 2.5, -2.5, 3.49, 126.5, 127.5, 1e6, -1e6, -127.6, 0.0, 7.0])
+    x = x.reshape(1, 1, 1, 12, 1).repeat(1, 1, 2, 1, 16) * torch.linspace(1, 2, 16)
+    a, b = torch.ones(1, 16), torch.zeros(1, 16)
+    out = ops.in_apply(x, a, b, relu=False, out_dtype=ops.INT8)
+    assert out.dtype == torch.int8
+    assert torch.equal(out, ref.quantize_int8(x, 1.0))
+    assert int(out.min()) == -127
+    # into a channel slice of an int8 concat buffer, with the scale folded into (a, b) and ReLU
+    buf = torch.full((1, 1, 2, 12, 24), 5, dtype=torch.int8)
+    ops.in_apply(x, a, b - 3.0, out=buf, off=8)
+    assert torch.equal(buf[..., 8:], ref.quantize_int8(torch.relu(x - 3.0), 1.0))
+    assert (buf[..., :8] == 5).all()
+
+
+def test_upconv_int8_into_an_int8_concat_buffer() -> None:
+    """The ConvTranspose GEMM with int8 operands writes int8 (bias added, requantized with the buffer's
+    scale folded into the column scale and bias, as plugins.unet packs it) straight into the buffer."""
+    torch.manual_seed(5)
+    cin, k = 32, 16
+    x = torch.randn(1, 2, 2, 4, cin)
+    wt, bt = torch.randn(cin, k, 2, 2, 2) * 0.1, torch.randn(k) * 0.1
+    w2, b2 = ops.tmajor_rows(*ref.deconv_to_conv1x1(wt, bt))
+    s_in, s_out = 3.0 / 127, 2.0 / 127
+    p = ops.pack_conv1(w2, b2, ops.INT8, s_in)
+    p.colscale = (p.colscale / s_out).contiguous()
+    assert p.bias is not None
+    p.bias = (p.bias / s_out).contiguous()
+    buf = torch.zeros((1, 4, 4, 8, 2 * k), dtype=torch.int8)
+    xq = ref.quantize_int8(x, s_in)
+    ops.conv3d_cl(xq, p, 1, out=buf, pixel_shuffle=True, cfg=[16, 32, 32, 4, 3], tmajor=True)
+    # the same arithmetic in torch: exact integer GEMM, fp32 scale, fp32 bias, RNE + saturation
+    acc = (xq.reshape(-1, cin).double() @ p.w.double().t()).float()
+    y = (acc * p.colscale + p.bias).clamp(-127, 127).round().to(torch.int8)
+    x8k = y.reshape(1, 2, 2, 4, 8, k).permute(0, 5, 4, 1, 2, 3).reshape(1, 8 * k, 2, 2, 4)  # k*8 + t
+    want = ref.pixel_shuffle3d(x8k)
+    assert torch.equal(ops.from_cl(buf[..., :k]), want)
+    # and against the float ConvTranspose: within the two quantization steps
+    ref_y = tnf.conv_transpose3d(ops.from_cl(x), wt, bt, stride=2) / s_out
+    assert float((ops.from_cl(buf[..., :k]).float() - ref_y).abs().max()) < 2.0
+    assert (buf[..., k:] == 0).all()
+
+
+def test_int8_layers_take_their_fp8_twin_tuned_tile(monkeypatch: pytest.MonkeyPatch) -> None:
+    p8 = ops.PackedConv(None, None, None, 3, 32, 32, 1.0, ops.FP8)  # type: ignore[arg-type]
+    pi = ops.PackedConv(None, None, None, 3, 32, 32, 1.0, ops.INT8)  # type: ignore[arg-type]
+    s = 128**3
+    monkeypatch.setattr(ops, "TUNED", {ops.conv_key(8 * s, s, p8, 1, False, 0): [128, 64, 128, 4, 4, 0, 2]})
+    assert ops.tuned_tile(ops.conv_key(8 * s, s, pi, 1, False, 0)) == [128, 64, 128, 4, 4, 0, 2]
+    assert ops.tuned_tile(ops.conv_key(1 * s, s, pi, 1, False, 0)) == [128, 64, 128, 4, 4, 0, 2]
+    assert ops.tuned_tile(ops.conv_key(8 * s, s, pi, 2, False, 0)) is None
+
+
+def test_fused_int8_packs_int8_gemms_with_amax_over_127() -> None:
+    """precision="int8": every GEMM with Cin % 32 == 0 gets int8 weights and the scale amax/127 of its
+    calibrated input (fp8: amax/448); the others stay fp16; the skip-sharing rule is unchanged."""
+    from core.backends.torch.fused import FusedUNet3D, act_scales_from_amax
+
+    torch.manual_seed(0)
+    m = ref.UNet3D((16, 32, 64, 64, 64)).eval()
+    amax = {i: 0.5 * (i + 1) for i in range(27)}
+    f = FusedUNet3D.from_reference(
+        m, precision="int8", device="cpu", act_scales=act_scales_from_amax(amax, "int8")
+    )
+    f8 = FusedUNet3D.from_reference(
+        m, precision="fp8", device="cpu", act_scales=act_scales_from_amax(amax, "fp8")
+    )
+    convs = [*f.layers.encoder, *[s for blk in f.layers.decoder for s in blk]]
+    for s in convs:
+        want = ops.INT8 if s.weight.shape[1] % 32 == 0 else torch.float16
+        assert s.dtype == want and s.packed.w.dtype == want
+        if s.dtype == ops.INT8 and s.index not in [f.layers.encoder[j].index for j in f.share]:
+            assert s.in_scale == pytest.approx(amax[s.index] / 127)
+    assert f.share == f8.share == {3: 3, 5: 2, 7: 1, 9: 0}
+    e2 = f.layers.encoder[2]
+    assert e2.in_scale == pytest.approx(amax[e2.index] / 127)
+    assert f8.layers.encoder[2].in_scale == pytest.approx(amax[e2.index] / 448)
+    with pytest.raises(ValueError, match="precision"):
+        FusedUNet3D.from_reference(m, precision="int4", device="cpu")

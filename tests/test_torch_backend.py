@@ -210,7 +210,9 @@ def test_segment_matches_ort_sliding_window(which: str, seed1_model_path, tiny_m
     finally:
         eng.close()
     assert got.dtype == np.uint8 and got.shape == vol.shape[1:]
-    assert np.array_equal(got, same_engine)
+    # same logits, two weighings: the device path folds the division into NVIDIA's patches, the NumPy
+    # path divides as the reference does, so a near tie (~1e-7) can flip (1 of 3.1 M voxels here)
+    assert (got != same_engine).sum() <= 2
     assert (got != ref).mean() < 1e-4
     if which != "tiny":
         assert len(np.unique(ref)) >= 2
@@ -418,6 +420,22 @@ def test_cuda_fp8_kernels_match_simulation(seed1_model_path) -> None:
     assert np.corrcoef(outs[0].ravel(), outs[1].ravel())[0, 1] > 0.9
 
 
+def test_fused_engine_runs_real_int8_with_the_cache_scales(fused_model) -> None:
+    """make_engine(executor="fused") takes int8 (the real int8 GEMMs): each GEMM layer gets its
+    calibrated input range / 127, as the int8 kernels dequantize it (fp8: / 448)."""
+    from plugins import ops
+
+    names = gemm_inputs(fused_model)
+    amax = {t: 1.0 + i for i, t in enumerate(names)} | {"input": 2.63979}
+    eng = {q: make_engine(fused_model, precision=q, batch_size=2, device="cpu", amax=amax, executor="fused")
+           for q in ("int8", "fp8")}  # fmt: skip
+    conv = eng["int8"]._fn.layers.encoder[2]
+    assert eng["int8"].precision == "int8" and eng["int8"].in_dtype == torch.int8
+    assert conv.dtype == ops.INT8 and conv.in_scale == pytest.approx(amax[names[conv.index]] / 127)
+    conv8 = eng["fp8"]._fn.layers.encoder[2]
+    assert conv8.in_scale == pytest.approx(amax[names[conv8.index]] / 448)
+
+
 def test_fused_executor_scale_mapping(renamed_model) -> None:
     """Cache ranges -> the fused executor's GEMM indices: first conv, 11 encoder convs, then per decoder block
     (deconv, conv on the concat buffer, conv)."""
@@ -425,13 +443,16 @@ def test_fused_executor_scale_mapping(renamed_model) -> None:
     assert len(names) == 27
     assert names[:2] == ["input", "Relu_2__output"]
     assert names[12:15] == ["Relu_35__output", "Concat_37__output", "Relu_40__output"]
-    scales = fused_act_scales(renamed_model, {"input": 2.0, "Concat_37__output": 44.8})
+    scales = fused_act_scales(renamed_model, {"input": 2.0, "Concat_37__output": 44.8}, "fp8")
     assert scales == pytest.approx({0: 2.0 / 448, 13: 0.1})
+    int8 = fused_act_scales(renamed_model, {"input": 2.0, "Concat_37__output": 44.8}, "int8")
+    assert int8 == pytest.approx({0: 2.0 / 127, 13: 44.8 / 127})
     with pytest.raises(UsageError):
         make_engine(renamed_model, device="cpu", executor="warp")
-    # fp8 on the CPU stays on the converted graph (simulated); on CUDA it defaults to "fused"
+    # fp8 and int8 on the CPU stay on the converted graph (simulated); on CUDA they default to "fused"
     amax = {t: 4.0 for t in quantizable_tensors(convert(renamed_model))}
     assert make_engine(renamed_model, precision="fp8", device="cpu", amax=amax).executor == "graph"
+    assert make_engine(renamed_model, precision="int8", device="cpu", amax=amax).executor == "graph"
 
 
 @pytest.mark.gpu

@@ -8,14 +8,14 @@ The package, by what each module is:
 - ``convert``: the ONNX -> :class:`OnnxUNet` converter (original or NVIDIA's surgered plugin form),
   quantization set-up with the calibration ranges, device placement (``build_net``);
 - ``fused``: the fused whole-network executor (the whole U-Net as a chain of fused Triton kernels;
-  fp8's default on CUDA);
+  fp8's and int8's default on CUDA: real fp8 (e4m3) and int8 GEMMs);
 - ``engine``: :class:`TorchEngine` (CUDA graphs per batch size, one stream per engine, pinned host
   copies, the GPU-resident sliding window) and ``make_engine``, which picks the executor;
 - this module: :class:`TorchBackend`, the ``Backend`` the registry (``core.backends``) hands out.
 
-int8 / fp8 on the converted graph run as *simulated* quantization (fake-quant with the calibration
-cache's per-tensor amax and per-channel weight amax) where the kernels provide no real low-precision
-convolution: numerically what an INT8/FP8 engine computes, not its speed.
+int8 / fp8 on the converted graph (the CPU, or ``UNET3D_TORCH_EXECUTOR=graph``) run as *simulated*
+quantization (fake-quant with the calibration cache's per-tensor amax and per-channel weight amax):
+numerically what an INT8/FP8 engine computes, not its speed.
 """
 
 from __future__ import annotations

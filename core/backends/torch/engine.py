@@ -22,7 +22,7 @@ import torch
 
 from core.backends.torch.convert import build_net, convert, load_onnx
 from core.backends.torch.nodes import CL3D, Kernels, OnnxUNet
-from core.backends.torch.quant import DTYPES, FP8_MAX, INT8_MAX, QUANT_PRECISIONS
+from core.backends.torch.quant import DTYPES, INT8_MAX, QUANT_PRECISIONS
 from core.benchmark import INT8_INPUT_AMAX_DEFAULT, ROI
 from core.errors import BackendUnavailableError, BadInputError, UsageError
 
@@ -277,9 +277,13 @@ def gemm_inputs(model: onnx.ModelProto) -> list[str]:
     return [n.input[0] for n in model.graph.node if n.op_type in ("Conv", "ConvTranspose")][:-1]
 
 
-def fused_act_scales(model: onnx.ModelProto, amax: dict[str, float]) -> dict[int, float]:
-    """Calibration-cache ranges -> the fused executor's per-layer fp8 input scales (amax / 448)."""
-    return {i: max(float(amax[t]), 1e-6) / FP8_MAX for i, t in enumerate(gemm_inputs(model)) if t in amax}
+def fused_act_scales(model: onnx.ModelProto, amax: dict[str, float], precision: str) -> dict[int, float]:
+    """Calibration-cache ranges -> the fused executor's per-layer input scales (fp8: amax / 448,
+    int8: amax / 127)."""
+    from core.backends.torch.fused import act_scales_from_amax
+
+    by_layer = {i: amax[t] for i, t in enumerate(gemm_inputs(model)) if t in amax}
+    return act_scales_from_amax(by_layer, precision)
 
 
 def make_engine(
@@ -301,9 +305,9 @@ def make_engine(
     does after its checks, and what the benches call with in-memory random models.
 
     ``executor``: "graph" (the converted graph, per-op kernels from plugins.ops where present; the
-    default except fp8 on CUDA) or "fused" (core.backends.torch.fused.FusedUNet3D: the whole network as fused
-    Triton kernels, CUDA only, fp32/fp16/bf16/fp8, original-form models of the MLPerf topology; the
-    default for fp8 on CUDA). Env UNET3D_TORCH_EXECUTOR."""
+    default except fp8/int8 on CUDA) or "fused" (core.backends.torch.fused.FusedUNet3D: the whole network as
+    fused Triton kernels, CUDA only, fp32/fp16/bf16/fp8/int8 (real int8 GEMMs), original-form models of the
+    MLPerf topology; the default for fp8 and int8 on CUDA). Env UNET3D_TORCH_EXECUTOR."""
     dev = torch.device(device)
     if dev.type == "cuda" and dev.index is None:
         dev = torch.device("cuda", torch.cuda.current_device())
@@ -328,9 +332,9 @@ def _make_engine(
     model_sha256: str,
     executor: str | None,
 ) -> TorchEngine:
-    # fp8 on CUDA defaults to the fused executor: the converted graph only simulates fp8 (cuDNN has no
-    # fp8 3D convolution), so it would be neither fast nor the arithmetic the fused kernels run
-    default = "fused" if precision == "fp8" and dev.type == "cuda" else "graph"
+    # fp8 and int8 on CUDA default to the fused executor: the converted graph only simulates them (cuDNN
+    # has no fp8/int8 3D convolution), so it would be neither fast nor the arithmetic the kernels run
+    default = "fused" if precision in QUANT_PRECISIONS and dev.type == "cuda" else "graph"
     executor = executor or os.environ.get(ENV_EXECUTOR, "") or default
     if executor not in EXECUTORS:
         raise UsageError(f"torch executor {executor!r} is not one of {', '.join(EXECUTORS)}")
@@ -377,8 +381,8 @@ def _fused_engine(
     compile_mode: str | None,
     model_sha256: str,
 ) -> TorchEngine:
-    if precision not in ("fp32", "fp16", "bf16", "fp8"):
-        raise UsageError(f"the fused torch executor runs fp32, fp16, bf16 and fp8, not {precision}")
+    if precision not in ("fp32", "fp16", "bf16", "fp8", "int8"):
+        raise UsageError(f"the fused torch executor runs fp32, fp16, bf16, fp8 and int8, not {precision}")
     try:
         from core.backends.torch.fused import FusedUNet3D
     except Exception as exc:
@@ -389,7 +393,8 @@ def _fused_engine(
     input_amax = (
         INT8_INPUT_AMAX_DEFAULT if amax is None else float(amax.get("input", INT8_INPUT_AMAX_DEFAULT))
     )
-    scales = fused_act_scales(m, amax) if (precision == "fp8" and amax is not None) else None
+    quantized = precision in QUANT_PRECISIONS and amax is not None
+    scales = fused_act_scales(m, amax, precision) if quantized and amax is not None else None
     try:
         fused = FusedUNet3D.from_onnx(
             m, precision=precision, device=dev, act_scales=scales, input_amax=input_amax

@@ -13,10 +13,12 @@ epilogue writes depth-to-space straight into the concat buffer; the skip is norm
 The output conv (32 -> 3, + bias) applies the last normalization on load and writes fp32 NCDHW logits.
 
 Precision: "fp16" / "bf16" run every GEMM in that dtype; "fp8" runs every GEMM whose input channel
-count is a multiple of 32 in e4m3 (per-output-channel weight scales, one scale per activation
-tensor) and the others in fp16. Statistics, normalization and accumulation stay in fp32 everywhere.
-Activation scales come from :meth:`FusedUNet3D.calibrate` (amax / 448 on sample windows); the default
-1.0 suits normalized activations (e4m3 keeps its relative precision from 2^-6 up to 448).
+count is a multiple of 32 in e4m3 and "int8" in symmetric int8 with exact int32 accumulation (both with
+per-output-channel weight scales and one scale per activation tensor), the others in fp16. Statistics,
+normalization and accumulation stay in fp32 everywhere. Activation scales come from
+:meth:`FusedUNet3D.calibrate` or a calibration cache (:func:`act_scales_from_amax`: amax / 448 for
+e4m3, amax / 127 for int8); without them fp8 uses 1.0 (e4m3 keeps its relative precision from 2^-6 up
+to 448 for normalized activations) and int8 :data:`INT8_DEFAULT_AMAX` / 127.
 """
 
 from __future__ import annotations
@@ -34,6 +36,15 @@ from plugins import ops
 from plugins import reference as ref
 
 INT8_INPUT_AMAX = 2.63979  # NVIDIA's input range (core.benchmark.INT8_INPUT_AMAX_DEFAULT)
+INT8_DEFAULT_AMAX = 8.0  # uncalibrated int8 range of a normalized, ReLU'd activation (calibrate instead)
+QUANT_PRECISIONS = ("fp8", "int8")
+
+
+def act_scales_from_amax(amax: dict[int, float], precision: str) -> dict[int, float]:
+    """Per-GEMM-layer input ranges (amax, e.g. from a calibration cache) -> the scales FusedUNet3D takes:
+    amax / 448 for fp8 (e4m3's largest value), amax / 127 for int8 (the cache's own convention)."""
+    qmax = ops.QUANT_MAX[ops.PRECISIONS[precision]]
+    return {i: max(float(a), 1e-6) / qmax for i, a in amax.items()}
 
 
 @dataclass
@@ -208,7 +219,7 @@ class FusedUNet3D:
         if prologue not in ("fused", "apply"):
             raise ValueError(f"FusedUNet3D: prologue must be 'fused' or 'apply', not {prologue!r}")
         self.prologue = prologue
-        if precision not in ("fp32", "fp16", "bf16", "fp8"):
+        if precision not in ("fp32", "fp16", "bf16", "fp8", "int8"):
             raise ValueError(f"FusedUNet3D: unknown precision {precision!r}")
         c0 = int(layers.first.weight.shape[0])
         if c0 & (c0 - 1) or c0 < 16 or any(w % 16 for w in layers.widths):
@@ -249,9 +260,16 @@ class FusedUNet3D:
         self.layers.out_b = self.layers.out_b.to(self.device, torch.float32)
 
     def _gemm_dtype(self, cin: int) -> torch.dtype:
-        if self.precision == "fp8" and cin % 32 == 0:
-            return ops.FP8
+        if self.precision in QUANT_PRECISIONS and cin % 32 == 0:
+            return ops.PRECISIONS[self.precision]
         return self.act_dtype
+
+    def _scale(self, s: ConvSpec) -> float:
+        """The input scale of an 8-bit GEMM layer (1.0 for the others)."""
+        if not ops.is_8bit(s.dtype):
+            return 1.0
+        default = INT8_DEFAULT_AMAX / ops.INT8_MAX if s.dtype == ops.INT8 else 1.0
+        return self.act_scales.get(s.index, default)
 
     def pack(self) -> None:
         """(Re)pack every layer's weights for the current precision and activation scales."""
@@ -261,7 +279,7 @@ class FusedUNet3D:
         convs = [*lay.encoder, *[s for _, c1, c2 in lay.decoder for s in (c1, c2)]]
         for s in convs:
             s.dtype = self._gemm_dtype(s.weight.shape[1])
-            s.in_scale = self.act_scales.get(s.index, 1.0) if s.dtype == ops.FP8 else 1.0
+            s.in_scale = self._scale(s)
         # A skip is normalized once, into its decoder block's concat buffer, and the down conv that
         # follows reads it there (a channel slice): one apply pass less per level. The down conv then
         # takes the buffer's scale, which covers the skip's range (no clipping; e4m3 is relative).
@@ -277,7 +295,7 @@ class FusedUNet3D:
             s.packed = ops.pack_conv3(s.weight, s.dtype, s.in_scale)
         for up, c1, _c2 in lay.decoder:
             up.dtype = self._gemm_dtype(up.weight.shape[1])
-            up.in_scale = self.act_scales.get(up.index, 1.0) if up.dtype == ops.FP8 else 1.0
+            up.in_scale = self._scale(up)
             wt, bt = ops.tmajor_rows(up.weight, up.bias)  # coalesced pixel-shuffle stores
             p = ops.pack_conv1(wt, bt, up.dtype, up.in_scale)
             # The epilogue writes into the concat buffer, quantized with the buffer's scale (c1's input).
@@ -362,7 +380,7 @@ class FusedUNet3D:
             ops.conv3d_cl(xin, up.packed, 1, pro=pro, out=buf, off=0, pixel_shuffle=True, tmajor=True)
             if record is not None:
                 record[c1.index] = max(record.get(c1.index, 0.0), float(buf.abs().amax()))
-                buf = buf.to(c1.dtype if c1.dtype != ops.FP8 else self.act_dtype)
+                buf = buf.to(self.act_dtype if ops.is_8bit(c1.dtype) else c1.dtype)
             y, part = self._conv(c1, buf, None)
             cur = self._norm(c1, y, part, c2.in_scale)
             if record is not None:
@@ -379,8 +397,9 @@ class FusedUNet3D:
         record[index] = max(record.get(index, 0.0), float(v.amax()))
 
     def calibrate(self, windows: Iterable[Tensor]) -> dict[int, float]:
-        """Max calibration of every fp8 GEMM input on sample windows: run unquantized, take amax, set
-        scale = amax / 448 and repack. Returns the scales."""
+        """Max calibration of every 8-bit GEMM input on sample windows: run unquantized, take amax, set
+        scale = amax / 448 (fp8; also kept for the other precisions) or amax / 127 (int8) and repack.
+        Returns the scales."""
         prec = self.precision
         saved = dict(self.act_scales)
         self.precision, self.act_scales = ("bf16" if prec == "bf16" else "fp16"), {}
@@ -391,7 +410,7 @@ class FusedUNet3D:
                 self.forward(w.to(self.device), rec)
         finally:
             self.precision = prec
-        scales = {i: max(a, 1e-6) / ops.FP8_MAX for i, a in rec.items()}
+        scales = act_scales_from_amax(rec, prec if prec in QUANT_PRECISIONS else "fp8")
         self.act_scales = scales if rec else saved
         self.pack()
         return dict(self.act_scales)
