@@ -21,7 +21,7 @@ import pytest
 from core.accuracy import score_log
 from core.benchmark import RunConfig
 from core.errors import MissingInputError, UsageError
-from core.harness.runner import run_benchmark_isolated
+from core.harness.isolated import run_benchmark_isolated
 from core.jobs import CancelToken
 from core.submission import check as chk
 from core.submission import stage as stg
