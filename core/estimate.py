@@ -88,7 +88,7 @@ def pace(runs: Iterable[RunRecord], cfg: RunConfig) -> tuple[float, RunRecord] |
 def run_estimate(ws: Workspace, cfg: RunConfig, runs: Iterable[RunRecord] = ()) -> Estimate:
     """How long ``cfg`` will run on ``ws``, from its workload and the pace of an earlier run (``runs``:
     the workspace's run records)."""
-    from core.harness.settings import target_latency_ms, target_qps
+    from core.harness.settings import expected
 
     cases, windows = workload(ws)
     size = f"{cases} cases" + (f", {windows:,} windows" if windows is not None else "")
@@ -100,12 +100,13 @@ def run_estimate(ws: Workspace, cfg: RunConfig, runs: Iterable[RunRecord] = ()) 
             return Estimate(None, f"{size}; {why}" if cases else "no case list")
         return Estimate(cases / found[0], f"{size} once at {rate}")
     min_d = cfg.min_duration if cfg.min_duration is not None else MLPERF_MIN_DURATION_S
+    sized = expected(cfg, ws.log_dir).value  # what LoadGen will size the run from
     if cfg.scenario == "Offline":
         mqc = cfg.min_query_count if cfg.min_query_count is not None else OFFLINE_MIN_QUERY_COUNT
-        samples = max(mqc, math.floor(OFFLINE_SLACK * min_d * target_qps(cfg)))
+        samples = max(mqc, math.floor(OFFLINE_SLACK * min_d * sized))
     else:
         mqc = cfg.min_query_count if cfg.min_query_count is not None else SINGLE_STREAM_MIN_QUERY_COUNT
-        samples = max(mqc, math.floor(SINGLE_STREAM_SLACK * min_d / (target_latency_ms(cfg) / 1000.0)))
+        samples = max(mqc, math.floor(SINGLE_STREAM_SLACK * min_d / (sized / 1000.0)))
         if cases:
             samples += cases - samples % cases  # whole permutations of the loaded samples
     if cfg.max_query_count:

@@ -403,8 +403,13 @@ def record_of(log_dir: Path) -> RunRecord:
 
 def list_runs(ws: Workspace) -> list[RunRecord]:
     """All runs under ``ws.log_dir`` (one level deep), newest first; never raises for bad folders."""
+    return runs_in(ws.log_dir)
+
+
+def runs_in(log_dir: Path) -> list[RunRecord]:
+    """All runs in one log folder (one level deep), newest first; never raises for bad folders."""
     try:
-        folders = [p for p in ws.log_dir.iterdir() if p.is_dir()]
+        folders = [p for p in Path(log_dir).iterdir() if p.is_dir()]
     except OSError:
         return []
     records = []

@@ -2,10 +2,10 @@
 ``FromConfig`` call (mlperf.conf is compiled into loadgen >= 4.1; a second call logs
 ``error_invalid_config``), plus the audit.config of a compliance test.
 
-user.conf carries what the rules leave to the submitter: Offline ``target_qps`` (from the RunConfig,
-else the per-backend default below) and SingleStream ``target_latency`` (from the RunConfig, else
-derived from the newest SingleStream run of the same backend/precision/batch in the log folder, else
-the per-backend default; see :func:`expected_latency`), and the duration and query-count overrides
+user.conf carries what the rules leave to the submitter: Offline ``target_qps`` and SingleStream
+``target_latency`` (from the RunConfig, else derived from the newest performance run of the same
+set-up in the log folder, else the per-backend default; see :func:`expected`), and the duration and
+query-count overrides
 when the RunConfig gives them (short runs; such runs are not submittable, see core.compliance).
 """
 
@@ -26,14 +26,20 @@ DEFAULT_TARGET_QPS = {"ort": 0.02, "torch": 6.8, "tensorrt": 6.8}
 # earlier SingleStream run of the same backend/precision/batch measured one: NVIDIA's H100 SingleStream
 # config (572.434 ms) for GPU backends.
 DEFAULT_TARGET_LATENCY_MS = {"ort": 60000.0, "torch": 572.434, "tensorrt": 572.434}
-# How a measured mean latency becomes the expected latency. LoadGen sizes a SingleStream run from it
-# (loadgen test_settings_internal.cc / GenerateQueries): with equal issue it generates about
-# 2 * min_duration / expected queries (at least min_query_count, padded to whole permutations of the
-# set) and the run ends when they are done, so min_duration is met only while the true mean latency is
-# at least expected / 2. NVIDIA's 572 ms against a measured 151 ms mean is what made a 60 s H200 run end
-# after 215 queries (~32 s) INVALID. 1.5 x the measured mean holds while the SUT stays above 75 % of it
-# and makes a run last about 1.33 x min_duration.
+# How a measured figure becomes what LoadGen sizes a run from (loadgen test_settings_internal.cc).
+# SingleStream: with equal issue LoadGen generates about 2 * min_duration / expected queries (at least
+# min_query_count, padded to whole permutations of the set) and the run ends when they are done, so
+# min_duration is met only while the true mean latency is at least expected / 2. NVIDIA's 572 ms
+# against a measured 151 ms mean is what made a 60 s H200 run end after 215 queries (~32 s) INVALID.
+# 1.5 x the measured mean holds while the SUT stays above 75 % of it and makes a run last about
+# 1.33 x min_duration.
 MEASURED_LATENCY_MARGIN = 1.5
+# Offline: one query of 1.1 * min_duration * expected QPS samples, so the run lasts
+# 1.1 * min_duration * expected / actual and meets min_duration only while actual <= 1.1 * expected.
+# 0.98 x the measured throughput holds while the SUT runs at most 12 % faster than measured (a short
+# run's figure carries its ramp) and makes a 600 s run last about 647 s (NVIDIA's per-system configs
+# set their measured QPS the same way).
+MEASURED_QPS_MARGIN = 0.98
 FALLBACK_TARGET_QPS = 1.0  # mlperf.conf's *.Offline.target_qps
 FALLBACK_TARGET_LATENCY_MS = 600.0
 
@@ -72,8 +78,10 @@ def loadgen(lg: Any | None = None) -> Any:
 
 
 @dataclass(frozen=True)
-class ExpectedLatency:
-    ms: float
+class Expected:
+    """What LoadGen sizes a performance run from: Offline samples/s, SingleStream latency in ms."""
+
+    value: float
     source: str  # "user", "measured" or "default"
     note: str = ""  # what to tell the user when they did not set it
 
@@ -95,6 +103,7 @@ def _num(x: float) -> str:
 
 
 def target_qps(cfg: RunConfig) -> float:
+    """The user's Offline expected QPS, else the backend's default (no measurement)."""
     if cfg.offline_expected_qps is not None:
         return float(cfg.offline_expected_qps)
     return DEFAULT_TARGET_QPS.get(cfg.backend, FALLBACK_TARGET_QPS) * max(1, cfg.gpus)
@@ -110,79 +119,77 @@ def target_latency_ms(cfg: RunConfig) -> float:
 USER_CONF_HEADER = "# user.conf written by unet3d for: "
 
 
-def _latency_key(run_args: str) -> tuple[str, str, str] | None:
-    """(backend, precision, gpu_batch_size) from a RUN_ARGS string (the user.conf header)."""
-    flags = dict(t[2:].split("=", 1) for t in run_args.split() if t.startswith("--") and "=" in t)
-    if flags.get("scenarios") != "SingleStream":
-        return None
-    return (flags.get("backend", ""), flags.get("precision", ""), flags.get("gpu_batch_size", ""))
+def _setup(cfg: RunConfig) -> tuple[Any, ...]:
+    """What a measured figure carries over between runs: scenario, backend, precision, batch, devices
+    and engines per device (the model and data are the workspace's)."""
+    return (cfg.scenario, cfg.backend, cfg.precision, cfg.gpu_batch_size, cfg.gpus, cfg.inference_streams)
 
 
-def measured_latency(log_dir: Path, cfg: RunConfig) -> tuple[float, str] | None:
-    """(mean latency ms, run folder name) of the newest finished SingleStream performance run in
-    ``log_dir`` with the same backend, precision and batch size (VALID or not: an INVALID run's mean
-    is as good a measurement), read from its user.conf header and LoadGen summary."""
-    from core.harness.logs import parse_summary
+def measured(log_dir: Path, cfg: RunConfig) -> tuple[float, str] | None:
+    """(figure, run id) of the newest finished performance run in ``log_dir`` with cfg's set-up:
+    Offline samples/s, SingleStream mean latency in ms. VALID or not: an INVALID run measured as well
+    (a run ended early is what this corrects); a cancelled or failed one did not finish measuring."""
+    from core.history import runs_in
 
-    key = (cfg.backend, cfg.precision, str(cfg.gpu_batch_size))
-    try:
-        runs = sorted((p for p in Path(log_dir).iterdir() if p.is_dir()), key=lambda p: p.name, reverse=True)
-    except OSError:
-        return None
-    for run in runs:
-        try:
-            head = (run / "user.conf").read_text(encoding="utf-8", errors="replace").split("\n", 1)[0]
-        except OSError:
+    for rec in runs_in(log_dir):  # newest first
+        if rec.config is None or _setup(rec.config) != _setup(cfg) or rec.test_mode != "PerformanceOnly":
             continue
-        if not head.startswith(USER_CONF_HEADER) or _latency_key(head[len(USER_CONF_HEADER) :]) != key:
+        if not rec.complete or rec.valid is None:
             continue
-        summary = parse_summary(run)
-        mean = summary.latency_ns.get("mean")
-        if (
-            summary.scenario == "SingleStream"
-            and summary.mode == "PerformanceOnly"
-            and mean
-            and summary.result
-        ):
-            return mean / 1e6, run.name
+        if cfg.scenario == "Offline" and rec.metrics.samples_per_s:
+            return rec.metrics.samples_per_s, rec.run_id
+        if cfg.scenario == "SingleStream" and rec.metrics.latency_ms.get("mean"):
+            return rec.metrics.latency_ms["mean"], rec.run_id
     return None
 
 
-def expected_latency(cfg: RunConfig, log_dir: Path | None = None) -> ExpectedLatency:
-    """The SingleStream expected latency of a run: the user's value; else MEASURED_LATENCY_MARGIN x the
-    mean of the newest SingleStream run of the same backend/precision/batch in ``log_dir``; else the
-    backend's default. Both fallbacks come with a note saying so."""
-    if cfg.single_stream_expected_latency_ms is not None:
-        return ExpectedLatency(float(cfg.single_stream_expected_latency_ms), "user")
+def expected(cfg: RunConfig, log_dir: Path | None = None) -> Expected:
+    """What LoadGen sizes ``cfg``'s run from: the user's value; else the newest measurement of the same
+    set-up in ``log_dir`` with its margin (Offline: MEASURED_QPS_MARGIN x samples/s, SingleStream:
+    MEASURED_LATENCY_MARGIN x mean latency); else the backend's default. Both fallbacks come with a
+    note saying so."""
+    offline = cfg.scenario == "Offline"
+    flag = "--offline_expected_qps" if offline else "--single_stream_expected_latency_ms"
+    given = cfg.offline_expected_qps if offline else cfg.single_stream_expected_latency_ms
+    if given is not None:
+        return Expected(float(given), "user")
     what = f"{cfg.backend}/{cfg.precision}/batch {cfg.gpu_batch_size}"
-    found = measured_latency(log_dir, cfg) if log_dir is not None else None
+    if cfg.inference_streams > 1:
+        what += f"/{cfg.inference_streams} streams"
+    found = measured(log_dir, cfg) if log_dir is not None else None
     if found is not None:
-        mean, run = found
-        ms = round(MEASURED_LATENCY_MARGIN * mean, 3)
-        note = (
-            f"SingleStream expected latency {ms:g} ms = {MEASURED_LATENCY_MARGIN:g} x the mean {mean:.3f} ms "
-            f"measured by run {run} ({what}); --single_stream_expected_latency_ms overrides it"
-        )
-        return ExpectedLatency(ms, "measured", note)
+        figure, run = found
+        if offline:
+            qps = round(MEASURED_QPS_MARGIN * figure, 4)
+            note = (f"Offline expected QPS {qps:g} = {MEASURED_QPS_MARGIN:g} x the {figure:.4f} samples/s "
+                    f"measured by run {run} ({what}); {flag} overrides it")  # fmt: skip
+            return Expected(qps, "measured", note)
+        ms = round(MEASURED_LATENCY_MARGIN * figure, 3)
+        note = (f"SingleStream expected latency {ms:g} ms = {MEASURED_LATENCY_MARGIN:g} x the mean "
+                f"{figure:.3f} ms measured by run {run} ({what}); {flag} overrides it")  # fmt: skip
+        return Expected(ms, "measured", note)
+    if offline:
+        qps = target_qps(cfg)
+        note = (f"Offline expected QPS {qps:g} is the {cfg.backend} default (no Offline run of {what} to "
+                f"measure it from): a SUT faster than {1.1 * qps:g} samples/s ends INVALID (min duration "
+                f"not met); the next run uses this run's measured throughput, or set {flag}")  # fmt: skip
+        return Expected(qps, "default", note)
     ms = target_latency_ms(cfg)
-    note = (
-        f"SingleStream expected latency {ms:g} ms is the {cfg.backend} default (no SingleStream run of "
-        f"{what} to measure it from): a SUT faster than {ms / 2:g} ms per sample ends INVALID (min "
-        "duration not met); the next run uses this run's measured mean, or set "
-        "--single_stream_expected_latency_ms"
-    )
-    return ExpectedLatency(ms, "default", note)
+    note = (f"SingleStream expected latency {ms:g} ms is the {cfg.backend} default (no SingleStream run of "
+            f"{what} to measure it from): a SUT faster than {ms / 2:g} ms per sample ends INVALID (min "
+            f"duration not met); the next run uses this run's measured mean, or set {flag}")  # fmt: skip
+    return Expected(ms, "default", note)
 
 
-def user_conf_text(cfg: RunConfig, latency_ms: float | None = None) -> str:
-    """The user.conf of this run (keys `3d-unet.<scenario>.<key>`; durations in ms). ``latency_ms``:
-    the SingleStream expected latency (default: :func:`target_latency_ms`)."""
+def user_conf_text(cfg: RunConfig, value: float | None = None) -> str:
+    """The user.conf of this run (keys `3d-unet.<scenario>.<key>`; durations in ms). ``value``: what
+    LoadGen sizes the run from (:func:`expected`; default: the user's value or the backend's)."""
     m, s = LOADGEN_MODEL, cfg.scenario
     lines = [f"{USER_CONF_HEADER}{cfg.run_args()}"]
     if s == "Offline":
-        lines.append(f"{m}.{s}.target_qps = {_num(target_qps(cfg))}")
+        lines.append(f"{m}.{s}.target_qps = {_num(target_qps(cfg) if value is None else value)}")
     else:
-        lat = target_latency_ms(cfg) if latency_ms is None else latency_ms
+        lat = target_latency_ms(cfg) if value is None else value
         lines.append(f"{m}.{s}.target_latency = {_num(lat)}")
     if cfg.min_duration is not None:
         lines.append(f"{m}.{s}.min_duration = {round(cfg.min_duration * 1000)}")
@@ -271,8 +278,8 @@ def build_settings(cfg: RunConfig, run_dir: Path, lg: Any | None = None) -> Buil
     check_config(cfg)
     run_dir = Path(run_dir)
     user_conf = run_dir / "user.conf"
-    latency = expected_latency(cfg, run_dir.parent) if cfg.scenario == "SingleStream" else None
-    atomic_write_text(user_conf, user_conf_text(cfg, latency.ms if latency else None))
+    sized = expected(cfg, run_dir.parent)
+    atomic_write_text(user_conf, user_conf_text(cfg, sized.value))
     audit = run_dir / "audit.config"
     if cfg.audit_test is not None:
         atomic_write_text(audit, audit_config_text(cfg.audit_test))
@@ -298,8 +305,8 @@ def build_settings(cfg: RunConfig, run_dir: Path, lg: Any | None = None) -> Buil
         user_conf=user_conf,
         audit_config=audit,
         audit_test=cfg.audit_test,
-        target_qps=target_qps(cfg) if cfg.scenario == "Offline" else None,
-        target_latency_ms=latency.ms if latency else None,
+        target_qps=sized.value if cfg.scenario == "Offline" else None,
+        target_latency_ms=sized.value if cfg.scenario == "SingleStream" else None,
         fresh_process=fresh,
-        notes=(latency.note,) if latency and latency.note else (),
+        notes=(sized.note,) if sized.note else (),
     )
