@@ -20,15 +20,16 @@ RUN_ARGS ?=
 DRY_RUN ?=
 PREPROCESS_ARGS ?=
 DEMO_WORKSPACE ?= unet3d-demo
-# submission (NVIDIA's Makefile.submission names): the tree is staged here, full logs in $(SUBMISSION_DIR).full
-SUBMISSION_DIR ?= build/submission-staging
+# submission (NVIDIA's Makefile.submission names): the tree is staged in the workspace's
+# build/submission-staging (full logs in build/submission-staging.full) unless SUBMISSION_DIR names another
+SUBMISSION_DIR ?=
 SUBMITTER ?=
 SYSTEM_NAME ?=
 STAGE_ARGS ?=
 CHECKER ?=
 CHECK_ARGS ?=
 AUDIT_TEST ?= TEST01
-AUDIT_OUT ?= build/compliance
+AUDIT_OUT ?=
 VERIFY_ARGS ?=
 
 .PHONY: install install-dev help run run_harness preprocess_data download_model download_data calibrate demo status history test test_fast lint
@@ -62,16 +63,17 @@ status:
 history:
 	$(UNET3D) history
 
-# TEST01: the audit run (RUN_ARGS + --audit_test), then its verification against the newest accuracy and
-# performance runs of the scenario (VERIFY_ARGS="--scenario=SingleStream" for SingleStream) into AUDIT_OUT/TEST01
+# TEST01: the audit run (RUN_ARGS + --audit_test), then its verification against the accuracy and performance
+# runs the stage would choose (VERIFY_ARGS="--scenario=SingleStream" for SingleStream) into the workspace's
+# build/compliance/<scenario>/TEST01 (or AUDIT_OUT/TEST01), where the auditor checklist finds it
 run_audit_harness:
 	$(UNET3D) run --run-args="$(RUN_ARGS) --audit_test=$(AUDIT_TEST)"
-	$(UNET3D) submission verify-test01 --out=$(AUDIT_OUT) $(VERIFY_ARGS)
+	$(UNET3D) submission verify-test01 $(if $(AUDIT_OUT),--out=$(AUDIT_OUT)) $(VERIFY_ARGS)
 
 stage_results:
 	$(if $(SUBMITTER),,$(error give SUBMITTER=ORG))
 	$(if $(SYSTEM_NAME),,$(error give SYSTEM_NAME=NAME))
-	$(UNET3D) submission stage --out=$(SUBMISSION_DIR) --submitter=$(SUBMITTER) --system-name=$(SYSTEM_NAME) $(STAGE_ARGS)
+	$(UNET3D) submission stage $(if $(SUBMISSION_DIR),--out=$(SUBMISSION_DIR)) --submitter=$(SUBMITTER) --system-name=$(SYSTEM_NAME) $(STAGE_ARGS)
 
 # the stage already truncates; this is for accuracy logs placed in the tree by hand
 truncate_results:

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # core, when run as a script
 T0 = time.time()
 SUMMARY: dict[str, Any] = {"runs": {}}
 ACC = re.compile(r"mean\s*=\s*([0-9.]+).*?kidney\s*=\s*([0-9.]+).*?tumor\s*=\s*([0-9.]+)", re.S)
@@ -41,6 +42,33 @@ def sh(cmd: list[str], env: dict[str, str], tag: str) -> str:
     return out
 
 
+def phantom_workspace(shared: Path, raw: Path, ws: Path, jobs: int, env: dict[str, str], say: Any) -> None:
+    """The phantom KiTS19 set in ``raw`` (CT-like imaging beside each shared mask, the official case
+    lists) and the shared phantom model as the workspace's model; steps already done are reused."""
+    cases = [
+        json.loads((shared / "kits19" / f"{s}_cases.json").read_text()) for s in ("inference", "calibration")
+    ]
+    todo = [c for c in cases[0] + cases[1] if not (raw / c / "imaging.nii.gz").exists()]
+    if todo:
+        # the phantom tool reads each case's mask from the shared folder and writes imaging beside a copy
+        tool = str(shared / "tools" / "kits19_phantom.py")
+        gen = [sys.executable, tool, "--out", str(raw), "--jobs", str(jobs)]
+        say(f"phantoms ({len(todo)} cases)")
+        t = time.time()
+        subprocess.run([*gen, "--cases", *todo], env=env, check=True, capture_output=True)
+        say(f"phantoms: {time.time() - t:.0f} s")
+    for name, lst in zip(("inference", "calibration"), cases, strict=True):
+        (raw / f"{name}_cases.json").write_text(json.dumps(lst))
+    from core.workspace import Workspace
+
+    w = Workspace.resolve(ws, env={"DATA_DIR": str(raw)})
+    if not w.model_path.exists():
+        w.model_path.parent.mkdir(parents=True, exist_ok=True)
+        subprocess.run([sys.executable, str(shared / "tools" / "phantom_model.py"), str(w.model_path)],
+                       env=env, check=True, capture_output=True)  # fmt: skip
+        say(f"phantom model -> {w.model_path}")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--shared", type=Path, required=True)
@@ -56,35 +84,7 @@ def main() -> int:
     raw, ws = a.work / "raw", a.work / "ws"
     env = {**os.environ, "UNET3D_WORKSPACE": str(ws), "DATA_DIR": str(raw), "PYTHONUNBUFFERED": "1"}
     cli = [sys.executable, "-m", "core"]
-    cases = [
-        json.loads((a.shared / "kits19" / f"{s}_cases.json").read_text())
-        for s in ("inference", "calibration")
-    ]
-    todo = [c for c in cases[0] + cases[1] if not (raw / c / "imaging.nii.gz").exists()]
-    if todo:
-        # the phantom tool reads each case's mask from the shared folder and writes imaging beside a copy
-        gen = [
-            sys.executable,
-            str(a.shared / "tools" / "kits19_phantom.py"),
-            "--out",
-            str(raw),
-            "--jobs",
-            str(a.jobs),
-        ]
-        sh([*gen, "--cases", *todo], env, f"phantoms ({len(todo)} cases)")
-    for name, lst in zip(("inference", "calibration"), cases, strict=True):
-        (raw / f"{name}_cases.json").write_text(json.dumps(lst))
-    sys.path.insert(0, str(ROOT))
-    from core.workspace import Workspace
-
-    w = Workspace.resolve(ws, env={"DATA_DIR": str(raw)})
-    if not w.model_path.exists():
-        w.model_path.parent.mkdir(parents=True, exist_ok=True)
-        sh(
-            [sys.executable, str(a.shared / "tools" / "phantom_model.py"), str(w.model_path)],
-            env,
-            "phantom model",
-        )
+    phantom_workspace(a.shared, raw, ws, a.jobs, env, log)
     sh([*cli, "preprocess", "--jobs", str(a.jobs)], env, "unet3d preprocess")
 
     def calibrate(method: str) -> None:

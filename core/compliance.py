@@ -3,9 +3,11 @@
 :func:`judge_run` is pure: it takes what a run folder says (scenario, mode, audit test, status, LoadGen's
 verdict, the effective settings LoadGen logged in ``mlperf_log_detail.txt``, the dataset and model
 provenance recorded in ``run.json``, the keys ``user.conf`` set, the accuracy) and returns whether the
-run is *compliant* plus one line per broken rule. :func:`judge_run_dir` reads those facts from a run
-folder. A run shortened for speed (``--min_duration=10``) stays possible and is labelled ``shortened``,
-never compliant.
+run is *compliant* plus one line per broken rule. A run folder's verdict is
+``core.history.RunRecord.compliance``: the record's own facts passed through :func:`judge_run` once (no
+second reading of the folder). A run shortened for speed (``--min_duration=10``) stays possible and is
+labelled ``shortened``, never compliant. :func:`judge_dataset` and :func:`judge_model` judge a
+workspace's data and model by the same rules (the auditor checklist's set-up steps).
 
 The rules (LoadGen ``mlperf.conf``, the submission checker's constants, the inference policies):
 min_duration 600 s (Offline and SingleStream); Offline ``min_query_count`` 43 and at least 43 samples
@@ -18,14 +20,13 @@ on; the RNG seeds of a round's ``mlperf.conf``; no ``user.conf`` override of a f
 
 from __future__ import annotations
 
-import hashlib
-import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from core.benchmark import FP32_REFERENCE_DICE, TARGET_FRACTIONS
+from core.fsio import md5_file
 
 if TYPE_CHECKING:
     from core.harness.logs import LoadgenSettings
@@ -53,6 +54,9 @@ ROUND_SEEDS: dict[str, tuple[int, int, int]] = {
 
 PERFORMANCE_MODES = ("PerformanceOnly", "SubmissionRun")
 ACCURACY_MODES = ("AccuracyOnly", "SubmissionRun")
+# rules an auditor's test may set aside on purpose: "dataset" (a new validation set: its case list,
+# its size and its origin) and "model" (new weights: the official model file)
+WAIVABLE = ("dataset", "model")
 
 
 def round_of_seeds(seeds: Sequence[int | None]) -> str | None:
@@ -129,6 +133,7 @@ def judge_run(
     user_conf: Mapping[str, str] | None = None,
     accuracy_mean: float | None = None,
     config_ver: str = "default",
+    waive: Collection[str] = (),
 ) -> Compliance:
     """Judge one run against the 3d-unet rules.
 
@@ -136,7 +141,12 @@ def judge_run(
     run.json's ``dataset`` ({"cases", "official_case_list", "synthetic"}). ``model``: run.json's
     ``model_provenance`` ({"md5", "official"}). ``user_conf``: key -> value of the keys the run's
     user.conf set (the last component of ``3d-unet.<scenario>.<key>``). ``accuracy_mean``: the mean
-    DICE of an accuracy run. ``valid``: LoadGen's VALID/INVALID of a performance run."""
+    DICE of an accuracy run. ``valid``: LoadGen's VALID/INVALID of a performance run. ``waive``: rules
+    of :data:`WAIVABLE` not judged (the auditor's new-weights and new-dataset runs)."""
+    unknown_waiver = set(waive) - set(WAIVABLE)
+    if unknown_waiver:
+        raise ValueError(f"cannot waive {sorted(unknown_waiver)}: only {', '.join(WAIVABLE)}")
+    own_data = "dataset" not in waive
     broken: list[str] = []
     short: list[str] = []
     unknown: list[str] = []
@@ -193,7 +203,7 @@ def judge_run(
                 broken.append(f"SingleStream ran {s.query_count} queries < {SINGLE_STREAM_MIN_QUERIES:,}")
             if s.early_stopping_met is False:
                 broken.append("SingleStream early-stopping estimate not met")
-        if s.performance_sample_count is not None and s.performance_sample_count != DATASET_SIZE:
+        if own_data and s.performance_sample_count not in (None, DATASET_SIZE):
             broken.append(f"performance_sample_count {s.performance_sample_count} != {DATASET_SIZE}")
     if performance and status == "complete":
         if valid is False:
@@ -201,29 +211,16 @@ def judge_run(
         elif valid is None:
             unknown.append("no LoadGen result (VALID/INVALID) in the summary")
 
-    if accuracy and s is not None and s.accuracy_sample_count not in (None, DATASET_SIZE):
+    if own_data and accuracy and s is not None and s.accuracy_sample_count not in (None, DATASET_SIZE):
         broken.append(
             f"accuracy run covers {s.accuracy_sample_count} samples, the dataset has {DATASET_SIZE}"
         )
 
-    if dataset is None:
-        unknown.append("dataset provenance not recorded")
-    else:
-        if dataset.get("official_case_list") is False:
-            broken.append(
-                f"case list is not the official {DATASET_SIZE} cases ({dataset.get('cases')} cases)"
-            )
-        if dataset.get("synthetic") is True:
-            broken.append("synthetic data (demo phantoms), not KiTS19")
-        elif dataset.get("synthetic") is None:
-            unknown.append("dataset provenance unknown (no DATA_DIR to inspect)")
-
+    if own_data:
+        _dataset_rules(dataset, broken, unknown)
     official_model = None if model is None else model.get("official")
-    if official_model is False:
-        md5 = model.get("md5") if model else None
-        broken.append(f"model is not the official {OFFICIAL_MODEL_FILE} (md5 {md5}): open division only")
-    elif official_model is None:
-        unknown.append("model provenance not recorded")
+    if "model" not in waive:
+        _model_rules(model, broken, unknown)
 
     if accuracy and status == "complete":
         if accuracy_mean is None:
@@ -246,6 +243,10 @@ def judge_run(
                 f"{' / '.join(USER_CONF_ALLOWED)} are the submitter's)"
             )
 
+    return _verdict(short, broken, unknown)
+
+
+def _verdict(short: list[str], broken: list[str], unknown: list[str]) -> Compliance:
     if short or broken:
         return Compliance(False, tuple(short + broken), shortened=bool(short))
     if unknown:
@@ -253,23 +254,55 @@ def judge_run(
     return Compliance(True)
 
 
+def _dataset_rules(dataset: Mapping[str, Any] | None, broken: list[str], unknown: list[str]) -> None:
+    if dataset is None:
+        unknown.append("dataset provenance not recorded")
+        return
+    if dataset.get("official_case_list") is False:
+        broken.append(f"case list is not the official {DATASET_SIZE} cases ({dataset.get('cases')} cases)")
+    if dataset.get("synthetic") is True:
+        broken.append("synthetic data (demo phantoms), not KiTS19")
+    elif dataset.get("synthetic") is None:
+        unknown.append("dataset provenance unknown (no DATA_DIR to inspect)")
+
+
+def _model_rules(model: Mapping[str, Any] | None, broken: list[str], unknown: list[str]) -> None:
+    official = None if model is None else model.get("official")
+    if official is False:
+        md5 = model.get("md5") if model else None
+        broken.append(f"model is not the official {OFFICIAL_MODEL_FILE} (md5 {md5}): open division only")
+    elif official is None:
+        unknown.append("model provenance not recorded")
+
+
+def judge_dataset(dataset: Mapping[str, Any] | None) -> Compliance:
+    """The dataset rules alone (:func:`dataset_provenance`'s facts): the official 43 cases of KiTS19."""
+    broken: list[str] = []
+    unknown: list[str] = []
+    _dataset_rules(dataset, broken, unknown)
+    return _verdict([], broken, unknown)
+
+
+def judge_model(model: Mapping[str, Any] | None) -> Compliance:
+    """The model rule alone (:func:`model_provenance`'s facts): the official model file."""
+    broken: list[str] = []
+    unknown: list[str] = []
+    _model_rules(model, broken, unknown)
+    return _verdict([], broken, unknown)
+
+
 # --- provenance written into run.json when a run starts ---------------------------------------------
 
 
-def file_md5(path: Path) -> str | None:
-    try:
-        h = hashlib.md5(usedforsecurity=False)
-        with Path(path).open("rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                h.update(chunk)
-        return h.hexdigest()
-    except OSError:
-        return None
-
-
 def model_provenance(model_path: Path | None) -> dict[str, Any]:
-    """{"file", "md5", "official"}: whether the model file is the official one (by its MD5)."""
-    md5 = file_md5(model_path) if model_path is not None else None
+    """{"file", "md5", "official"}: whether the model file is the official one (by its MD5); an
+    unreadable file says nothing ("official": None)."""
+    md5 = None
+    if model_path is not None:
+        try:
+            md5 = md5_file(model_path)
+        except OSError:
+            md5 = None
     return {
         "file": Path(model_path).name if model_path is not None else None,
         "md5": md5,
@@ -299,34 +332,3 @@ def dataset_provenance(ws: Workspace, cases: Sequence[str]) -> dict[str, Any]:
 def run_provenance(ws: Workspace, cases: Sequence[str], model_path: Path | None) -> dict[str, Any]:
     """The run.json fields the rules need: ``dataset`` and ``model_provenance``."""
     return {"dataset": dataset_provenance(ws, cases), "model_provenance": model_provenance(model_path)}
-
-
-# --- a run folder --------------------------------------------------------------------------------
-
-
-def judge_run_dir(run_dir: str | Path) -> Compliance:
-    """:func:`judge_run` on the facts of a run folder (run.json, the detail log, user.conf)."""
-    from core.harness.logs import loadgen_settings
-    from core.harness.settings import read_user_conf
-
-    run_dir = Path(run_dir)
-    try:
-        rj = json.loads((run_dir / "run.json").read_text())
-    except (OSError, ValueError):
-        return Compliance(None, ("run.json missing or unreadable",))
-    result = rj.get("result") or {}
-    acc = rj.get("accuracy") or {}
-    conf = run_dir / "user.conf"
-    return judge_run(
-        scenario=str(rj.get("scenario")),
-        test_mode=str(rj.get("test_mode")),
-        audit_test=rj.get("audit_test"),
-        status=str(rj.get("status")),
-        valid=result.get("valid"),
-        settings=loadgen_settings(run_dir),
-        dataset=rj.get("dataset"),
-        model=rj.get("model_provenance"),
-        user_conf=read_user_conf(conf) if conf.is_file() else None,
-        accuracy_mean=acc.get("mean") if isinstance(acc, dict) else None,
-        config_ver=str(rj.get("config_ver") or "default"),
-    )

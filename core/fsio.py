@@ -1,5 +1,6 @@
 """Atomic file writes: the one implementation every module uses, so nothing is ever half-written;
-and the one sha256 of a file or of bytes (models, preprocessed volumes, engines, checksums records).
+and the one home for file hashes: sha256 of a file or of bytes (models, preprocessed volumes, engines,
+checksum records, truncated accuracy logs) and the MD5 of a file (the official model's published checksum).
 
 Write to a temporary file in the target's folder, flush, fsync, then ``os.replace`` it over the target.
 On any failure the temporary file is removed and the target is untouched. An ``OSError`` from a
@@ -68,3 +69,10 @@ def sha256_file(path: str | Path) -> str:
 def sha256_bytes(data: bytes | bytearray | memoryview) -> str:
     """Hex sha256 of bytes already in memory."""
     return hashlib.sha256(data).hexdigest()
+
+
+def md5_file(path: str | Path) -> str:
+    """Hex MD5 of a file's bytes: only where a published checksum is an MD5 (the official model's Zenodo
+    record), never as a security measure."""
+    with Path(path).open("rb") as fh:
+        return hashlib.file_digest(fh, lambda: hashlib.md5(usedforsecurity=False)).hexdigest()

@@ -5,6 +5,11 @@ made by other tools, e.g. NVIDIA's harness) fall back to the LoadGen summary. A 
 ``running`` by a process that is gone is reported as ``incomplete``. Only a ``complete`` run is
 VALID or INVALID: a killed, cancelled or failed one has ``valid`` None whatever its partial logs
 say. Broken folders are listed with status ``broken`` rather than raising.
+
+Each record carries the facts the 3d-unet rules are judged on (the effective LoadGen settings, run.json's
+dataset and model provenance, the keys the run's user.conf set, the DICE) and its one verdict,
+:attr:`RunRecord.compliance` (core.compliance.judge_run over those facts). :meth:`RunRecord.passes` is
+another question: a VALID 10 s run passes and is "shortened", never compliant.
 """
 
 from __future__ import annotations
@@ -13,11 +18,14 @@ import datetime as _dt
 import json
 import os
 import socket
+from collections.abc import Collection, Mapping
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 from core.benchmark import FP32_REFERENCE_DICE, TARGET_FRACTIONS, RunConfig, target_dice
+from core.compliance import Compliance, judge_run
 from core.errors import RunInvalidError, UnetError
 from core.harness.logs import (
     ACCURACY_NAME,
@@ -28,9 +36,11 @@ from core.harness.logs import (
     parse_detail,
     parse_summary,
 )
+from core.harness.settings import read_user_conf
 from core.workspace import Workspace
 
 RUN_JSON = "run.json"
+USER_CONF = "user.conf"  # the runner's copy of the user.conf the run was made with
 SCORED_MODES = ("AccuracyOnly", "SubmissionRun")  # modes whose accuracy log is scored (DICE)
 
 
@@ -88,6 +98,11 @@ class RunRecord:
     settings: LoadgenSettings | None = None  # mlperf_log_detail.txt's effective settings
     loadgen_errors: tuple[str, ...] = ()  # is_error entries of the detail log
     error: str | None = None
+    # what the rules need besides LoadGen's logs (run.json; None for a folder made without them)
+    dataset: Mapping[str, Any] | None = None  # {"cases", "official_case_list", "synthetic"}
+    model_provenance: Mapping[str, Any] | None = None  # {"file", "md5", "official"}
+    model_sha256: str | None = None
+    user_conf: Mapping[str, str] | None = None  # key -> value user.conf set; None: no user.conf
 
     def __post_init__(self) -> None:
         if self.config is not None:  # the run's own configuration names its scenario and mode
@@ -177,9 +192,37 @@ class RunRecord:
             return None
         return acc.mean >= target_dice(self.config_ver, fp32_reference)
 
+    # --- the rules ---
+    def judge(self, waive: Collection[str] = ()) -> Compliance:
+        """core.compliance.judge_run over this record's facts; ``waive`` sets rules aside
+        (core.compliance.WAIVABLE: the auditor's new-weights and new-dataset runs). Screens read
+        :attr:`compliance`."""
+        if self.status == "broken":
+            return Compliance(False, (f"run folder broken: {self.error or 'unreadable'}",))
+        return judge_run(
+            scenario=str(self.scenario),
+            test_mode=str(self.test_mode),
+            audit_test=self.audit_test,
+            status=self.status,
+            valid=self.valid,
+            settings=self.settings,
+            dataset=self.dataset,
+            model=self.model_provenance,
+            user_conf=self.user_conf,
+            accuracy_mean=self.mean_dice,
+            config_ver=self.config_ver or "default",
+            waive=waive,
+        )
+
+    @cached_property
+    def compliance(self) -> Compliance:
+        """Whether this run is submittable under the 3d-unet rules, and why not (computed once)."""
+        return self.judge()
+
     def passes(self, fp32_reference: float = FP32_REFERENCE_DICE) -> bool:
         """The one rule for "this run counts": it completed; LoadGen called it VALID unless it is an
-        AccuracyOnly run (which has no performance result); a scored run's DICE met its target."""
+        AccuracyOnly run (which has no performance result); a scored run's DICE met its target. Not
+        whether it is submittable: that is :attr:`compliance`."""
         if not self.complete or self.valid is False:
             return False
         if self.test_mode != "AccuracyOnly" and self.valid is not True:
@@ -230,6 +273,11 @@ class RunRecord:
             },
             "settings": self.settings.to_dict() if self.settings else None,
             "loadgen_errors": list(self.loadgen_errors),
+            "dataset": dict(self.dataset) if self.dataset is not None else None,
+            "model_provenance": dict(self.model_provenance) if self.model_provenance is not None else None,
+            "model_sha256": self.model_sha256,
+            "user_conf": dict(self.user_conf) if self.user_conf is not None else None,
+            "compliance": self.compliance.to_dict(),
         }
 
 
@@ -295,6 +343,17 @@ def _latency(d: Any) -> dict[str, float]:
     return {str(k): float(v) for k, v in d.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 
+def _user_conf(folder: Path) -> dict[str, str] | None:
+    try:
+        return read_user_conf(folder / USER_CONF)
+    except OSError:
+        return None
+
+
+def _mapping(d: Any) -> dict[str, Any] | None:
+    return dict(d) if isinstance(d, dict) else None
+
+
 def _detail(folder: Path) -> tuple[LoadgenSettings | None, tuple[str, ...]]:
     if not (folder / DETAIL_NAME).is_file():
         return None, ()
@@ -337,6 +396,10 @@ def _from_run_json(folder: Path, data: dict[str, Any]) -> RunRecord:
         settings=settings,
         loadgen_errors=errors,
         error=data.get("error"),
+        dataset=_mapping(data.get("dataset")),
+        model_provenance=_mapping(data.get("model_provenance")),
+        model_sha256=data.get("model_sha256") if isinstance(data.get("model_sha256"), str) else None,
+        user_conf=_user_conf(folder),
     )
 
 
@@ -372,6 +435,7 @@ def _from_summary(folder: Path) -> RunRecord:
         metrics=Metrics(s.samples_per_s, s.latency_ms(), _accuracy_txt(folder)),
         settings=settings,
         loadgen_errors=errors,
+        user_conf=_user_conf(folder),
     )
 
 

@@ -1,7 +1,8 @@
 """The results table of `unet3d run` and `unet3d demo` (NVIDIA's familiar columns), from RunRecords.
 
 Every figure comes from :class:`core.history.RunRecord` and its rules: no throughput for a run that is
-not complete and VALID, "ok" only when the run :meth:`~core.history.RunRecord.passes`.
+not complete and VALID, "ok" only when the run :meth:`~core.history.RunRecord.passes`, and its
+compliance label (:attr:`~core.history.RunRecord.compliance`: a short run passes and is "shortened").
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ def result_row(rec: RunRecord, fp32_reference: float = FP32_REFERENCE_DICE) -> d
         "latency_ms": rec.latency_ms.get("p90"),  # SingleStream's metric; shown by the same rule
         "valid": rec.valid,
         "ok": rec.passes(fp32_reference),
+        "compliance": rec.compliance.to_dict(),
         "status": rec.status,
         "log_dir": str(rec.path),
         "run_args": cfg.run_args() if cfg is not None else "",
@@ -61,5 +63,5 @@ def results_table(rows: Sequence[dict[str, Any]]) -> str:
         elif r["valid"] is not None and r["test_mode"] != "AccuracyOnly":
             qps += " VALID" if r["valid"] else " INVALID"
         lat = "-" if r["latency_ms"] is None else f"{r['latency_ms']:.1f}"
-        out.append((r["model"], r["scenario"], acc, qps, lat))
-    return text_table(("Model", "Scenario", "Accuracy", "Throughput", "Latency (ms)"), out)
+        out.append((r["model"], r["scenario"], acc, qps, lat, r["compliance"]["label"]))
+    return text_table(("Model", "Scenario", "Accuracy", "Throughput", "Latency (ms)", "Compliance"), out)

@@ -315,10 +315,15 @@ def run_items(ws: Workspace, limit: int = 10) -> tuple[ItemStatus, ...]:
     items = []
     for rec in runs[:limit]:  # list_runs gives the newest first
         # a run in progress, or a complete run LoadGen did not call INVALID, is ok; an incomplete,
-        # cancelled or failed run must never look like a result
+        # cancelled or failed run must never look like a result. Compliance is another question: a VALID
+        # 10 s run is ok here and says "shortened"
         good = rec.status == "running" or (rec.complete and rec.valid is not False)
-        data = {k: v for k, v in rec.to_dict().items() if isinstance(v, (str, int, float, bool, type(None)))}
-        items.append(ItemStatus(rec.run_id, OK if good else BROKEN, rec.summary(), "", data=data))
+        data: dict[str, Any] = {
+            k: v for k, v in rec.to_dict().items() if isinstance(v, (str, int, float, bool, type(None)))
+        }
+        data["compliance"] = rec.compliance.to_dict()  # every reason (status --json)
+        detail = f"{rec.summary()} [{rec.compliance.line}]"
+        items.append(ItemStatus(rec.run_id, OK if good else BROKEN, detail, "", data=data))
     return tuple(items)
 
 

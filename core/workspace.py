@@ -67,5 +67,17 @@ class Workspace:
         return self.calibration_dir / "calibration_cache.json"
 
     @property
+    def compliance_dir(self) -> Path:
+        """build/compliance/<scenario>/TEST01: `unet3d submission verify-test01`'s default output (NVIDIA's
+        run_audit_harness verification), where the auditor checklist looks for it."""
+        return self.root / "build" / "compliance"
+
+    @property
+    def submission_dir(self) -> Path:
+        """build/submission-staging (NVIDIA's stage_results folder): the staged tree `unet3d submission
+        stage` and `check` default to; its manifest and check record lie beside it."""
+        return self.root / "build" / "submission-staging"
+
+    @property
     def lock_path(self) -> Path:
         return self.root / "build" / ".unet3d.lock"

@@ -85,6 +85,53 @@ def test_status_json_is_the_report_dict(tmp_path: Path, capsys, monkeypatch) -> 
     assert doc["paths"]["model"] == str(tmp_path / "build/models/3d-unet-kits19/3dUNetKiTS19.onnx")
 
 
+def test_history_and_status_show_compliance(tmp_path: Path, capsys, monkeypatch) -> None:
+    """One verdict per run in `unet3d history` and `unet3d status`: the label and its first reason in
+    the tables, every reason with --json; a VALID 10 s run is a result (VALID, samples/s) and "shortened"."""
+    import core.status
+    from tests.test_compliance import SHORT, SYNTHETIC_DATA, write_run_folder
+
+    for var in _PATH_VARS:
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setattr(core.status, "backend_items", lambda: ())  # no torch import: not what is tested
+    logs = tmp_path / "build" / "logs"
+    write_run_folder(logs / "full", started="2026-12-01T06:00:00+00:00")
+    write_run_folder(logs / "short", settings=SHORT, started="2026-12-01T07:00:00+00:00")
+    write_run_folder(logs / "demo", dataset=SYNTHETIC_DATA, started="2026-12-01T08:00:00+00:00")
+    assert cli.main(["history", "--workspace", str(tmp_path)]) == 0
+    head, _rule, *rows = capsys.readouterr().out.splitlines()
+    assert [c.strip() for c in head.split("|")] == ["Run", "When", "Result", "Compliance"]
+    cells = [[c.strip() for c in row.split("|")] for row in rows]
+    assert [(c[0], c[2], c[3]) for c in cells] == [
+        ("demo", "Offline PerformanceOnly torch fp8 VALID 6.800 samples/s",
+         "not compliant: case list is not the official 43 cases (4 cases)"),
+        ("short", "Offline PerformanceOnly torch fp8 VALID 6.800 samples/s",
+         "shortened: min_duration 10 s < 600 s"),
+        ("full", "Offline PerformanceOnly torch fp8 VALID 6.800 samples/s", "compliant"),
+    ]  # fmt: skip
+    assert cli.main(["history", "--json", "--workspace", str(tmp_path)]) == 0
+    runs = {r["run_id"]: r for r in json.loads(capsys.readouterr().out)["runs"]}
+    assert runs["short"]["compliance"]["reasons"] == [
+        "shortened: min_duration 10 s < 600 s",
+        "shortened: Offline min_query_count 4 < 43",
+    ]
+    assert runs["short"]["passes"] is True and runs["full"]["compliance"]["compliant"] is True
+    assert cli.main(["status", "--workspace", str(tmp_path)]) == 0
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("runs")]
+    assert [[c.strip() for c in ln.split("|")][1:4] for ln in lines] == [
+        ["demo", "ok", "Offline PerformanceOnly torch fp8 VALID 6.800 samples/s "
+         "[not compliant: case list is not the official 43 cases (4 cases)]"],
+        ["short", "ok", "Offline PerformanceOnly torch fp8 VALID 6.800 samples/s "
+         "[shortened: min_duration 10 s < 600 s]"],
+        ["full", "ok", "Offline PerformanceOnly torch fp8 VALID 6.800 samples/s [compliant]"],
+    ]  # fmt: skip
+    assert cli.main(["status", "--json", "--workspace", str(tmp_path)]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    items = next(s for s in doc["sections"] if s["name"] == "runs")["items"]
+    assert items[0]["data"]["compliance"]["label"] == "not compliant"
+    assert items[1]["data"]["compliance"]["reasons"][1] == "shortened: Offline min_query_count 4 < 43"
+
+
 def test_output_file_has_the_same_bytes_as_stdout(tmp_path: Path, capsys) -> None:
     out = tmp_path / "dry.txt"
     assert cli.main(["run", "--dry-run", "--scenarios=Offline,SingleStream", "-o", str(out)]) == 0
@@ -377,6 +424,7 @@ def test_results_table_and_exit_status_of_a_failed_accuracy_run() -> None:
         "Accuracy",
         "Throughput",
         "Latency (ms)",
+        "Compliance",
     ]
     assert [c.strip() for c in line.split("|")] == [
         "3d-unet-99",
@@ -384,6 +432,7 @@ def test_results_table_and_exit_status_of_a_failed_accuracy_run() -> None:
         "0.80000 (FAIL >= 0.85000)",
         "-",
         "-",
+        "unknown",  # a record without provenance: nothing proven compliant
     ]
 
 
@@ -394,9 +443,9 @@ def test_results_table_shows_no_throughput_for_an_invalid_or_cancelled_run() -> 
         line = results_table([result_row(rec)]).splitlines()[-1]
         return [c.strip() for c in line.split("|")][3:]
 
-    assert row("complete", True) == ["1.573 samples/s VALID", "700.0"]
-    assert row("complete", False) == ["- INVALID", "-"]
-    assert row("cancelled", None) == ["- cancelled", "-"]
+    assert row("complete", True) == ["1.573 samples/s VALID", "700.0", "unknown"]  # no facts recorded
+    assert row("complete", False) == ["- INVALID", "-", "not compliant"]
+    assert row("cancelled", None) == ["- cancelled", "-", "not compliant"]
 
 
 def test_stderr_progress_is_throttled_plain_lines() -> None:

@@ -1,4 +1,6 @@
-"""core.compliance: one test per 3d-unet rule, each passing and failing, from plain facts."""
+"""core.compliance: one test per 3d-unet rule, each passing and failing, from plain facts; and the one
+verdict per run, RunRecord.compliance, read from a run folder's own facts. The run-folder and record
+helpers here are shared with the history, status, CLI, audit and submission tests."""
 
 from __future__ import annotations
 
@@ -9,15 +11,18 @@ from typing import Any
 
 import pytest
 
+from core.benchmark import RunConfig
 from core.compliance import (
     Compliance,
     dataset_provenance,
+    judge_dataset,
+    judge_model,
     judge_run,
-    judge_run_dir,
     model_provenance,
     round_of_seeds,
 )
 from core.harness.logs import LoadgenSettings
+from core.history import Accuracy, Metrics, RunRecord, list_runs, read_run
 from core.workspace import Workspace
 
 # the values LoadGen 6.0.17 logs for a full-length Offline run (mlperf.conf applied), transcribed
@@ -256,23 +261,195 @@ def test_provenance(tmp_path: Path) -> None:
     assert model_provenance(None) == {"file": None, "md5": None, "official": None}
 
 
-def test_judge_run_dir_reads_a_run_folder(tmp_path: Path) -> None:
-    assert judge_run_dir(tmp_path).reasons == ("run.json missing or unreadable",)
-    (tmp_path / "run.json").write_text(
-        json.dumps(
-            {
-                "status": "complete",
-                "scenario": "Offline",
-                "test_mode": "AccuracyOnly",
-                "config_ver": "default",
-                "accuracy": {"mean": 0.9},
-                "dataset": OFFICIAL_DATA,
-                "model_provenance": OFFICIAL_MODEL,
-            }
+# --- the verdict of a run record --------------------------------------------------------------------
+
+SYNTHETIC_DATA = {"cases": 4, "official_case_list": False, "synthetic": True}  # the demo workspace
+SHORT = dataclasses.replace(OFFLINE, min_duration_ms=10000, requested_min_query_count=4)  # the demo's run
+
+# LoadgenSettings field -> the detail-log key LoadGen writes it under
+_DETAIL_KEYS = {
+    "requested_min_query_count": "requested_min_query_count",
+    "query_count": "result_query_count",
+    "early_stopping_met": "early_stopping_met",
+}
+_NOT_LOGGED = ("loadgen_version", "mean_latency_ns", "audit_config_found", "errors")
+
+
+def detail_log(settings: LoadgenSettings) -> str:
+    """mlperf_log_detail.txt lines that LoadGen would write for ``settings`` (a transcription of its
+    :::MLLOG layout: effective_*, requested_*, result_* keys)."""
+    out = []
+    for f in dataclasses.fields(settings):
+        value = getattr(settings, f.name)
+        if value is None or f.name in _NOT_LOGGED:
+            continue
+        key = _DETAIL_KEYS.get(f.name, f"effective_{f.name}")
+        meta = {"is_error": False, "is_warning": False, "file": "x.cc", "line_no": 1, "pid": 1, "tid": 1}
+        doc = {"key": key, "value": value, "time_ms": 0.1, "namespace": "mlperf::logging",
+               "event_type": "POINT_IN_TIME", "metadata": meta}  # fmt: skip
+        out.append(":::MLLOG " + json.dumps(doc))
+    return "\n".join(out) + "\n"
+
+
+def write_run_folder(
+    folder: Path,
+    cfg: RunConfig | None = None,
+    *,
+    settings: LoadgenSettings | None = OFFLINE,
+    dataset: dict[str, Any] | None = OFFICIAL_DATA,
+    model: dict[str, Any] | None = OFFICIAL_MODEL,
+    user_conf: str | None = "# unet3d\n3d-unet.Offline.target_qps = 7.23\n",
+    **fields: Any,
+) -> Path:
+    """A run folder as core.harness.runner leaves it: run.json with the provenance, user.conf and the
+    detail log LoadGen wrote (a compliant full-length Offline run unless told otherwise)."""
+    cfg = cfg or RunConfig(backend="torch", precision="fp8", gpu_batch_size=8)
+    folder.mkdir(parents=True)
+    doc: dict[str, Any] = {
+        "version": 1,
+        "run_id": folder.name,
+        "status": "complete",
+        "started": "2026-12-01T06:00:00+00:00",
+        "scenario": cfg.scenario,
+        "test_mode": cfg.test_mode,
+        "config_ver": cfg.config_ver,
+        "audit_test": cfg.audit_test,
+        "backend": cfg.backend,
+        "precision": cfg.precision,
+        "run_args": cfg.run_args(),
+        "config": cfg.to_dict(),
+        "model_sha256": "m" * 64,
+        "dataset": dataset,
+        "model_provenance": model,
+        "result": {"valid": True, "samples_per_s": 6.8, "latency_ms": {"p90": 150.5}},
+        "accuracy": None,
+    }
+    doc.update(fields)
+    (folder / "run.json").write_text(json.dumps(doc))
+    if user_conf is not None:
+        (folder / "user.conf").write_text(user_conf)
+    if settings is not None:
+        (folder / "mlperf_log_detail.txt").write_text(detail_log(settings))
+    return folder
+
+
+def record(
+    name: str,
+    cfg: RunConfig | None = None,
+    *,
+    settings: LoadgenSettings | None = OFFLINE,
+    dataset: dict[str, Any] | None = OFFICIAL_DATA,
+    model: dict[str, Any] | None = OFFICIAL_MODEL,
+    user_conf: dict[str, str] | None = None,
+    started: str = "2026-12-01T06:00:00+00:00",
+    path: Path | None = None,
+    model_sha256: str = "m",
+    **kw: Any,
+) -> RunRecord:
+    """A RunRecord with the facts of a compliant full-length Offline run unless told otherwise."""
+    cfg = cfg or RunConfig(backend="torch", precision="fp8", gpu_batch_size=8)
+    if "metrics" not in kw and cfg.test_mode == "AccuracyOnly":
+        kw["metrics"] = Metrics(accuracy=Accuracy(0.86112, 0.93, 0.79, passed=True))
+    kw.setdefault("valid", None if cfg.test_mode == "AccuracyOnly" else True)
+    if user_conf is None:
+        user_conf = {"target_qps": "7.23"}
+    return RunRecord(
+        name,
+        path or Path("/logs") / name,
+        started,
+        config=cfg,
+        settings=settings,
+        dataset=dataset,
+        model_provenance=model,
+        user_conf=user_conf,
+        model_sha256=model_sha256,
+        **kw,
+    )
+
+
+def test_detail_log_transcription_reads_back(tmp_path: Path) -> None:
+    from core.harness.logs import loadgen_settings
+
+    for n, s in enumerate((OFFLINE, SINGLE, SHORT)):
+        (tmp_path / f"{n}").mkdir()
+        (tmp_path / f"{n}" / "mlperf_log_detail.txt").write_text(detail_log(s))
+        assert loadgen_settings(tmp_path / f"{n}") == s
+
+
+def test_run_record_compliance_from_its_own_folder(tmp_path: Path) -> None:
+    """One verdict per run, from the record's facts (settings from the detail log, run.json provenance,
+    user.conf, DICE): compliant, shortened (and still passing), synthetic data."""
+    ok = read_run(write_run_folder(tmp_path / "full"))
+    assert ok is not None and ok.compliance == Compliance(True) and ok.compliance.label == "compliant"
+    assert ok.compliance is ok.compliance  # computed once
+    assert ok.user_conf == {"target_qps": "7.23"} and ok.settings == OFFLINE
+    assert ok.dataset == OFFICIAL_DATA and ok.model_provenance == OFFICIAL_MODEL
+    d = ok.to_dict()
+    assert d["compliance"] == {"compliant": True, "label": "compliant", "shortened": False, "reasons": []}
+
+    short = read_run(write_run_folder(tmp_path / "short", settings=SHORT))
+    assert short is not None and short.passes() is True  # a VALID 10 s run passes ...
+    assert short.compliance.label == "shortened" and short.compliance.compliant is False  # ... shortened
+    assert short.compliance.reasons == (
+        "shortened: min_duration 10 s < 600 s",
+        "shortened: Offline min_query_count 4 < 43",
+    )
+    assert short.compliance.line == "shortened: min_duration 10 s < 600 s"
+
+    demo_acc = RunConfig(test_mode="AccuracyOnly")
+    scored = {"mean": 0.454, "kidney": 0.6, "tumor": 0.3, "target": 0.45, "passed": True}
+    demo = read_run(
+        write_run_folder(
+            tmp_path / "demo",
+            demo_acc,
+            settings=dataclasses.replace(ACCURACY, accuracy_sample_count=4, performance_sample_count=4),
+            dataset=SYNTHETIC_DATA,
+            model={"file": "3dUNetKiTS19.onnx", "md5": "abc", "official": False},
+            result={"valid": None},
+            accuracy=scored,
         )
     )
-    (tmp_path / "user.conf").write_text("# header\n3d-unet.Offline.target_qps = 0.02\n")
-    c = judge_run_dir(tmp_path)
-    assert c.compliant is None and c.reasons == (
-        "no effective LoadGen settings (mlperf_log_detail.txt missing or unreadable)",
+    assert demo is not None and demo.passes() is True  # the demo model's own target is met
+    assert demo.compliance.label == "not compliant" and not demo.compliance.shortened
+    assert demo.compliance.reasons == (
+        "accuracy run covers 4 samples, the dataset has 43",
+        "case list is not the official 43 cases (4 cases)",
+        "synthetic data (demo phantoms), not KiTS19",
+        "model is not the official 3dunet_kits19_128x128x128_dynbatch.onnx (md5 abc): open division only",
     )
+    # the auditor's new-dataset / new-weights runs set those rules aside, and only those
+    assert demo.judge(waive=("dataset", "model")) == Compliance(True)
+    assert demo.judge(waive=("dataset",)).reasons == (demo.compliance.reasons[-1],)
+    with pytest.raises(ValueError, match="cannot waive"):
+        demo.judge(waive=("duration",))
+
+    # a run made before provenance was recorded: nothing broken, nothing proven
+    old = read_run(write_run_folder(tmp_path / "old", dataset=None, model=None, user_conf=None))
+    assert old is not None and old.compliance.label == "unknown"
+    assert old.compliance.reasons == (
+        "dataset provenance not recorded",
+        "model provenance not recorded",
+        "user.conf not found",
+    )
+    # an unfinished or broken folder is never compliant
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "run.json").write_text("{not json")
+    broken = read_run(tmp_path / "broken")
+    assert broken is not None and broken.compliance.compliant is False
+    assert broken.compliance.reasons[0].startswith("run folder broken: run.json:")
+    cancelled = read_run(write_run_folder(tmp_path / "cancelled", status="cancelled"))
+    assert cancelled is not None and cancelled.compliance.reasons == ("run cancelled",)
+    ws = Workspace.resolve(tmp_path / "ws", env={})
+    write_run_folder(ws.log_dir / "a", settings=SHORT)
+    assert [r.compliance.label for r in list_runs(ws)] == ["shortened"]
+
+
+def test_dataset_and_model_alone() -> None:
+    assert judge_dataset(OFFICIAL_DATA) == Compliance(True)
+    assert judge_dataset(SYNTHETIC_DATA).reasons == (
+        "case list is not the official 43 cases (4 cases)",
+        "synthetic data (demo phantoms), not KiTS19",
+    )
+    assert judge_dataset(None).compliant is None
+    assert judge_model(OFFICIAL_MODEL) == Compliance(True)
+    assert judge_model({"md5": "abc", "official": False}).compliant is False

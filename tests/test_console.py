@@ -388,7 +388,14 @@ async def test_rerun_from_history_reproduces_the_exact_config(tmp_path):
 
 
 async def test_auditor_screen_checks_acts_and_exports(tmp_path, monkeypatch):
-    runs = [view(tmp_path, "run-a", 1_764_390_000, samples_per_s=1.7342)]
+    import dataclasses
+
+    from tests.test_compliance import OFFICIAL_DATA, OFFICIAL_MODEL, OFFLINE
+
+    # a compliant run (every fact of a full-length one): the step passes
+    facts = {"settings": OFFLINE, "dataset": OFFICIAL_DATA, "model_provenance": OFFICIAL_MODEL,
+             "user_conf": {"target_qps": "7.23"}}  # fmt: skip
+    runs = [dataclasses.replace(view(tmp_path, "run-a", 1_764_390_000, samples_per_s=1.7342), **facts)]
     monkeypatch.setattr("core.history.list_runs", lambda ws: runs)
     from console.fake import fake_status
 

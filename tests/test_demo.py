@@ -121,6 +121,13 @@ def test_demo_end_to_end_reproduces_the_shipped_dice(ws: Workspace, capsys: pyte
     assert cli.main(["--workspace", str(ws.root), "history", "--json"]) == 0
     runs = json.loads(capsys.readouterr().out)["runs"]
     assert sorted(r["test_mode"] for r in runs) == ["AccuracyOnly", "PerformanceOnly"]
+    # the demo's runs pass (its model's own target, VALID) and are labelled: never compliant
+    verdicts = {r["test_mode"]: r["compliance"] for r in runs}
+    assert verdicts["PerformanceOnly"]["label"] == "shortened" == perf["compliance"]["label"]
+    short = f"shortened: min_duration {demo.PERF_SECONDS:g} s < 600 s"
+    assert verdicts["PerformanceOnly"]["reasons"][0] == short
+    assert verdicts["AccuracyOnly"]["label"] == "not compliant" == acc["compliance"]["label"]
+    assert "synthetic data (demo phantoms), not KiTS19" in verdicts["AccuracyOnly"]["reasons"]
 
     # the fp32 ort run's labels are the MLCommons reference sliding window's, voxel for voxel (the
     # transcription gets the same ONNX Runtime logits: one window per call, as the demo's run)

@@ -144,9 +144,12 @@ def test_a_failing_section_becomes_one_broken_item(ws: Workspace, monkeypatch: p
 
 
 def test_run_history_items(ws: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
+    import dataclasses
+
     import core.history
     from core.benchmark import RunConfig
     from core.history import Accuracy, Metrics, RunRecord
+    from tests.test_compliance import SHORT, SYNTHETIC_DATA, record
 
     def rec(name: str, mode: str, status: str, valid: bool | None, sps: float | None = None,
             dice: float | None = None) -> RunRecord:  # fmt: skip
@@ -154,27 +157,48 @@ def test_run_history_items(ws: Workspace, monkeypatch: pytest.MonkeyPatch) -> No
         return RunRecord(name, Path(f"/l/{name}"), None, status, RunConfig(test_mode=mode), valid=valid,
                          metrics=Metrics(sps, {}, acc))  # fmt: skip
 
+    cfg = RunConfig()
     recs = [
         rec("r1", "AccuracyOnly", "complete", None, dice=0.81234),
         rec("r2", "PerformanceOnly", "broken", None),
         rec("r3", "AccuracyOnly", "incomplete", None),
         rec("r4", "PerformanceOnly", "cancelled", None, 1.5),
         rec("r5", "PerformanceOnly", "complete", False, 1.5),
-        rec("r6", "PerformanceOnly", "complete", True, 1.5),
+        record("r6", cfg, metrics=Metrics(1.5)),  # compliant: every fact of a full-length run
+        record("r7", cfg, settings=SHORT, metrics=Metrics(1.5)),  # a VALID 10 s run
+        record("r8", cfg, dataset=SYNTHETIC_DATA, metrics=Metrics(1.5)),  # the demo's data
     ]
     monkeypatch.setattr(core.history, "list_runs", lambda _ws: recs)
     items = st.run_items(ws)
-    # only a complete, not-INVALID run shows as ok; incomplete/cancelled/INVALID never look like results
+    # only a complete, not-INVALID run shows as ok; incomplete/cancelled/INVALID never look like results;
+    # compliance is another question (r7 and r8 are ok results, not compliant ones)
     assert [(i.name, i.state) for i in items] == [
-        ("r1", OK), ("r2", BROKEN), ("r3", BROKEN), ("r4", BROKEN), ("r5", BROKEN), ("r6", OK)
+        ("r1", OK), ("r2", BROKEN), ("r3", BROKEN), ("r4", BROKEN), ("r5", BROKEN), ("r6", OK), ("r7", OK),
+        ("r8", OK),
     ]  # fmt: skip
-    assert items[0].detail == "Offline AccuracyOnly ort fp32 complete DICE 0.81234"
-    # no throughput for a cancelled or INVALID run; LoadGen's figure for a VALID one
+    assert items[0].detail == (
+        "Offline AccuracyOnly ort fp32 complete DICE 0.81234 "
+        "[unknown: no effective LoadGen settings (mlperf_log_detail.txt missing or unreadable)]"
+    )
+    # no throughput for a cancelled or INVALID run; LoadGen's figure for a VALID one; the compliance
+    # label and its first reason
     assert [i.detail for i in items[3:]] == [
-        "Offline PerformanceOnly ort fp32 cancelled",
-        "Offline PerformanceOnly ort fp32 INVALID",
-        "Offline PerformanceOnly ort fp32 VALID 1.500 samples/s",
+        "Offline PerformanceOnly ort fp32 cancelled [not compliant: run cancelled]",
+        "Offline PerformanceOnly ort fp32 INVALID [not compliant: LoadGen result INVALID]",
+        "Offline PerformanceOnly ort fp32 VALID 1.500 samples/s [compliant]",
+        "Offline PerformanceOnly ort fp32 VALID 1.500 samples/s [shortened: min_duration 10 s < 600 s]",
+        "Offline PerformanceOnly ort fp32 VALID 1.500 samples/s "
+        "[not compliant: case list is not the official 43 cases (4 cases)]",
     ]
+    # --json carries every reason
+    assert items[6].data["compliance"] == {
+        "compliant": False,
+        "label": "shortened",
+        "shortened": True,
+        "reasons": ["shortened: min_duration 10 s < 600 s", "shortened: Offline min_query_count 4 < 43"],
+    }
+    assert items[7].data["compliance"]["reasons"][1] == "synthetic data (demo phantoms), not KiTS19"
+    assert json.loads(json.dumps(dataclasses.asdict(items[6])))["data"]["run_id"] == "r7"
 
 
 def test_table_summarises_long_sections(ws: Workspace) -> None:

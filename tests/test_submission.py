@@ -446,7 +446,8 @@ def test_force_replaces_a_tree_whole(runs: dict[str, Any], tmp_path: Path) -> No
         runs["ws"], StageOptions(out=out, submitter="ORG", system_name="SYS", force=True), data=make_data()
     )
     assert relative_tree(res.out) == V6_FILES
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["s", "s.full"]
+    # the tree, its full logs and its manifest; no stale check record of the old tree
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s", "s.full", "s.stage.json"]
 
 
 # --- pre-check ------------------------------------------------------------------------------------
@@ -706,61 +707,64 @@ def test_system_description_from_the_machine() -> None:
     )
 
 
-# --- run selection --------------------------------------------------------------------------------
+# --- run selection ---------------------------------------------------------------------------------
 
 
-def test_select_runs_prefers_compliant_then_best(tmp_path: Path) -> None:
-    from core.compliance import Compliance
-    from core.submission.select import select_runs
+def test_select_runs_from_records_prefers_compliant_then_best() -> None:
+    """One selection rule over RunRecords (core.submission.select): each record's own compliance."""
+    import dataclasses
 
-    def rj(
-        scenario: str,
-        mode: str,
-        *,
-        audit: str | None = None,
-        qps: float | None = None,
-        p90: float | None = None,
-        precision: str = "fp8",
-        config_ver: str = "default",
-        started: str = "1",
-        valid: bool | None = True,
-    ) -> dict:
-        return {
-            "status": "complete",
-            "scenario": scenario,
-            "test_mode": mode,
-            "audit_test": audit,
-            "config_ver": config_ver,
-            "backend": "torch",
-            "precision": precision,
-            "config": {"gpu_batch_size": 8},
-            "model_sha256": "m",
-            "started": started,
-            "result": {"valid": valid, "samples_per_s": qps, "latency_ms": {"p90": p90} if p90 else {}},
-            "accuracy": {"mean": 0.86} if mode == "AccuracyOnly" else None,
-        }
+    from core.history import Accuracy, Metrics, RunRecord
+    from core.submission.select import role, select_runs
+    from tests.test_compliance import ACCURACY, OFFLINE, SHORT, SINGLE, SYNTHETIC_DATA, record
 
-    runs = {
-        "perf_fast_short": rj("Offline", "PerformanceOnly", qps=7.0),
-        "perf_slow_ok": rj("Offline", "PerformanceOnly", qps=6.5),
-        "perf_invalid": rj("Offline", "PerformanceOnly", qps=9.0, valid=False),
-        "perf_fp16": rj("Offline", "PerformanceOnly", qps=9.5, precision="fp16"),
-        "acc_old": rj("Offline", "AccuracyOnly", started="1"),
-        "acc_new": rj("Offline", "AccuracyOnly", started="2"),
-        "acc_999": rj("Offline", "AccuracyOnly", config_ver="high_accuracy"),
-        "t01": rj("Offline", "PerformanceOnly", audit="TEST01", qps=6.4),
-        "ss_a": rj("SingleStream", "PerformanceOnly", p90=300.0),
-        "ss_b": rj("SingleStream", "PerformanceOnly", p90=250.0),
-    }
-    ok = {"perf_slow_ok", "acc_old", "acc_999", "t01", "ss_a", "ss_b", "perf_fp16"}
+    def rr(name: str, scenario: str, mode: str, *, audit: str | None = None, qps: float | None = None,
+           p90: float | None = None, precision: str = "fp8", config_ver: str = "default", hour: int = 1,
+           valid: bool | None = True, bad: bool = False, **kw: Any) -> RunRecord:  # fmt: skip
+        cfg = RunConfig(scenario=scenario, test_mode=mode, audit_test=audit, config_ver=config_ver,
+                        backend="torch", precision=precision, gpu_batch_size=8)  # fmt: skip
+        settings = SINGLE if scenario == "SingleStream" else OFFLINE
+        facts: dict[str, Any] = {}
+        if mode == "AccuracyOnly":
+            settings = dataclasses.replace(ACCURACY, scenario=scenario)
+            metrics = Metrics(accuracy=Accuracy(0.86112, 0.93, 0.79, passed=True))
+            valid = None
+            if bad:
+                facts["dataset"] = SYNTHETIC_DATA
+        else:
+            metrics = Metrics(qps, {"p90": p90} if p90 else {})
+            if bad:
+                settings = SHORT
+        if audit == "TEST01":
+            settings = dataclasses.replace(settings, audit_config_found=True, accuracy_log_sampling_target=64)
+        return record(name, cfg, settings=settings, metrics=metrics, valid=valid,
+                      started=f"2026-12-01T{hour:02d}:00:00+00:00", **facts, **kw)  # fmt: skip
 
-    def judge(p: Path) -> Compliance:
-        return Compliance(True) if p.name in ok else Compliance(False, ("shortened: x",), shortened=True)
-
-    pairs = [(tmp_path / name, data) for name, data in runs.items()]
-    sel = select_runs(pairs, judge=judge)
+    recs = [
+        rr("perf_fast_short", "Offline", "PerformanceOnly", qps=7.0, bad=True),
+        rr("perf_slow_ok", "Offline", "PerformanceOnly", qps=6.5),
+        rr("perf_invalid", "Offline", "PerformanceOnly", qps=9.0, valid=False),
+        rr("perf_fp16", "Offline", "PerformanceOnly", qps=9.5, precision="fp16"),
+        rr("acc_old", "Offline", "AccuracyOnly", hour=1),
+        rr("acc_new", "Offline", "AccuracyOnly", hour=2, bad=True),
+        rr("acc_999", "Offline", "AccuracyOnly", config_ver="high_accuracy"),
+        rr("t01", "Offline", "PerformanceOnly", audit="TEST01", qps=6.4),
+        rr("t05", "Offline", "PerformanceOnly", audit="TEST05", qps=6.4, hour=5),
+        rr("cancelled", "Offline", "PerformanceOnly", qps=99.0, status="cancelled", hour=6),
+        rr("ss_a", "SingleStream", "PerformanceOnly", p90=300.0),
+        rr("ss_b", "SingleStream", "PerformanceOnly", p90=250.0),
+    ]
+    foreign = RunRecord("foreign", Path("/logs/foreign"), scenario="Offline", test_mode="PerformanceOnly",
+                        valid=True, metrics=Metrics(99.0), settings=OFFLINE)  # fmt: skip
+    recs.append(foreign)
+    assert [r.compliance.label for r in recs[:2]] == ["shortened", "compliant"]
+    assert [role(r) for r in recs] == [
+        "performance", "performance", None, "performance", "accuracy", "accuracy", "accuracy", "TEST01",
+        None, None, "performance", "performance", None,
+    ]  # fmt: skip
+    sel = select_runs(recs)
     got = {
-        (s.scenario, s.benchmark): (s.performance.name, s.accuracy.name, s.test01 and s.test01.name)
+        (s.scenario, s.benchmark): (s.performance.run_id, s.accuracy.run_id, s.test01 and s.test01.run_id)
         for s in sel.chosen
     }
     # compliant first (not the faster shortened run), then samples/s, among the runs that have an
@@ -770,19 +774,147 @@ def test_select_runs_prefers_compliant_then_best(tmp_path: Path) -> None:
         ("Offline", "3d-unet-99"): ("perf_slow_ok", "acc_old", "t01"),
         ("Offline", "3d-unet-99.9"): ("perf_slow_ok", "acc_999", "t01"),
     }
+    assert sel.for_scenario("Offline") is sel.chosen[0] and sel.chosen[0].compliant
     assert sel.skipped == ("SingleStream: no accuracy run of ss_b's backend/precision/batch/model",)
-    runs["acc_ss"] = rj("SingleStream", "AccuracyOnly")
-    sel = select_runs([(tmp_path / name, data) for name, data in runs.items()], judge=judge)
+    recs.append(rr("acc_ss", "SingleStream", "AccuracyOnly"))
+    sel = select_runs(recs)
     ss = [s for s in sel.chosen if s.scenario == "SingleStream"]
-    assert [(s.performance.name, s.accuracy.name, s.test01) for s in ss] == [
+    assert [(s.performance.run_id, s.accuracy.run_id, s.test01) for s in ss] == [
         ("ss_b", "acc_ss", None)
     ]  # lower p90
+    assert not ss[0].compliant  # no TEST01
     assert "SingleStream 3d-unet-99: no TEST01 run (staged without TEST01)" in sel.skipped
-    closed = select_runs(pairs, judge=judge, compliant_only=True)
-    assert {s.performance.name for s in closed.chosen} == {"perf_slow_ok"}
-    none = select_runs(
-        [(tmp_path / "x", rj("Offline", "PerformanceOnly", qps=1.0))], judge=judge, compliant_only=True
-    )
+    closed = select_runs(recs, compliant_only=True)
+    assert {s.performance.run_id for s in closed.chosen} == {"perf_slow_ok", "ss_b"}
+    assert {s.accuracy.run_id for s in closed.chosen} == {"acc_old", "acc_999", "acc_ss"}
+    none = select_runs([rr("x", "Offline", "PerformanceOnly", qps=1.0, bad=True)], compliant_only=True)
     assert none.chosen == () and none.skipped == (
         "Offline: no complete VALID performance run that is compliant",
     )
+
+
+# --- the submission steps as the checklist runs them ---------------------------------------------------
+
+
+def fake_checker(root: Path) -> Path:
+    """A stand-in for mlcommons/inference's checker (tests never depend on MLCommons' code)."""
+    main = root / "tools/submission/submission_checker/main.py"
+    main.parent.mkdir(parents=True)
+    main.write_text(
+        "import sys\n"
+        "args = sys.argv[1:]\n"
+        "print('[2026-12-03 10:00:00,000 main.py:1 INFO] args ' + ' '.join(args), file=sys.stderr)\n"
+        "print('[2026-12-03 10:00:00,000 performance_check.py:9 ERROR] T Test duration less than 600s',\n"
+        "      file=sys.stderr)\n"
+        "print('ERROR:main:SUMMARY: submission has errors', file=sys.stderr)\n"
+        "sys.exit(1)\n"
+    )
+    return root
+
+
+def test_submission_steps_feed_the_checklist(
+    runs: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """verify-test01, stage and check through core.submission.steps (what `unet3d submission` and the
+    console run) leave the evidence the checklist's last three steps read: shortened runs make each of
+    them "not compliant", never "passed"; a changed tree needs a new check."""
+    import os
+
+    from core import audit as A  # noqa: N812
+    from core.harness.logs import parse_detail
+    from core.submission.stage import manifest_path, read_manifest
+    from core.submission.steps import SubmissionRequest, run_request
+    from core.submission.test01 import RUNS_RECORD
+
+    # the fixture's runs in a workspace of their own; the TEST01 copy reports the performance run's
+    # score, so that the verification's performance check does not depend on two timed runs
+    ws = Workspace.resolve(tmp_path / "ws", env={})
+    mine = {k: ws.log_dir / runs[k].name for k in ("accuracy", "performance", "test01")}
+    for k, dst in mine.items():
+        shutil.copytree(runs[k], dst)
+    score = parse_detail(runs["performance"]).results["samples_per_second"]
+    _detail_with(runs["test01"], mine["test01"], result_samples_per_second=score)
+    audit = A.Audit(ws, "Offline")
+    for sid in ("submission.test01", "submission.stage", "submission.check"):
+        assert audit.check(sid, save=False).state == A.PENDING
+    short = f"performance run {runs['performance'].name}: shortened: min_duration 0.3 s < 600 s"
+
+    done = run_request(ws, SubmissionRequest("verify-test01"), data=make_data())
+    assert done.passed and done.out == ws.compliance_dir / "Offline"
+    assert {k: r.path for k, r in done.runs.items()} == {
+        "performance": mine["performance"],
+        "accuracy": mine["accuracy"],
+        "TEST01": mine["test01"],
+    }  # the runs the stage chooses
+    record = json.loads((done.out / RUNS_RECORD).read_text())
+    assert record["runs"]["performance"]["compliance"]["label"] == "shortened"
+    r = audit.check("submission.test01", save=False)
+    assert (r.state, r.evidence) == (
+        A.NOT_COMPLIANT,
+        f"build/compliance/Offline/TEST01: TEST01 accuracy PASS; performance PASS; {short} (+2 more)",
+    )  # the accuracy and TEST01 runs too
+
+    with pytest.raises(UsageError, match="stage needs submitter, system_name"):
+        run_request(ws, SubmissionRequest("stage"))
+    staged = run_request(ws, SubmissionRequest("stage", submitter="ORG", system_name="SYS"), data=make_data())
+    tree = ws.submission_dir
+    assert staged.result.out == tree and not [f for f in staged.findings if f.level == "error"]
+    manifest = read_manifest(tree)
+    assert manifest is not None and manifest_path(tree) == tree.with_name("submission-staging.stage.json")
+    assert manifest["files"] == relative_tree(tree) and manifest["division"] == "open"
+    perf = manifest["staged"][0]["runs"]["performance"]
+    assert (perf["run"], perf["compliance"]["label"]) == (runs["performance"].name, "shortened")
+    r = audit.check("submission.stage", save=False)
+    assert r.state == A.NOT_COMPLIANT
+    assert r.evidence == (
+        "build/submission-staging: open division, layout v6.1, 3d-unet-99 Offline; "
+        f"3d-unet-99 Offline: {short} (+2 more)"
+    )
+
+    checked = run_request(ws, SubmissionRequest("check"))
+    assert checked.passed and checked.checker is None
+    r = audit.check("submission.check", save=False)
+    assert (r.state, r.evidence) == (
+        A.NOT_COMPLIANT,
+        f"checked {checked.checked_at} (layout v6.1): pre-check 0 error(s), official checker not run "
+        f"(--checker PATH); 3d-unet-99 Offline: {short} (+2 more)",
+    )
+    # the official checker's errors on a tree of shortened runs: not compliant, with the first error
+    monkeypatch.setattr(chk, "require_yaml", lambda python: None)
+    checker = fake_checker(ws.root / "mlc")
+    from core.cli import main
+
+    assert main(["submission", "check", f"--workspace={ws.root}", f"--checker={checker}"]) == 1
+    assert "checker error: T Test duration less than 600s" in capsys.readouterr().out
+    r = audit.check("submission.check", save=False)
+    at = chk.read_check_record(tree)["checked_at"]
+    assert (r.state, r.evidence) == (
+        A.NOT_COMPLIANT,
+        f"checked {at} (layout v6.1): pre-check 0 error(s), official checker 2 error(s): T Test duration "
+        f"less than 600s; the staged runs are not compliant (3d-unet-99 Offline: {short})",
+    )
+    # the tree edited after the check (a person fills in the system JSON): check again
+    sysjson = tree / "open/ORG/systems/SYS.json"
+    t = sysjson.stat().st_mtime + 10
+    os.utime(sysjson, (t, t))
+    r = audit.check("submission.check", save=False)
+    assert r.state == A.PENDING and "changed after the check" in r.evidence
+
+    # the same evidence from compliant runs passes (the manifest's verdicts stand in for full-length runs)
+    ok = {"compliant": True, "label": "compliant", "shortened": False, "reasons": []}
+    for s in manifest["staged"]:
+        for d in s["runs"].values():
+            d["compliance"] = ok
+    manifest_path(tree).write_text(json.dumps(manifest))
+    assert audit.check("submission.stage", save=False).state == A.PASSED
+    again = run_request(ws, SubmissionRequest("check"))
+    r = audit.check("submission.check", save=False)
+    assert (r.state, r.evidence) == (
+        A.PASSED,
+        f"checked {again.checked_at} (layout v6.1): pre-check 0 error(s), official checker not run "
+        "(--checker PATH)",
+    )
+    # staging again replaces the tree: the old check record goes with it
+    again_stage = SubmissionRequest("stage", submitter="ORG", system_name="SYS", force=True)
+    run_request(ws, again_stage, data=make_data())
+    assert audit.check("submission.check", save=False).evidence == "build/submission-staging not checked yet"

@@ -6,7 +6,10 @@ by evidence found on disk (status probes, the runs' records, file times and chec
 
 :class:`Audit` runs the checks, keeps each step's :class:`StepResult` in
 ``<root>/build/audit/audit_state.json`` (so an audit resumes where it stopped) and exports a Markdown
-report. The CLI and the console both drive this package; neither re-implements a check.
+report. A step's state is ``pending``, ``passed``, ``not compliant`` (the evidence works but does not
+meet the submission rules: a shortened run, the demo's data, a model that is not the official one) or
+``failed``; the report says which and why. The CLI and the console both drive this package; neither
+re-implements a check.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from core.audit.checks import (
     FAILED,
     ICONS,
     NOT_CHECKED,
+    NOT_COMPLIANT,
     PASSED,
     PENDING,
     STATES,
@@ -44,6 +48,7 @@ __all__ = [
     "FAILED",
     "ICONS",
     "NOT_CHECKED",
+    "NOT_COMPLIANT",
     "PASSED",
     "PENDING",
     "STATES",
@@ -181,7 +186,17 @@ class Audit:
             f"- Scenario: {self.scenario}",
             f"- Audit started: {self.started_at or '-'}; report written {time.strftime('%Y-%m-%dT%H:%M:%S')}",
             f"- Model sha256 at start: `{self.baseline.get('model_sha256', '-')}`",
-            f"- Steps: {c[PASSED]} passed, {c[FAILED]} failed, {c[PENDING]} pending",
+            f"- Steps: {c[PASSED]} passed, {c[NOT_COMPLIANT]} not compliant, {c[FAILED]} failed, "
+            f"{c[PENDING]} pending",
+        ]
+        if c[NOT_COMPLIANT]:
+            n = c[NOT_COMPLIANT]
+            lines.append(
+                f"- Not compliant: {n} step{'s' if n != 1 else ''} rest on evidence that does not meet the "
+                "MLPerf submission rules (a shortened run, synthetic or partial data, a model that is not "
+                "the official one); the evidence says why. They are not passed."
+            )
+        lines += [
             "",
             "| Step | State | Evidence | Checked |",
             "|---|---|---|---|",

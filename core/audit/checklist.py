@@ -9,6 +9,10 @@ Groups, in the seed's order:
              preprocess -> calibrate -> run high_accuracy
   compliance TEST01, TEST05 (performance runs with LoadGen's audit.config)
   logs       every result folder holds its LoadGen logs
+  submission TEST01 verification -> stage -> check (core.submission.steps: the same jobs as
+             `unet3d submission verify-test01 | stage | check`)
+
+A step whose evidence does not meet the submission rules is ``not compliant`` (core.audit.checks).
 """
 
 from __future__ import annotations
@@ -23,35 +27,44 @@ from core.audit.checks import (
     check_calibration,
     check_environment,
     check_logs,
+    check_model,
     check_new_data,
     check_new_model,
     check_preprocessed_after_data,
+    check_stage,
+    check_submission_check,
+    check_test01_verification,
     compliance_check,
+    dataset_check,
     model_time,
     preprocessed_time,
     run_after_calibration,
     run_check,
-    section_check,
 )
 from core.benchmark import SCENARIOS, RunConfig, target_dice
 from core.errors import UsageError
+from core.submission.steps import SubmissionRequest
 
 
 @dataclass(frozen=True)
 class Action:
     """What does a step: a LoadGen run (``run``), a core job (``job``: preprocess | calibrate |
-    demo), or something the operator does by hand (``manual``, described by ``text``)."""
+    demo), a submission step (``submission``: core.submission.steps.run_request runs ``submission``),
+    or something the operator does by hand (``manual``, described by ``text``)."""
 
-    kind: str  # "run" | "job" | "manual" | "check"
+    kind: str  # "run" | "job" | "submission" | "manual" | "check"
     label: str
     run: RunConfig | None = None
     job: str = ""
     text: str = ""
+    submission: SubmissionRequest | None = None
 
     def command(self) -> str:
         """The equivalent shell command (shown by the console, printed by the CLI)."""
         if self.run is not None:
             return self.run.cli_command()
+        if self.submission is not None:
+            return self.submission.command()
         if self.job:
             return f"unet3d {self.job}"
         return self.text
@@ -95,16 +108,18 @@ def checklist(scenario: str = "Offline", base: RunConfig | None = None) -> list[
             "setup",
             "KiTS19 dataset present",
             "The inference cases (42 KiTS19 cases + case_00400, a copy of case_00185) and the 20 "
-            "calibration cases, with imaging and segmentation volumes.",
-            section_check("dataset", "dataset"),
+            "calibration cases, with imaging and segmentation volumes. The demo's synthetic phantoms or "
+            "a case list other than the official 43 cases are present but not compliant.",
+            dataset_check("dataset", "dataset"),
             Action("manual", "Get data", text="unet3d download --data (or unet3d demo)"),
         ),
         Step(
             "preprocessed",
             "setup",
             "Preprocessed data present",
-            "Both sets preprocessed by `core.preprocess` (fp32 and int8 volumes, labels, checksums).",
-            section_check("preprocessed", "preprocessed data"),
+            "Both sets preprocessed by `core.preprocess` (fp32 and int8 volumes, labels, checksums), "
+            "of the official dataset to be compliant.",
+            dataset_check("preprocessed", "preprocessed data"),
             preprocess,
             "python3 code/3d-unet/tensorrt/preprocess_data.py",
         ),
@@ -113,8 +128,9 @@ def checklist(scenario: str = "Offline", base: RunConfig | None = None) -> list[
             "setup",
             "Model present",
             "`build/models/3d-unet-kits19/3dUNetKiTS19.onnx` with input `input` [N,1,128,128,128] and "
-            "output `output` [N,3,128,128,128].",
-            section_check("model", "model"),
+            "output `output` [N,3,128,128,128]; compliant when it is the official "
+            "`3dunet_kits19_128x128x128_dynbatch.onnx` (by its MD5).",
+            check_model,
             Action("manual", "Get model", text="unet3d download --model"),
         ),
         Step(
@@ -173,7 +189,7 @@ def checklist(scenario: str = "Offline", base: RunConfig | None = None) -> list[
             "weights",
             "New weights: run high_accuracy",
             "Run the benchmark with `--config_ver=high_accuracy` after the new calibration.",
-            run_after_calibration("new-weights"),
+            run_after_calibration("new-weights", waive=("model",)),
             Action(
                 "run",
                 "Run high_accuracy",
@@ -217,7 +233,7 @@ def checklist(scenario: str = "Offline", base: RunConfig | None = None) -> list[
             "dataset",
             "New dataset: run high_accuracy",
             "Run the benchmark with `--config_ver=high_accuracy` after the new calibration.",
-            run_after_calibration("new-dataset"),
+            run_after_calibration("new-dataset", waive=("dataset",)),
             Action(
                 "run",
                 "Run high_accuracy",
@@ -260,4 +276,48 @@ def checklist(scenario: str = "Offline", base: RunConfig | None = None) -> list[
             Action("check", "Check"),
         )
     )
+    steps += [
+        Step(
+            "submission.test01",
+            "submission",
+            "TEST01 verification",
+            "MLCommons' TEST01 verification of the TEST01 run against the accuracy and performance runs "
+            "the stage would choose: `verify_accuracy.txt` (every logged response equals the accuracy "
+            "run's; else the DICE fallback within 1 % / 0.1 %) and `verify_performance.txt` (score "
+            f"within 10 %), in `build/compliance/{scenario}/TEST01`. Passed when both pass and the "
+            "verified runs are compliant.",
+            check_test01_verification,
+            Action(
+                "submission",
+                "Verify TEST01",
+                submission=SubmissionRequest("verify-test01", scenario=scenario),
+            ),
+            "python3 compliance/TEST01/run_verification.py -r RESULTS_DIR -c TEST01_DIR -o OUTPUT_DIR",
+        ),
+        Step(
+            "submission.stage",
+            "submission",
+            "Stage the submission tree",
+            "The results tree of the round's layout in `build/submission-staging` (its manifest beside "
+            "it: which runs, their compliance): performance, accuracy (truncated logs, full ones in "
+            "`build/submission-staging.full`), TEST01, measurements, system description. Passed when "
+            f"the {scenario} result is staged, its TEST01 verification passed and its runs are "
+            "compliant. The submitter and system name are needed.",
+            check_stage,
+            Action("submission", "Stage", submission=SubmissionRequest("stage")),
+            "make stage_results",
+        ),
+        Step(
+            "submission.check",
+            "submission",
+            "Check the submission tree",
+            "The built-in pre-check and, given a checkout of mlcommons/inference (`--checker PATH`), "
+            "MLCommons' submission checker on the staged tree; what they said is kept in "
+            "`build/submission-staging.check.json`. Passed when neither reports an error for the tree "
+            "as it is now and the staged runs are compliant.",
+            check_submission_check,
+            Action("submission", "Check", submission=SubmissionRequest("check")),
+            "make check_submission",
+        ),
+    ]
     return steps

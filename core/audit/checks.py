@@ -1,6 +1,11 @@
 """The audit's evidence checks: each reads the workspace (status probes, run records, file times and
-checksums) through a shared :class:`Context` and returns a :class:`StepResult`. The steps that use them,
-with their texts and actions, are in core.audit.checklist."""
+checksums, the submission steps' files) through a shared :class:`Context` and returns a
+:class:`StepResult`. The steps that use them, with their texts and actions, are in core.audit.checklist.
+
+Evidence states compliance (core.compliance): a step whose evidence is there and works but does not
+meet the submission rules (a shortened run, the demo's synthetic or partial dataset, a model that is not
+the official one, a run made before provenance was recorded) is ``not compliant``, never ``passed``;
+the evidence line says why. A run the operator cancelled is no evidence: its step stays ``pending``."""
 
 from __future__ import annotations
 
@@ -13,6 +18,7 @@ from typing import Any
 
 from core import history
 from core.benchmark import FP32_REFERENCE_DICE
+from core.compliance import Compliance
 from core.fsio import sha256_file
 from core.harness.logs import ACCURACY_NAME, DETAIL_NAME, SUMMARY_NAME
 from core.history import RunRecord
@@ -20,9 +26,10 @@ from core.workspace import Workspace
 
 PENDING = "pending"
 PASSED = "passed"
+NOT_COMPLIANT = "not compliant"  # the evidence is there and works, but does not meet the submission rules
 FAILED = "failed"
-STATES = (PENDING, PASSED, FAILED)
-ICONS = {PENDING: "○", PASSED: "✔", FAILED: "✘"}
+STATES = (PENDING, PASSED, NOT_COMPLIANT, FAILED)
+ICONS = {PENDING: "○", PASSED: "✔", NOT_COMPLIANT: "⚠", FAILED: "✘"}
 
 
 @dataclass(frozen=True)
@@ -60,6 +67,8 @@ class Context:
     fp32_reference: float = FP32_REFERENCE_DICE
     _status: Any = None
     _runs: list[RunRecord] | None = None  # newest first
+    _dataset: Compliance | None = None
+    _model: Compliance | None = None
 
     @property
     def status(self) -> Any:
@@ -78,6 +87,27 @@ class Context:
 
     def section(self, name: str) -> Any:
         return self.status.section(name)
+
+    @property
+    def dataset_compliance(self) -> Compliance:
+        """The workspace's dataset against the rules, from the facts a run records in run.json
+        (core.compliance.dataset_provenance of the inference case list in use)."""
+        if self._dataset is None:
+            from core.cases import case_lists
+            from core.compliance import dataset_provenance, judge_dataset
+
+            self._dataset = judge_dataset(dataset_provenance(self.ws, case_lists(self.ws).inference))
+        return self._dataset
+
+    @property
+    def model_compliance(self) -> Compliance:
+        """The workspace's model against the rules (the official file, by its MD5)."""
+        if self._model is None:
+            from core.compliance import judge_model, model_provenance
+
+            path = self.ws.model_path
+            self._model = judge_model(model_provenance(path if path.is_file() else None))
+        return self._model
 
 
 def _rel(ws: Workspace, p: Path | str) -> str:
@@ -118,6 +148,34 @@ def section_check(name: str, what: str) -> Callable[[Context], StepResult]:
         return StepResult(PASSED, f"{n} item{'s' if n != 1 else ''} ok" + (f": {details}" if details else ""))
 
     return check
+
+
+def _more(items: list[str]) -> str:
+    return f" (+{len(items) - 1} more)" if len(items) > 1 else ""
+
+
+def with_compliance(res: StepResult, c: Compliance) -> StepResult:
+    """A passed step whose evidence is not compliant becomes ``not compliant``, the reason first (what a
+    narrow evidence column must show); other states are left as they are."""
+    if res.state != PASSED:
+        return res
+    if c.compliant is True:
+        return StepResult(PASSED, f"{res.evidence}; compliant", res.paths)
+    return StepResult(NOT_COMPLIANT, f"{c.line}{_more(list(c.reasons))}; {res.evidence}", res.paths)
+
+
+def dataset_check(name: str, what: str) -> Callable[[Context], StepResult]:
+    """A set-up section whose content is the workspace's dataset (raw or preprocessed)."""
+    present = section_check(name, what)
+
+    def check(ctx: Context) -> StepResult:
+        return with_compliance(present(ctx), ctx.dataset_compliance)
+
+    return check
+
+
+def check_model(ctx: Context) -> StepResult:
+    return with_compliance(section_check("model", "model")(ctx), ctx.model_compliance)
 
 
 def check_calibration(ctx: Context) -> StepResult:
@@ -186,10 +244,14 @@ def _describe(ws: Workspace, r: RunRecord) -> str:
     return " ".join(bits)
 
 
-def run_result(ctx: Context, runs: list[RunRecord], what: str, after_what: str = "") -> StepResult:
-    """Passed by the newest run that passes (RunRecord.passes); failed by the newest finished one when
-    none does. A cancelled run (the operator stopped it) or one still running is no evidence either way:
-    the step stays pending."""
+def run_result(
+    ctx: Context, runs: list[RunRecord], what: str, after_what: str = "", waive: tuple[str, ...] = ()
+) -> StepResult:
+    """Passed by the newest run that passes (RunRecord.passes) and is compliant; ``not compliant`` when
+    the runs that pass are not (the newest one is shown, with its compliance reason); failed by the
+    newest finished run when none passes. A cancelled run (the operator stopped it) or one still running
+    is no evidence either way: the step stays pending. ``waive``: rules the step sets aside on purpose
+    (core.compliance.WAIVABLE: the auditor's new weights or new dataset)."""
     after = f" after {after_what}" if after_what else ""
     finished = [r for r in runs if r.status not in ("cancelled", "running")]
     if not finished:
@@ -197,9 +259,11 @@ def run_result(ctx: Context, runs: list[RunRecord], what: str, after_what: str =
         note = f" ({stopped} cancelled or still running)" if stopped else ""
         return StepResult(PENDING, f"no {what} run yet{after}{note}")
     good = [r for r in finished if r.passes(ctx.fp32_reference)]
-    best = good[0] if good else finished[0]  # runs are newest first
-    state = PASSED if good else FAILED
-    return StepResult(state, _describe(ctx.ws, best), (str(best.path),))
+    if not good:  # runs are newest first
+        return StepResult(FAILED, _describe(ctx.ws, finished[0]), (str(finished[0].path),))
+    judged = [(r, r.judge(waive) if waive else r.compliance) for r in good]
+    best, verdict = next(((r, c) for r, c in judged if c.compliant is True), judged[0])
+    return with_compliance(StepResult(PASSED, _describe(ctx.ws, best), (str(best.path),)), verdict)
 
 
 def run_check(config_ver: str, test_mode: str) -> Callable[[Context], StepResult]:
@@ -254,13 +318,16 @@ def preprocessed_time(ctx: Context) -> tuple[Path, float | None]:
     return p, _mtime(p)
 
 
-def run_after_calibration(what: str) -> Callable[[Context], StepResult]:
+def run_after_calibration(what: str, waive: tuple[str, ...] = ()) -> Callable[[Context], StepResult]:
+    """A high_accuracy run after the calibration of ``what``; ``waive``: the rule that the new weights
+    or the new dataset break on purpose (core.compliance.WAIVABLE)."""
+
     def check(ctx: Context) -> StepResult:
         t_cache = _mtime(ctx.ws.calibration_cache_path)
         if t_cache is None:
             return StepResult(PENDING, "calibrate first")
         runs = matching_runs(ctx, config_ver="high_accuracy", after=t_cache)
-        return run_result(ctx, runs, f"{ctx.scenario} high_accuracy", f"the {what} calibration")
+        return run_result(ctx, runs, f"{ctx.scenario} high_accuracy", f"the {what} calibration", waive)
 
     return check
 
@@ -323,3 +390,147 @@ def check_logs(ctx: Context) -> StepResult:
     if incomplete:
         return StepResult(FAILED, f"{len(incomplete)} of {len(done)} incomplete: {incomplete[0]}{note}")
     return StepResult(PASSED, f"{len(done)} result folders complete (summary, detail, accuracy log){note}")
+
+
+# --- the submission steps (core.submission.steps writes what these read) ----------------------------
+
+
+def _noncompliant_runs(runs: dict[str, Any] | None, label: str = "") -> list[str]:
+    """One line per run of a record ({role: {"run", "compliance"}} or None for a missing role) that is
+    not compliant."""
+    out = []
+    for role, d in (runs or {}).items():
+        if not isinstance(d, dict):
+            out.append(f"{label}no {role} run")
+            continue
+        c = Compliance.from_dict(d.get("compliance") or {})
+        if c.compliant is not True:
+            out.append(f"{label}{role} run {d.get('run')}: {c.line}")
+    return out
+
+
+def check_test01_verification(ctx: Context) -> StepResult:
+    """TEST01 verified by `unet3d submission verify-test01` into build/compliance/<scenario>: the
+    verdicts of verify_accuracy.txt / verify_performance.txt (and the fallback), and whether the runs it
+    verified (test01_runs.json) are compliant."""
+    from core.submission.test01 import (
+        RUNS_RECORD,
+        VERIFY_ACCURACY,
+        VERIFY_PERFORMANCE,
+        read_runs_record,
+        read_verification,
+    )
+
+    out = ctx.ws.compliance_dir / ctx.scenario
+    t01 = out / "TEST01"
+    record = read_runs_record(out)
+    config_ver = str((record or {}).get("config_ver") or "default")
+    v = read_verification(t01, config_ver)
+    if v.passed is None:
+        return StepResult(PENDING, f"no TEST01 verification in {_rel(ctx.ws, t01)} yet")
+    paths = (str(t01 / VERIFY_ACCURACY), str(t01 / VERIFY_PERFORMANCE))
+    where = f"{_rel(ctx.ws, t01)}: {v.line()}"
+    if not v.passed:
+        return StepResult(FAILED, where, paths)
+    if record is None:
+        why = f"unknown: {RUNS_RECORD} missing (which runs were verified is not recorded)"
+        return StepResult(NOT_COMPLIANT, f"{where}; {why}", paths)
+    bad = _noncompliant_runs(record.get("runs"))
+    if bad:
+        return StepResult(NOT_COMPLIANT, f"{where}; {bad[0]}{_more(bad)}", (*paths, str(out / RUNS_RECORD)))
+    return StepResult(PASSED, f"{where}; the verified runs are compliant", (*paths, str(out / RUNS_RECORD)))
+
+
+def _staged_problems(manifest: dict[str, Any], scenario: str | None = None) -> tuple[list[str], list[str]]:
+    """(failures, non-compliance) of a stage manifest's results (of ``scenario`` when given)."""
+    failed: list[str] = []
+    noncompliant: list[str] = []
+    for s in manifest.get("staged") or ():
+        if scenario is not None and s.get("scenario") != scenario:
+            continue
+        name = f"{s.get('benchmark')} {s.get('scenario')}: "
+        t = s.get("test01")
+        if isinstance(t, dict) and t.get("passed") is False:
+            failed.append(f"{name}TEST01 verification failed")
+        noncompliant += _noncompliant_runs(s.get("runs"), name)
+    return failed, noncompliant
+
+
+def check_stage(ctx: Context) -> StepResult:
+    """A tree staged by `unet3d submission stage` in build/submission-staging, its manifest beside it:
+    the audited scenario is in it, its TEST01 verification passed, and the staged runs are compliant."""
+    from core.submission.stage import manifest_path, read_manifest
+
+    tree = ctx.ws.submission_dir
+    if not tree.is_dir():
+        return StepResult(PENDING, f"no staged tree in {_rel(ctx.ws, tree)} yet")
+    manifest = read_manifest(tree)
+    mpath = manifest_path(tree)
+    if manifest is None:
+        return StepResult(PENDING, f"{_rel(ctx.ws, tree)} has no manifest {mpath.name}: stage it again")
+    paths = (str(tree), str(mpath))
+    staged = manifest.get("staged") or []
+    head = (
+        f"{_rel(ctx.ws, tree)}: {manifest.get('division')} division, layout {manifest.get('version')}, "
+        + ", ".join(f"{s.get('benchmark')} {s.get('scenario')}" for s in staged)
+    )
+    if not any(s.get("scenario") == ctx.scenario for s in staged):
+        skipped = [x for x in manifest.get("skipped") or () if str(x).startswith(ctx.scenario)]
+        why = f" ({skipped[0]})" if skipped else ""
+        return StepResult(FAILED, f"{head}; no {ctx.scenario} result staged{why}", paths)
+    failed, noncompliant = _staged_problems(manifest, ctx.scenario)
+    if failed:
+        return StepResult(FAILED, f"{head}; {failed[0]}{_more(failed)}", paths)
+    if noncompliant:
+        return StepResult(NOT_COMPLIANT, f"{head}; {noncompliant[0]}{_more(noncompliant)}", paths)
+    fill = manifest.get("to_fill") or []
+    note = f"; {len(fill)} system JSON field(s) to fill in by hand" if fill else ""
+    return StepResult(PASSED, f"{head}; the staged runs are compliant{note}", paths)
+
+
+def check_submission_check(ctx: Context) -> StepResult:
+    """What `unet3d submission check` said about the staged tree (build/submission-staging.check.json):
+    the pre-check's and MLCommons' checker's errors, for the tree as it is now."""
+    from core.submission.check import check_record_path, read_check_record, tree_fingerprint
+    from core.submission.stage import read_manifest
+
+    tree = ctx.ws.submission_dir
+    if not tree.is_dir():
+        return StepResult(PENDING, f"no staged tree in {_rel(ctx.ws, tree)} to check yet")
+    rec = read_check_record(tree)
+    if rec is None:
+        return StepResult(PENDING, f"{_rel(ctx.ws, tree)} not checked yet")
+    paths = (str(check_record_path(tree)),)
+    if rec.get("fingerprint") != tree_fingerprint(tree):
+        return StepResult(
+            PENDING, f"{_rel(ctx.ws, tree)} changed after the check of {rec.get('checked_at')}: check again"
+        )
+    pre = [str(x) for x in rec.get("precheck") or () if str(x).startswith("error")]
+    checker = rec.get("checker")
+    summary = f"checked {rec.get('checked_at')} (layout {rec.get('version')}): pre-check {len(pre)} error(s)"
+    checker_errors: list[str] = []
+    if checker is None:
+        summary += ", official checker not run (--checker PATH)"
+    else:
+        checker_errors = [str(e) for e in checker.get("errors") or ()]
+        if checker.get("returncode") and not checker_errors:
+            checker_errors = [f"exit {checker.get('returncode')}"]
+        summary += f", official checker {len(checker_errors)} error(s)"
+    if pre:
+        return StepResult(FAILED, f"{summary}: {pre[0]}", paths)
+    manifest = read_manifest(tree)
+    if manifest is None:
+        noncompliant = ["unknown: the tree has no stage manifest (which runs it holds is not recorded)"]
+    else:
+        noncompliant = _staged_problems(manifest)[1]
+    if checker_errors:
+        if noncompliant:  # what a tree of shortened or demo runs cannot avoid
+            return StepResult(
+                NOT_COMPLIANT,
+                f"{summary}: {checker_errors[0]}; the staged runs are not compliant ({noncompliant[0]})",
+                paths,
+            )
+        return StepResult(FAILED, f"{summary}: {checker_errors[0]}", paths)
+    if noncompliant:
+        return StepResult(NOT_COMPLIANT, f"{summary}; {noncompliant[0]}{_more(noncompliant)}", paths)
+    return StepResult(PASSED, summary, paths)

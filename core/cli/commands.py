@@ -349,7 +349,8 @@ def cmd_history(args: argparse.Namespace, out: Output, report: StderrReporter, c
         return ExitCode.OK
     if not runs:
         sys.stderr.write("no runs yet\n")
-    out.write(text_table(("Run", "When", "Result"), [(r.run_id, r.when, r.summary()) for r in runs]))
+    rows = [(r.run_id, r.when, r.summary(), r.compliance.line) for r in runs]
+    out.write(text_table(("Run", "When", "Result", "Compliance"), rows))
     return ExitCode.OK
 
 

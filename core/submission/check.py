@@ -8,12 +8,15 @@ accuracy logs and their hashes, the accuracy line, measurements.json, TEST01, an
 compliance with the 3d-unet rules (an error in the closed division, a warning in the open one).
 
 :func:`run_official_checker` runs ``python -m inference.tools.submission.submission_checker.main`` from
-the folder above a checkout of mlcommons/inference and returns its error lines.
+the folder above a checkout of mlcommons/inference and returns its error lines. `unet3d submission
+check` keeps what both said in ``<tree>.check.json`` beside the tree (:func:`check_record_path`), with
+a fingerprint of the tree it saw: the auditor checklist's check step reads it.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -21,18 +24,22 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from core.benchmark import MODEL_NAMES, TARGET_FRACTIONS
+from core.benchmark import MODEL_NAMES
 from core.compliance import DATASET_SIZE, ROUND_SEEDS, accuracy_target, judge_run, round_of_seeds
 from core.errors import MissingInputError, UsageError
+from core.fsio import sha256_file, write_text_atomic
 from core.harness.logs import loadgen_settings, parse_detail
 from core.harness.settings import read_user_conf
 from core.submission import rules
-from core.submission.rules import ACCURACY_LOG, ACCURACY_TXT, DETAIL, SUMMARY, Layout
-from core.submission.truncate import file_sha256, recorded_hash
+from core.submission.rules import ACCURACY_LOG, ACCURACY_TXT, DETAIL, SUMMARY, Layout, accuracy_mean
+from core.submission.test01 import read_verification
+from core.submission.truncate import recorded_hash
 
-ACCURACY_LINE = re.compile(r"^Accuracy:\s*mean\s*=\s*([\d.]+)")
 CONFIG_VER_OF = {v: k for k, v in MODEL_NAMES.items()}  # 3d-unet-99 -> default
+CHECK_SUFFIX = ".check.json"  # <tree>.check.json: what the last `unet3d submission check` found
+CHECK_VERSION = 1
 
 
 @dataclass(frozen=True)
@@ -118,23 +125,13 @@ def _check_detail(f: _Findings, detail: Path, version: str, perf: bool) -> None:
         )
 
 
-def _accuracy_value(txt: Path) -> float | None:
-    try:
-        for line in txt.read_text(encoding="utf-8", errors="replace").splitlines():
-            if m := ACCURACY_LINE.match(line):
-                return float(m.group(1))
-    except OSError:
-        pass
-    return None
-
-
 def _check_accuracy_dir(f: _Findings, acc: Path, full_root: Path | None, root: Path) -> float | None:
     log, txt = acc / ACCURACY_LOG, acc / ACCURACY_TXT
     if log.is_file() and log.stat().st_size > rules.MAX_ACCURACY_LOG_BYTES:
         f.error(log, f"is not truncated ({log.stat().st_size} bytes > {rules.MAX_ACCURACY_LOG_BYTES})")
     value = None
     if txt.is_file():
-        value = _accuracy_value(txt)
+        value = accuracy_mean(txt)
         if value is None:
             f.error(txt, "has no 'Accuracy: mean = ...' line")
         sha = recorded_hash(txt)
@@ -144,7 +141,7 @@ def _check_accuracy_dir(f: _Findings, acc: Path, full_root: Path | None, root: P
             full = full_root / log.relative_to(root)
             if not full.is_file():
                 f.warning(full, "full accuracy log not found beside the tree")
-            elif file_sha256(full) != sha:
+            elif sha256_file(full) != sha:
                 f.error(txt, f"hash does not match the full log {full.name} beside the tree")
     return value
 
@@ -188,10 +185,10 @@ def _check_test01(f: _Findings, t01: Path, closed: bool, config_ver: str, versio
         p = t01 / name
         if not p.is_file():
             f.error(p, "missing")
-    va, vp = t01 / "verify_accuracy.txt", t01 / "verify_performance.txt"
-    det_pass = va.is_file() and "TEST PASS" in [x.strip() for x in va.read_text().splitlines()]
-    if vp.is_file() and "TEST PASS" not in vp.read_text():
-        f.flag(closed, vp, "TEST01 performance check did not pass")
+    v = read_verification(t01, config_ver)
+    det_pass = v.accuracy is True
+    if v.performance is False:
+        f.flag(closed, t01 / "verify_performance.txt", "TEST01 performance check did not pass")
     run1 = t01 / "performance" / "run_1"
     extra = set(_files(run1)) - {SUMMARY, DETAIL, ACCURACY_LOG, "mlperf_log_trace.json"}
     _required(f, run1, rules.PERF_FILES)
@@ -210,15 +207,12 @@ def _check_test01(f: _Findings, t01: Path, closed: bool, config_ver: str, versio
                 closed, acc, f"deterministic check failed and the fallback files differ from {sorted(want)}"
             )
             return
-        base = _accuracy_value(acc / "baseline_accuracy.txt")
-        comp = _accuracy_value(acc / "compliance_accuracy.txt")
-        if not base or not comp:
+        delta = v.delta_percent
+        if delta is None:
             f.flag(closed, acc, "baseline/compliance accuracy lines missing")
             return
-        delta = abs(1 - base / comp) * 100
-        allowed = round((1 - TARGET_FRACTIONS[config_ver]) * 100, 6)
-        if delta > allowed:
-            f.flag(closed, acc, f"TEST01 DICE delta {delta:.4f} % > {allowed:g} %")
+        if not v.fallback_passed:
+            f.flag(closed, acc, f"TEST01 DICE delta {delta:.4f} % > {v.allowed_percent:g} %")
 
 
 def _check_result(
@@ -450,3 +444,89 @@ def run_official_checker(
         + (f" --submitter {submitter}" if submitter else "")
     )
     return CheckerRun(proc.returncode, tuple(errors), tuple(warnings), output, shown)
+
+
+# --- what a check found, kept beside the tree --------------------------------------------------------
+
+
+def check_record_path(tree: str | Path) -> Path:
+    tree = Path(tree).absolute()
+    return tree.with_name(tree.name + CHECK_SUFFIX)
+
+
+def tree_fingerprint(tree: str | Path) -> dict[str, Any]:
+    """How many files the tree holds and the newest modification time among them: a tree staged again,
+    or edited by hand (the system JSON's TO BE FILLED fields), after a check no longer matches it."""
+    n, newest = 0, 0.0
+    for dirpath, _dirs, files in os.walk(tree):
+        for name in files:
+            try:
+                st = os.stat(os.path.join(dirpath, name))
+            except OSError:
+                continue
+            n += 1
+            newest = max(newest, st.st_mtime)
+    return {"files": n, "newest_mtime": newest}
+
+
+@dataclass(frozen=True)
+class CheckReport:
+    """What the pre-check and (when run) the official checker said about one tree."""
+
+    tree: Path
+    version: str
+    findings: tuple[Finding, ...]
+    checker: CheckerRun | None
+    checked_at: str
+    fingerprint: dict[str, Any]
+
+    @property
+    def errors(self) -> list[Finding]:
+        return [x for x in self.findings if x.level == "error"]
+
+    @property
+    def warnings(self) -> list[Finding]:
+        return [x for x in self.findings if x.level == "warning"]
+
+    @property
+    def passed(self) -> bool:
+        """No pre-check error and, if it ran, the official checker exited 0 with no ERROR line."""
+        bad_checker = self.checker is not None and (self.checker.returncode != 0 or bool(self.checker.errors))
+        return not self.errors and not bad_checker
+
+    def to_dict(self) -> dict[str, Any]:
+        c = self.checker
+        return {
+            "check_version": CHECK_VERSION,
+            "tree": str(self.tree),
+            "version": self.version,
+            "checked_at": self.checked_at,
+            "fingerprint": dict(self.fingerprint),
+            "passed": self.passed,
+            "precheck": [f.line for f in self.findings],
+            "precheck_errors": len(self.errors),
+            "precheck_warnings": len(self.warnings),
+            "checker": None
+            if c is None
+            else {
+                "returncode": c.returncode,
+                "errors": list(c.errors),
+                "warnings": list(c.warnings),
+                "command": c.command,
+            },
+        }
+
+
+def write_check_record(report: CheckReport) -> Path:
+    path = check_record_path(report.tree)
+    write_text_atomic(path, json.dumps(report.to_dict(), indent=2) + "\n")
+    return path
+
+
+def read_check_record(tree: str | Path) -> dict[str, Any] | None:
+    """The record of the last check of ``tree``; None when absent or unreadable."""
+    try:
+        doc = json.loads(check_record_path(tree).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return doc if isinstance(doc, dict) and doc.get("check_version") == CHECK_VERSION else None

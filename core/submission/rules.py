@@ -8,8 +8,9 @@ folders and the source folder was ``code/``.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 
 from core.benchmark import MODEL_NAMES
 from core.compliance import ROUND_SEEDS
@@ -32,6 +33,9 @@ MEASURE_FILES = ("user.conf", "README.md")  # beside measurements.json, never em
 TEST01_FILES = ("verify_accuracy.txt", "verify_performance.txt")
 TEST01_FALLBACK_FILES = ("baseline_accuracy.txt", "compliance_accuracy.txt")
 CALIBRATION_DOC = "calibration.md"  # <division>/<submitter>/ (or documentation/) in the closed division
+
+# the line the checker reads from accuracy.txt (its constants.py pattern for 3d-unet: the mean DICE)
+ACCURACY_LINE = re.compile(r"^Accuracy:\s*mean\s*=\s*([\d.]+)")
 
 MAX_ACCURACY_LOG_BYTES = 10 * 1024  # a truncated accuracy log is at most this big
 MAX_FILE_BYTES = 50 * 1024 * 1024  # no file of a submission may be larger
@@ -164,3 +168,16 @@ class Layout:
         if self.in_results:
             return self.scenario_dir(system, benchmark, scenario)
         return self.root / "compliance" / system / benchmark / scenario
+
+
+def accuracy_mean(txt: str | Path) -> float | None:
+    """The mean DICE of an ``Accuracy: mean = ...`` line in ``txt`` (accuracy.txt, the TEST01 fallback's
+    baseline/compliance files), as the checker reads it; None when the file or the line is missing."""
+    try:
+        lines = Path(txt).read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        if m := ACCURACY_LINE.match(line):
+            return float(m.group(1))
+    return None

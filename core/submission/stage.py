@@ -9,7 +9,8 @@ Per ``<division>/<submitter>/``: ``results/<system>/<benchmark>/<scenario>/`` wi
 ``accuracy/``, ``TEST01/`` (verified here, core.submission.test01), ``measurements.json``,
 ``user.conf`` and ``README.md`` (v5.1: the top-level ``measurements/`` and ``compliance/`` folders);
 ``systems/<system>.json`` (core.submission.sysdesc); ``calibration.md``; ``src/`` (v5.1: ``code/``)
-with a pointer to the source.
+with a pointer to the source. Beside the tree, ``<out>.stage.json`` (the manifest: what was staged from
+which runs, their compliance, the files) is what the auditor checklist's stage step reads.
 """
 
 from __future__ import annotations
@@ -28,11 +29,12 @@ from core import __version__
 from core.compliance import OFFICIAL_MODEL_FILE, round_of_seeds
 from core.errors import MissingInputError, UsageError
 from core.fsio import copy_atomic, write_text_atomic
-from core.harness.logs import loadgen_settings
+from core.history import RunRecord, list_runs
 from core.jobs import NEVER, CancelToken, LogLine, Phase, Reporter, null_reporter
 from core.submission import rules
+from core.submission.check import check_record_path
 from core.submission.rules import ACCURACY_LOG, ACCURACY_TXT, DETAIL, SUMMARY, Layout
-from core.submission.select import Candidate, Selected, Selection, run_folders, select_runs
+from core.submission.select import Selected, Selection, select_runs
 from core.submission.sysdesc import machine_facts, system_description, to_fill
 from core.submission.test01 import Test01Result, write_test01
 from core.submission.truncate import truncate_accuracy_dir
@@ -42,6 +44,22 @@ if TYPE_CHECKING:
     from core.harness.qsl import DataSource
 
 FULL_SUFFIX = ".full"  # <out>.full/ holds the untruncated accuracy logs
+MANIFEST_SUFFIX = ".stage.json"  # <out>.stage.json: what was staged (read by the auditor checklist)
+MANIFEST_VERSION = 1
+
+
+def manifest_path(tree: str | Path) -> Path:
+    tree = Path(tree).absolute()
+    return tree.with_name(tree.name + MANIFEST_SUFFIX)
+
+
+def read_manifest(tree: str | Path) -> dict[str, Any] | None:
+    """The manifest the stage wrote beside ``tree``; None when absent or unreadable."""
+    try:
+        doc = json.loads(manifest_path(tree).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return doc if isinstance(doc, dict) and doc.get("manifest_version") == MANIFEST_VERSION else None
 
 
 @dataclass(frozen=True)
@@ -83,7 +101,7 @@ class StageResult:
                 ("TEST01", sel.test01),
             ):
                 if c is not None:
-                    out.append(f"  {role:<11} {c.name}  [{c.compliance.line}]")
+                    out.append(f"  {role:<11} {c.run_id}  [{c.compliance.line}]")
             t = self.test01.get(f"{sel.benchmark}/{sel.scenario}")
             if t is not None:
                 out.append(
@@ -108,12 +126,10 @@ class StageResult:
                     "benchmark": s.benchmark,
                     "scenario": s.scenario,
                     "runs": {
-                        role: None if c is None else {"run": c.name, "compliance": c.compliance.to_dict()}
-                        for role, c in (
-                            ("performance", s.performance),
-                            ("accuracy", s.accuracy),
-                            ("TEST01", s.test01),
-                        )
+                        role: None
+                        if c is None
+                        else {"run": c.run_id, "path": str(c.path), "compliance": c.compliance.to_dict()}
+                        for role, c in s.roles()
                     },
                     "test01": (
                         t.to_dict() if (t := self.test01.get(f"{s.benchmark}/{s.scenario}")) else None
@@ -127,12 +143,12 @@ class StageResult:
         }
 
 
-def _official_model(c: Candidate) -> bool:
-    return bool((c.get("model_provenance") or {}).get("official"))
+def _official_model(c: RunRecord) -> bool:
+    return bool((c.model_provenance or {}).get("official"))
 
 
 def _choose(ws: Workspace, opts: StageOptions) -> tuple[str, Selection, list[str]]:
-    runs = run_folders(ws.log_dir)
+    runs = [r for r in list_runs(ws) if r.config is not None]
     if not runs:
         raise MissingInputError("no runs to stage (run `unet3d run` first)", ws.log_dir)
     notes: list[str] = []
@@ -141,7 +157,7 @@ def _choose(ws: Workspace, opts: StageOptions) -> tuple[str, Selection, list[str
         if not sel.chosen:
             best = select_runs(runs, scenarios=opts.scenarios)
             why = "; ".join(
-                f"{c.name}: {', '.join(c.compliance.reasons[:3])}" for s in best.chosen for c in s.runs[:1]
+                f"{c.run_id}: {', '.join(c.compliance.reasons[:3])}" for s in best.chosen for c in s.runs[:1]
             )
             raise UsageError(
                 "no compliant runs for the closed division"
@@ -166,7 +182,7 @@ def _choose(ws: Workspace, opts: StageOptions) -> tuple[str, Selection, list[str
 
 def _version(sel: Selection, asked: str | None, notes: list[str]) -> str:
     seeds = {
-        round_of_seeds(st.seeds) if (st := loadgen_settings(s.performance.path)) else None for s in sel.chosen
+        round_of_seeds(st.seeds) if (st := s.performance.settings) is not None else None for s in sel.chosen
     }
     found = next(iter(seeds)) if len(seeds) == 1 else None
     if asked is not None:
@@ -209,16 +225,16 @@ def _git_commit() -> str | None:
     return head.stdout.strip() + (" (with uncommitted changes)" if dirty.stdout.strip() else "")
 
 
-def _input_dtype(c: Candidate) -> str:
+def _input_dtype(c: RunRecord) -> str:
     # NVIDIA's int8-linear volumes feed the int8/fp8 engines of the GPU backends; the rest take fp32
-    if c.get("precision") in ("int8", "fp8") and c.get("backend") in ("torch", "tensorrt"):
+    if c.precision in ("int8", "fp8") and c.backend in ("torch", "tensorrt"):
         return "int8"
     return "fp32"
 
 
-def measurements(c: Candidate) -> dict[str, str]:
-    prec = str(c.get("precision"))
-    model = c.get("model_provenance") or {}
+def measurements(c: RunRecord) -> dict[str, str]:
+    prec = str(c.precision)
+    model = c.model_provenance or {}
     transform = {
         "int8": "quantization to int8 (per-tensor scales from calibration, see calibration.md)",
         "fp8": "quantization to fp8 e4m3 (per-tensor scales from calibration, see calibration.md)",
@@ -246,24 +262,22 @@ def _readme(sel: Selected, division: str, opts: StageOptions, t01: Test01Result 
         "| role | run | result | compliance |",
         "|---|---|---|---|",
     ]
-    for role, c in (("performance", sel.performance), ("accuracy", sel.accuracy), ("TEST01", sel.test01)):
+    for role, c in sel.roles():
         if c is None:
             continue
-        result = c.get("result") or {}
-        acc = c.get("accuracy") or {}
         if role == "accuracy":
-            shown = str(acc.get("line") or "")
+            shown = _accuracy_shown(c)
         else:
-            valid = {True: "VALID", False: "INVALID"}.get(result.get("valid"), "?")
-            qps = result.get("samples_per_s")
-            p90 = (result.get("latency_ms") or {}).get("p90")
-            if sel.scenario == "SingleStream" and isinstance(p90, (int, float)):
+            valid = c.result or "?"
+            qps = c.samples_per_s
+            p90 = c.latency_ms.get("p90")
+            if sel.scenario == "SingleStream" and p90 is not None:
                 shown = f"{valid}, p90 latency {p90:.1f} ms"
             else:
-                shown = f"{valid}" + (f", {qps:.4g} samples/s" if isinstance(qps, (int, float)) else "")
-        lines.append(f"| {role} | {c.name} | {shown} | {c.compliance.label} |")
+                shown = f"{valid}" + (f", {qps:.4g} samples/s" if qps is not None else "")
+        lines.append(f"| {role} | {c.run_id} | {shown} | {c.compliance.label} |")
     lines += ["", "## Compliance", ""]
-    for role, c in (("performance", sel.performance), ("accuracy", sel.accuracy), ("TEST01", sel.test01)):
+    for role, c in sel.roles():
         if c is None:
             lines.append(f"- {role}: no run")
             continue
@@ -273,19 +287,32 @@ def _readme(sel: Selected, division: str, opts: StageOptions, t01: Test01Result 
         lines += ["", "TEST01 verification: " + "; ".join(t01.lines()[:-1])]
     lines += ["", "## How to reproduce", "", "```"]
     for c in sel.runs:
-        lines.append(f"unet3d run {c.get('run_args')}")
+        lines.append(c.config.cli_command() if c.config is not None else f"# {c.run_id}: no RunConfig")
     lines += ["```", ""]
-    model = sel.performance.get("model_provenance") or {}
-    data = sel.performance.get("dataset") or {}
-    batch = (sel.performance.get("config") or {}).get("gpu_batch_size")
+    perf = sel.performance
+    model = perf.model_provenance or {}
+    data = perf.dataset or {}
+    batch = perf.config.gpu_batch_size if perf.config is not None else None
     lines += [
         f"Model: {model.get('file')} (md5 {model.get('md5')}, official: {model.get('official')}). "
         f"Data: {data.get('cases')} cases, official case list: {data.get('official_case_list')}, "
-        f"synthetic: {data.get('synthetic')}. Backend {sel.performance.get('backend')}, precision "
-        f"{sel.performance.get('precision')}, batch {batch}.",
+        f"synthetic: {data.get('synthetic')}. Backend {perf.backend}, precision {perf.precision}, "
+        f"batch {batch}.",
         "",
     ]
     return "\n".join(lines)
+
+
+def _accuracy_shown(c: RunRecord) -> str:
+    """The reference's accuracy line of a scored run (core.accuracy.accuracy_line)."""
+    from core.accuracy import accuracy_line
+
+    acc = c.accuracy
+    if acc is None:
+        return ""
+    if acc.kidney is None or acc.tumor is None:
+        return f"Accuracy: mean = {acc.mean:.5f}"
+    return accuracy_line(acc.mean, acc.kidney, acc.tumor)
 
 
 def _calibration_doc(ws: Workspace, precisions: Sequence[str]) -> str:
@@ -398,7 +425,7 @@ def stage(
 
             t01 = None
             if s.test01 is not None:
-                report(Phase("TEST01", s.test01.name))
+                report(Phase("TEST01", s.test01.run_id))
 
                 def score(log: Path, csv: Path, cv: str = s.config_ver) -> Any:
                     return score_log(
@@ -436,16 +463,25 @@ def stage(
             system_name=system,
             system_type=system_type,
             status=opts.status,
-            backend=str(sel.chosen[0].performance.get("backend")),
+            backend=str(sel.chosen[0].performance.backend),
             facts=machine_facts(storage_path=ws.root),
         )
         write_text_atomic(tmp / layout.system_json(system), json.dumps(desc, indent=2) + "\n")
         result.to_fill = to_fill(desc)
-        precisions = sorted({str(c.get("precision")) for s in sel.chosen for c in s.runs})
+        precisions = sorted({str(c.precision) for s in sel.chosen for c in s.runs})
         write_text_atomic(tmp / layout.calibration_doc, _calibration_doc(ws, precisions))
         write_text_atomic(tmp / layout.source_dir / "README.md", _source_readme(layout))
 
         cancel.check()
+        manifest = {
+            "manifest_version": MANIFEST_VERSION,
+            "staged_at": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+            **result.to_dict(),
+            "files": relative_tree(tmp),
+        }
+        # the old tree's manifest and check record describe a tree that is about to go
+        for stale in (manifest_path(out), check_record_path(out)):
+            stale.unlink(missing_ok=True)
         old = out.with_name(f".{out.name}.old-{os.getpid()}")
         old_full = out.with_name(f".{out.name}{FULL_SUFFIX}.old-{os.getpid()}")
         moved: list[tuple[Path, Path]] = []
@@ -465,6 +501,7 @@ def stage(
             raise
         for aside, _ in moved:
             shutil.rmtree(aside, ignore_errors=True)
+        write_text_atomic(manifest_path(out), json.dumps(manifest, indent=2) + "\n")
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         shutil.rmtree(tmp_full, ignore_errors=True)

@@ -34,13 +34,18 @@ from core.errors import MissingInputError
 from core.fsio import atomic_write, copy_atomic, write_text_atomic
 from core.harness.logs import LoadgenDetail, parse_detail
 from core.jobs import NEVER, CancelToken
-from core.submission.rules import ACCURACY_LOG, DETAIL, SUMMARY
+from core.submission.rules import ACCURACY_LOG, DETAIL, SUMMARY, accuracy_mean
 
 # the score each scenario is compared by (verify_performance.py's RESULT_FIELD)
 RESULT_FIELD = {"Offline": "result_samples_per_second", "SingleStream": "early_stopping_latency_ss"}
 PERF_TOLERANCE = 0.10
 SINGLE_STREAM_FAST_NS = 200_000  # at or under this latency the tolerance is 20 %
 PERF_TOLERANCE_FAST = 0.20
+VERIFY_ACCURACY = "verify_accuracy.txt"
+VERIFY_PERFORMANCE = "verify_performance.txt"
+BASELINE_ACCURACY = "baseline_accuracy.txt"  # the fallback's files, in TEST01/accuracy/
+COMPLIANCE_ACCURACY = "compliance_accuracy.txt"
+RUNS_RECORD = "test01_runs.json"  # beside TEST01/: the runs `verify-test01` verified, with their compliance
 
 
 @dataclass(frozen=True)
@@ -298,8 +303,8 @@ def write_test01(
     cancel.check()
     perf = verify_performance(performance_run, test01_run)
     dst = Path(out) / "TEST01"
-    write_text_atomic(dst / "verify_accuracy.txt", acc.text)
-    write_text_atomic(dst / "verify_performance.txt", perf.text)
+    write_text_atomic(dst / VERIFY_ACCURACY, acc.text)
+    write_text_atomic(dst / VERIFY_PERFORMANCE, perf.text)
     for name in (SUMMARY, DETAIL):
         copy_atomic(Path(test01_run) / name, dst / "performance" / "run_1" / name)
     if copy_log:
@@ -311,6 +316,97 @@ def write_test01(
         write_text_atomic(dst / "accuracy" / "accuracy.txt", compliance.line + "\n")
         if not acc.passed:
             fallback = fallback_accuracy(acc_log, t01_log, config_ver, score, Path(tmp))
-            write_text_atomic(dst / "accuracy" / "baseline_accuracy.txt", fallback.baseline_line + "\n")
-            write_text_atomic(dst / "accuracy" / "compliance_accuracy.txt", fallback.compliance_line + "\n")
+            write_text_atomic(dst / "accuracy" / BASELINE_ACCURACY, fallback.baseline_line + "\n")
+            write_text_atomic(dst / "accuracy" / COMPLIANCE_ACCURACY, fallback.compliance_line + "\n")
     return Test01Result(acc, perf, fallback, dst)
+
+
+# --- reading a TEST01/ folder back (the pre-check, the auditor checklist) ---------------------------
+
+
+@dataclass(frozen=True)
+class Verification:
+    """What a TEST01/ folder's files say, read as the submission checker reads them: the ``TEST PASS``
+    lines of verify_accuracy.txt and verify_performance.txt (None: the file is missing) and, when the
+    deterministic check failed, the fallback's mean DICE of the baseline and the TEST01 responses."""
+
+    folder: Path
+    accuracy: bool | None
+    performance: bool | None
+    baseline: float | None = None
+    compliance: float | None = None
+    allowed_percent: float = 1.0
+
+    @property
+    def fallback_present(self) -> bool:
+        return (self.folder / "accuracy" / BASELINE_ACCURACY).is_file() or (
+            self.folder / "accuracy" / COMPLIANCE_ACCURACY
+        ).is_file()
+
+    @property
+    def delta_percent(self) -> float | None:
+        if not self.baseline or not self.compliance:
+            return None
+        return abs(1.0 - self.baseline / self.compliance) * 100.0
+
+    @property
+    def fallback_passed(self) -> bool | None:
+        """None without fallback files; False when their lines are missing or differ too much."""
+        if not self.fallback_present:
+            return None
+        delta = self.delta_percent
+        return delta is not None and delta <= self.allowed_percent
+
+    @property
+    def accuracy_passed(self) -> bool | None:
+        if self.accuracy is None:
+            return None
+        return self.accuracy or self.fallback_passed is True
+
+    @property
+    def passed(self) -> bool | None:
+        """Both checks pass; None when a verification file is missing (nothing verified yet)."""
+        if self.accuracy is None or self.performance is None:
+            return None
+        return bool(self.accuracy_passed) and self.performance
+
+    def line(self) -> str:
+        """One line: each check's verdict (the fallback's delta where it stood in)."""
+        word = {True: "PASS", False: "FAIL", None: "missing"}
+        acc = word[self.accuracy]
+        if self.accuracy is False and self.fallback_present:
+            d = self.delta_percent
+            shown = f"{d:.4f} %" if d is not None else "no DICE lines"
+            allowed = f"allowed {self.allowed_percent:g} %"
+            acc += f", fallback {word[self.fallback_passed]} (delta {shown}, {allowed})"
+        return f"TEST01 accuracy {acc}; performance {word[self.performance]}"
+
+
+def read_verification(folder: str | Path, config_ver: str = "default") -> Verification:
+    """Read ``folder`` (a ``TEST01/`` folder written by :func:`write_test01` or staged)."""
+    folder = Path(folder)
+
+    def text(name: str) -> str | None:
+        try:
+            return (folder / name).read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return None
+
+    va, vp = text(VERIFY_ACCURACY), text(VERIFY_PERFORMANCE)
+    return Verification(
+        folder=folder,
+        accuracy=None if va is None else "TEST PASS" in [x.strip() for x in va.splitlines()],
+        performance=None if vp is None else "TEST PASS" in vp,
+        baseline=accuracy_mean(folder / "accuracy" / BASELINE_ACCURACY),
+        compliance=accuracy_mean(folder / "accuracy" / COMPLIANCE_ACCURACY),
+        allowed_percent=allowed_delta_percent(config_ver),
+    )
+
+
+def read_runs_record(out: str | Path) -> dict[str, Any] | None:
+    """The record `verify-test01` wrote beside ``out/TEST01`` (the runs it verified); None if absent."""
+    try:
+        doc = json.loads((Path(out) / RUNS_RECORD).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return doc if isinstance(doc, dict) else None

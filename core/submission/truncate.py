@@ -8,25 +8,16 @@ outside the tree, can be proven to be the one that was scored. Logs are ASCII (L
 
 from __future__ import annotations
 
-import hashlib
 import re
 import shutil
 from pathlib import Path
 
 from core.errors import BadInputError, MissingInputError
-from core.fsio import atomic_write, write_text_atomic
+from core.fsio import atomic_write, sha256_file, write_text_atomic
 from core.jobs import NEVER, CancelToken
 from core.submission.rules import MAX_ACCURACY_LOG_BYTES, TRUNCATE_KEEP
 
 HASH_LINE = re.compile(r"^hash=([\w\d]+)$")
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with Path(path).open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def truncate_log(src: Path, dst: Path, keep: int = TRUNCATE_KEEP) -> None:
@@ -65,7 +56,7 @@ def truncate_accuracy_dir(acc_dir: Path, full_log: Path) -> str:
         raise BadInputError("accuracy.txt is missing: the hash of the full log goes there", txt)
     if recorded_hash(txt) is not None:
         raise BadInputError("accuracy.txt already has a hash= line (truncated twice?)", txt)
-    sha = file_sha256(full_log)
+    sha = sha256_file(full_log)
     truncate_log(full_log, acc_dir / "mlperf_log_accuracy.json")
     text = txt.read_text(encoding="utf-8")
     write_text_atomic(txt, text + f"\nhash={sha}\n")
