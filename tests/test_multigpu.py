@@ -671,6 +671,7 @@ async def test_monitor_shows_per_device_completed_and_qps(tmp_path: Path, monkey
     from core import config as core_config
 
     monkeypatch.setattr(core_config, "SEARCH_DIRS_OVERRIDE", [tmp_path / "no-config"])
+    (tmp_path / "ws").mkdir()  # an existing workspace: no "create it?" question first
     app = UnetConsole(Workspace.resolve(tmp_path / "ws", env={}), jobs=FakeJobs(), status_interval=0)
     async with app.run_test(size=(120, 40)) as pilot:
         await pilot.press("3")
