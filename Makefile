@@ -92,7 +92,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 # + what the tests need: torch and Triton (kernels run under TRITON_INTERPRET=1 on CPU), pytest,
-# ruff, mypy and the TensorRT type stubs (--no-deps: they depend on the uninstallable tensorrt)
+# ruff, mypy, scipy-stubs and the TensorRT type stubs (--no-deps: they depend on the uninstallable tensorrt)
 install-dev: $(VENV)/.installed-dev
 
 $(VENV)/.installed-dev: $(VENV)/.installed
@@ -101,10 +101,11 @@ $(VENV)/.installed-dev: $(VENV)/.installed
 	$(VENV)/bin/pip install -q --no-deps tensorrt-stubs==10.13.0.35.1
 	touch $@
 
-# the test command (CI runs exactly this): install, lint, type-check the TensorRT backend, all tests
+# the test command (CI runs exactly this): install, lint, type-check (mypy over core/ and plugins/, the
+# TensorRT code against tensorrt-stubs; its cache makes pytest's repeat of it take a second), all tests
 test: install-dev
 	$(PYTHON) -m ruff check core console screens plugins tests tools bench
-	$(PYTHON) -m tests.test_tensorrt_mypy
+	$(PYTHON) -m tests.test_mypy
 	$(PYTHON) -m pytest -q tests
 
 test_fast: install-dev

@@ -83,8 +83,12 @@ def _acc_dtype(int8: Any) -> Any:
     return gl.int32 if bool(int8) else gl.float32
 
 
+# The @gluon.jit kernels below leave their tensor parameters unannotated on purpose (hence the
+# no-untyped-def ignores): Triton reads parameter annotations as the kernel signature (a Python int or
+# float becomes a fixed i32 / fp32 argument that is no longer specialized). pyproject's mypy override
+# for plugins._kernels says the same for the Triton kernels.
 @gluon.jit
-def _mma_row(a, b, acc0, acc1, acc2, acc3, ROW: gl.constexpr):
+def _mma_row(a, b, acc0, acc1, acc2, acc3, ROW: gl.constexpr):  # type: ignore[no-untyped-def]
     """acc[ROW] += a @ b (asynchronous); ROW is a compile-time index into the four accumulators."""
     if ROW == 0:
         acc0 = warpgroup_mma(a, b, acc0, is_async=True)
@@ -98,7 +102,7 @@ def _mma_row(a, b, acc0, acc1, acc2, acc3, ROW: gl.constexpr):
 
 
 @gluon.jit
-def _tile_origin(tile, D, H, W, TW: gl.constexpr):
+def _tile_origin(tile, D, H, W, TW: gl.constexpr):  # type: ignore[no-untyped-def]
     """Tile id -> (n, d0, h0, w0); w fastest so neighbouring CTAs share halo lines in L2."""
     tw = W // TW
     th = H // 2
@@ -113,7 +117,9 @@ def _tile_origin(tile, D, H, W, TW: gl.constexpr):
 
 
 @gluon.jit
-def _issue_slab(x_desc, halo, ready, s, n_slabs, pid, nprog, D, H, W, TW: gl.constexpr):
+def _issue_slab(  # type: ignore[no-untyped-def]
+    x_desc, halo, ready, s, n_slabs, pid, nprog, D, H, W, TW: gl.constexpr
+):
     """TMA of slab s (tile s // 3 of this CTA, kw = s % 3) into buffer s % 2; nothing past the end."""
     pred = s < n_slabs
     i = s // 3
@@ -127,7 +133,7 @@ def _issue_slab(x_desc, halo, ready, s, n_slabs, pid, nprog, D, H, W, TW: gl.con
 
 
 @gluon.jit
-def conv3_halo_kernel(
+def conv3_halo_kernel(  # type: ignore[no-untyped-def]
     x_desc,
     w_desc,
     out_ptr,

@@ -397,7 +397,8 @@ def halo_ok(
         return False
     from plugins import gluon_conv
 
-    return gluon_conv.fits(tuple(x.shape[:4]), p.cin, p.cout)
+    n, d, h, w = x.shape[:4]
+    return gluon_conv.fits((n, d, h, w), p.cin, p.cout)
 
 
 def conv3d_halo_cl(
@@ -725,9 +726,8 @@ def weight_accumulate(
     if not use_triton(acc):
         r = logits.shape[-1]
         for i, pid in enumerate(patch_ids):
-            ref.weight_accumulate(
-                acc, logits[i], patches[pid].reshape(r, r, r), tuple(origins[3 * i : 3 * i + 3])
-            )
+            d, h, w = origins[3 * i : 3 * i + 3]
+            ref.weight_accumulate(acc, logits[i], patches[pid].reshape(r, r, r), (d, h, w))
         return
     weight_accumulate_impl(acc, logits, patches, patch_ids, origins)
 

@@ -3,7 +3,7 @@ sliding window, through the TensorRT Python API.
 
 THIS BACKEND HAS NEVER BEEN EXECUTED. TensorRT cannot be installed on the machines this project is
 developed on. The module is type-checked with mypy against tensorrt-stubs 10.13
-(``python -m tests.test_tensorrt_mypy``), and its TensorRT-free logic (the build plan, fingerprints,
+(``python -m tests.test_mypy``), and its TensorRT-free logic (the build plan, fingerprints,
 engine files, calibration windows and caches) is unit-tested, with the builder calls checked against a
 fake ``tensorrt`` module (tests/test_tensorrt_backend.py). Expect the first run on a machine with
 TensorRT 10 to find problems; the report of that run belongs in docs/PERFORMANCE.md.

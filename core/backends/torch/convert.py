@@ -230,8 +230,8 @@ def apply_quantization(net: OnnxUNet, amax: dict[str, float], kind: str) -> Onnx
         )
     net.quant_kind = kind
     net.in_scale = float(amax[net.input_name]) / INT8_MAX
-    for n in convs:
-        n.in_scale = net.in_scale
+    for c in convs:
+        c.in_scale = net.in_scale
     with torch.no_grad():
         for n in net.nodes:
             if not isinstance(n, Conv | ConvTranspose):

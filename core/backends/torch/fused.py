@@ -184,6 +184,7 @@ def sequence_from_reference(m: ref.UNet3D) -> list[tuple[str, dict[str, Any]]]:
         elif isinstance(mod, torch.nn.InstanceNorm3d):
             seq.append(("in", {"gamma": mod.weight.detach(), "beta": mod.bias.detach(), "eps": mod.eps}))
         elif isinstance(mod, torch.nn.ConvTranspose3d):
+            assert mod.bias is not None  # the reference's deconvs have a bias
             seq.append(("deconv", {"weight": mod.weight.detach(), "bias": mod.bias.detach()}))
     # modules() visits each _Up's upsample_conv before its convs, the output conv last: graph order.
     return seq
@@ -344,6 +345,7 @@ class FusedUNet3D:
         if x0.dtype not in (torch.int8, lay.first.packed.dtype):
             x0 = x0.to(lay.first.packed.dtype)
         y, part = ops.conv_c1_cl(x0, lay.first.packed, in_scale, self.act_dtype, stats=True)
+        assert part is not None
         enc = lay.encoder
         cur = self._norm(lay.first, y, part, enc[0].in_scale)
         skips: list[tuple[_Act, Tensor | None]] = []  # with the concat buffer already holding it

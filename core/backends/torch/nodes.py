@@ -10,7 +10,7 @@ channels-last 3-D with an explicit dtype; a node uses the fused Triton kernels o
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -217,6 +217,9 @@ def instance_norm_ref(
 
 class InstanceNorm(Node):
     op = "InstanceNormalization"
+    # registered buffers: declared so that attribute access is typed (nn.Module.__getattr__ is not)
+    gamma: torch.Tensor
+    beta: torch.Tensor
 
     def __init__(
         self,
@@ -334,7 +337,8 @@ class OnnxUNet(nn.Module):
 
     def __init__(self, nodes: Sequence[Node], input_name: str, output_name: str) -> None:
         super().__init__()
-        self.nodes = nn.ModuleList(nodes)
+        # an nn.ModuleList (it registers the nodes), typed by its elements: ModuleList yields plain Modules
+        self.nodes = cast("Sequence[Node]", nn.ModuleList(nodes))
         self.input_name = input_name
         self.output_name = output_name
         self.act_quant: dict[str, float] = {}
